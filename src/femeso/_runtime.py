@@ -1,0 +1,45 @@
+"""Run-time settings the stack needs, applied before Firedrake or PyTorch is imported.
+
+Users should not have to export anything in their shell: importing :mod:`femeso` sets the
+defaults below unless the variable is already set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Return femeso's per-user cache directory (``$FEMESO_CACHE_DIR`` or ``~/.cache/femeso``)."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "femeso"
+    return Path(os.environ.get("FEMESO_CACHE_DIR", default))
+
+
+def runtime_environment() -> dict[str, str]:
+    """Return the environment variables femeso's entry points set, with their default values.
+
+    Returns
+    -------
+    dict
+        ``OMP_NUM_THREADS=1`` (threads fight MPI ranks on small machines), Open MPI's
+        run-as-root permission when running as root, and the Firedrake/PyOP2/TSFC kernel cache
+        directories under :func:`cache_root` (outside any clone, so that tests and CI reuse them).
+    """
+    kernels = cache_root() / "kernels"
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "FIREDRAKE_CACHE_DIR": str(kernels / "firedrake"),
+        "PYOP2_CACHE_DIR": str(kernels / "pyop2"),
+        "FIREDRAKE_TSFC_KERNEL_CACHE_DIR": str(kernels / "tsfc"),
+    }
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    return env
+
+
+def configure_environment() -> None:
+    """Apply :func:`runtime_environment` to ``os.environ`` without overriding user settings."""
+    for name, value in runtime_environment().items():
+        os.environ.setdefault(name, value)

@@ -1,0 +1,354 @@
+r"""Energy functionals of the Onsager class.
+
+.. math::
+
+    V(u) = \int_\Omega F(u, x)\,dx + \frac12 \int_\Omega \sum_i \kappa_i(x) |\nabla u_i|^2\,dx
+
+* :class:`CoerciveNeuralDensity` is a learnable pointwise density that is coercive for every
+  parameter value: :math:`F(u, x) \ge \alpha |u|^2 - C` with :math:`\alpha > 0`.
+* :class:`KnownDensity` is a closed-form density (double well, Flory--Huggins ...). Densities add
+  up (``KnownDensity(...) + CoerciveNeuralDensity(...)``), so a user fixes what is known and
+  learns the rest.
+* :class:`ConstantKappa` and :class:`NeuralKappa` are the gradient coefficients, positive for
+  every parameter value.
+
+The pointwise part ("V0") and the gradient part are reported separately by
+:meth:`femeso.hypothesis.OnsagerModel.energy_parts`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from femeso.fields import DTYPE, Expression, NeuralField, softplus
+
+__all__ = [
+    "CoerciveNeuralDensity",
+    "ConstantKappa",
+    "Density",
+    "Energy",
+    "KnownDensity",
+    "NeuralKappa",
+    "SumDensity",
+]
+
+
+class Density(nn.Module):
+    """A pointwise energy density ``F(u, x)`` (abstract).
+
+    Subclasses implement :meth:`forward` (PyTorch, ``(n, k), (n, d) -> (n,)``) and :meth:`ufl`.
+    """
+
+    n_states: int
+    uses_position: bool = False
+
+    def forward(self, u: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Evaluate ``F`` at ``n`` points."""
+        raise NotImplementedError
+
+    def ufl(self, u: Sequence[Any], x: Any = None) -> Any:
+        """Return ``F`` as a UFL expression of the state components ``u`` and position ``x``."""
+        raise NotImplementedError
+
+    def __add__(self, other: Density) -> SumDensity:
+        return SumDensity(self, other)
+
+    def config(self) -> dict:
+        """Return the constructor arguments (for saving)."""
+        raise NotImplementedError
+
+
+class SumDensity(Density):
+    """The sum of two densities (e.g. a known part and a learned correction)."""
+
+    def __init__(self, first: Density, second: Density) -> None:
+        super().__init__()
+        if first.n_states != second.n_states:
+            raise ValueError(
+                f"cannot add densities of {first.n_states} and {second.n_states} state components"
+            )
+        self.first, self.second = first, second
+        self.n_states = first.n_states
+        self.uses_position = first.uses_position or second.uses_position
+
+    def forward(self, u, x=None):
+        """Evaluate ``F_1 + F_2``."""
+        return self.first(u, x) + self.second(u, x)
+
+    def ufl(self, u, x=None):
+        """Return ``F_1 + F_2`` in UFL."""
+        return self.first.ufl(u, x) + self.second.ufl(u, x)
+
+    def config(self) -> dict:
+        """Return both parts' configurations."""
+        return {"type": "SumDensity", "first": self.first.config(), "second": self.second.config()}
+
+
+class KnownDensity(Density):
+    """A closed-form density ``F(u, x)``.
+
+    Parameters
+    ----------
+    formula
+        ``formula(u, x, ops)`` with ``u`` the list of state components (see
+        :class:`femeso.fields.Expression`).
+    n_states
+        Number of state components.
+    uses_position
+        Whether the formula reads ``x``.
+    name
+        Label for reports.
+
+    Examples
+    --------
+    >>> double_well = KnownDensity(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2, name="double well")
+    """
+
+    def __init__(
+        self,
+        formula: Callable[..., Any],
+        *,
+        n_states: int = 1,
+        uses_position: bool = False,
+        name: str = "known density",
+    ) -> None:
+        super().__init__()
+        self.expression = Expression(
+            formula, n_states=n_states, uses_position=uses_position, name=name
+        )
+        self.n_states = n_states
+        self.uses_position = uses_position
+        self.name = name
+
+    def forward(self, u, x=None):
+        """Evaluate the formula."""
+        return self.expression(u, x)[:, 0]
+
+    def ufl(self, u, x=None):
+        """Return the formula in UFL."""
+        return self.expression.ufl(u, x)[0]
+
+    def config(self) -> dict:
+        """Describe the density (the formula is code: rebuild it from your script)."""
+        return {"type": "KnownDensity", "name": self.name, "n_states": self.n_states,
+                "uses_position": self.uses_position}
+
+
+class CoerciveNeuralDensity(Density):
+    r"""A learnable density that is coercive for every parameter value.
+
+    .. math::
+
+        F_\theta(u, x) = \frac{a}{2}|u|^2 + \frac{b}{4}|u|^4 + N_\theta(u, x) - N_\theta(0, x),
+        \qquad a = a_{\min} + \mathrm{softplus}(\theta_a) > 0,\ b = \mathrm{softplus}(\theta_b)
+
+    with :math:`N_\theta` a :class:`~femeso.fields.NeuralField` whose output is bounded by
+    :math:`B_\theta`. Hence :math:`F_\theta(u, x) \ge \frac{a}{2}|u|^2 - 2B_\theta` for all
+    :math:`u, x` (:meth:`coercivity_bounds`). Subtracting :math:`N_\theta(0, x)` is the additive
+    part of femeso's identifiability gauge: :math:`F_\theta(0, x) = 0`, which removes the
+    constants and functions of ``x`` alone that never change the dynamics.
+
+    Parameters
+    ----------
+    n_states
+        Number of state components.
+    width, depth
+        Size of the network.
+    dim
+        Spatial dimension, to let ``F`` depend on position.
+    quartic
+        Include the learnable quartic term (recommended for double-well-like energies).
+    a_min
+        Floor of the quadratic coefficient (the coercivity constant is at least ``a_min / 2``).
+    input_scale
+        Typical amplitude of the state, used to normalise the network input.
+    seed
+        Initialisation seed.
+    """
+
+    def __init__(
+        self,
+        n_states: int = 1,
+        *,
+        width: int = 16,
+        depth: int = 1,
+        dim: int | None = None,
+        quartic: bool = True,
+        a_min: float = 1e-3,
+        input_scale: float = 1.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        if a_min <= 0:
+            raise ValueError(f"a_min must be positive for coercivity, got {a_min}")
+        self.n_states = n_states
+        self.uses_position = dim is not None
+        self.quartic = quartic
+        self.a_min = a_min
+        self.network = NeuralField(
+            n_states, 1, width=width, depth=depth, dim=dim, input_scale=input_scale, seed=seed
+        )
+        self.raw_a = nn.Parameter(torch.tensor(0.0, dtype=DTYPE))
+        self.raw_b = nn.Parameter(torch.tensor(-2.0, dtype=DTYPE)) if quartic else None
+
+    @property
+    def a(self) -> torch.Tensor:
+        """The quadratic coefficient ``a >= a_min``."""
+        return self.a_min + softplus(self.raw_a)
+
+    @property
+    def b(self) -> torch.Tensor:
+        """The quartic coefficient ``b >= 0`` (0 without the quartic term)."""
+        return softplus(self.raw_b) if self.quartic else torch.zeros((), dtype=DTYPE)
+
+    def forward(self, u, x=None):
+        """Evaluate ``F_theta`` at ``n`` points."""
+        sq = (u * u).sum(dim=-1)
+        zero = torch.zeros_like(u)
+        offset = self.network(zero, x)[:, 0]
+        return 0.5 * self.a * sq + 0.25 * self.b * sq * sq + self.network(u, x)[:, 0] - offset
+
+    def ufl(self, u, x=None):
+        """Return ``F_theta`` in UFL."""
+        sq = sum(ui * ui for ui in u)
+        a, b = float(self.a), float(self.b)
+        n_u = self.network.ufl(u, x)[0]
+        n_0 = self.network.ufl([0.0] * self.n_states, x)[0]
+        return 0.5 * a * sq + 0.25 * b * sq * sq + n_u - n_0
+
+    def coercivity_bounds(self) -> tuple[float, float]:
+        """Return ``(alpha, C)`` with ``F(u, x) >= alpha |u|^2 - C`` for every ``u, x``."""
+        with torch.no_grad():
+            return 0.5 * float(self.a), 2.0 * float(self.network.output_bound()[0])
+
+    def config(self) -> dict:
+        """Return the constructor arguments."""
+        net = self.network
+        return {
+            "type": "CoerciveNeuralDensity",
+            "n_states": self.n_states,
+            "width": net.width,
+            "depth": net.depth,
+            "dim": net.dim,
+            "quartic": self.quartic,
+            "a_min": self.a_min,
+            "input_scale": float(net.input_scale[0]),
+            "seed": net.seed,
+        }
+
+
+class ConstantKappa(nn.Module):
+    """Constant gradient coefficients ``kappa_i > 0``, one per state component.
+
+    Parameters
+    ----------
+    value
+        Initial (or fixed) value(s); a scalar is used for every component.
+    n_states
+        Number of state components.
+    learnable
+        Learn the value(s) (through a softplus, so they stay positive).
+    """
+
+    uses_position = False
+
+    def __init__(
+        self, value: float | Sequence[float] = 1.0, *, n_states: int = 1, learnable: bool = False
+    ) -> None:
+        super().__init__()
+        values = torch.as_tensor(value, dtype=DTYPE).expand(n_states).clone()
+        if torch.any(values <= 0):
+            raise ValueError(f"kappa must be positive, got {value}")
+        self.n_states = n_states
+        self.learnable = learnable
+        if learnable:
+            # inverse softplus, so that the initial value is exactly `value`
+            self.raw = nn.Parameter(values + torch.log(-torch.expm1(-values)))
+        else:
+            self.register_buffer("fixed", values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, k)`` values at ``n`` points."""
+        values = softplus(self.raw) if self.learnable else self.fixed
+        return values.expand(x.shape[0], self.n_states)
+
+    def config(self) -> dict:
+        """Return the constructor arguments (the value is saved with the parameters)."""
+        values = self.forward(torch.zeros(1, 1, dtype=DTYPE))[0]
+        return {"type": "ConstantKappa", "value": values.tolist(), "n_states": self.n_states,
+                "learnable": self.learnable}
+
+
+class NeuralKappa(nn.Module):
+    """Space-dependent gradient coefficients ``kappa_i(x) = softplus(N_theta(x)_i) > 0``.
+
+    Parameters
+    ----------
+    dim
+        Spatial dimension.
+    n_states
+        Number of state components.
+    width, depth, seed
+        Network size and initialisation seed.
+    """
+
+    uses_position = True
+    learnable = True
+
+    def __init__(
+        self, dim: int, *, n_states: int = 1, width: int = 8, depth: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.n_states = n_states
+        self.network = NeuralField(0, n_states, width=width, depth=depth, dim=dim, seed=seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, k)`` values at ``n`` points."""
+        return softplus(self.network(None, x))
+
+    def config(self) -> dict:
+        """Return the constructor arguments."""
+        net = self.network
+        return {"type": "NeuralKappa", "dim": net.dim, "n_states": self.n_states,
+                "width": net.width, "depth": net.depth, "seed": net.seed}
+
+
+class Energy(nn.Module):
+    r"""An energy :math:`V(u) = \int F(u,x)\,dx + \frac12\int \sum_i\kappa_i |\nabla u_i|^2 dx`.
+
+    Parameters
+    ----------
+    density
+        The pointwise density ``F``.
+    kappa
+        Gradient coefficient(s): a positive number (fixed), a :class:`ConstantKappa` or a
+        :class:`NeuralKappa`.
+    """
+
+    def __init__(self, density: Density, kappa: float | nn.Module = 1.0) -> None:
+        super().__init__()
+        if not isinstance(density, Density):
+            raise TypeError(f"density must be a femeso Density, got {type(density).__name__}")
+        self.density = density
+        self.n_states = density.n_states
+        if not isinstance(kappa, nn.Module):
+            kappa = ConstantKappa(kappa, n_states=density.n_states)
+        if kappa.n_states != density.n_states:
+            raise ValueError(
+                f"kappa has {kappa.n_states} components but the density has {density.n_states}"
+            )
+        self.kappa = kappa
+
+    @property
+    def uses_position(self) -> bool:
+        """Whether the energy depends on position."""
+        return self.density.uses_position or self.kappa.uses_position
+
+    def config(self) -> dict:
+        """Return the energy's configuration."""
+        return {"density": self.density.config(), "kappa": self.kappa.config()}

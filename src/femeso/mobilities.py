@@ -1,0 +1,228 @@
+r"""Dissipative mobilities :math:`M \ge 0` and conservative operators :math:`W = -W^*`.
+
+Dissipative parts enter the weak form as a bilinear form :math:`a_M(\mu, v)` with
+:math:`a_M(\mu, \mu) \ge 0` for every state and every parameter value:
+
+* :class:`LocalMobility` (:math:`L^2`, non-conserved, Allen--Cahn type):
+  :math:`a_M(\mu, v) = \int \sum_i m_i(u, x)\, \mu_i v_i\,dx`;
+* :class:`ConservedMobility` (:math:`H^{-1}`, Cahn--Hilliard type, conserves :math:`\int u_i`):
+  :math:`a_M(\mu, v) = \int \sum_i m_i(u, x)\, \nabla\mu_i\cdot\nabla v_i\,dx`.
+
+The coefficients are non-negative by construction: a :class:`~femeso.fields.NeuralField` goes
+through a softplus, a closed-form :class:`~femeso.fields.Expression` through its positive part
+:math:`\max(m, 0)` (so a degenerate mobility such as :math:`u(1-u)` stays admissible even where a
+state leaves :math:`[0, 1]`), and a constant must be :math:`\ge 0`.
+
+Conservative parts enter as :math:`a_W(\mu, v)` with :math:`a_W(\mu, \mu) = 0` *pointwise*, so
+exactly under any quadrature:
+
+* :class:`SkewTransport`: :math:`\frac12\int (b\cdot\nabla\mu_i)\, v_i - (b\cdot\nabla v_i)\,\mu_i`,
+  the skew-symmetrised transport along a (given or learned) vector field ``b(x)`` — in 1-D with
+  ``b = -1`` this is the KdV operator :math:`u_t = \partial_x\,\delta V/\delta u`;
+* :class:`CanonicalCoupling`: :math:`\int c(x)\,(\mu_q v_p - \mu_p v_q)`, the canonical coupling of a
+  pair of fields ``(q, p)``: :math:`q_t = c\,\mu_p`, :math:`p_t = -c\,\mu_q`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from femeso.fields import DTYPE, NeuralField, PointwiseField, softplus
+
+__all__ = [
+    "CanonicalCoupling",
+    "ConservedMobility",
+    "LocalMobility",
+    "MobilityCoefficient",
+    "SkewTransport",
+]
+
+
+class MobilityCoefficient(nn.Module):
+    """Non-negative coefficients ``m_i(u, x) >= 0``, one per state component.
+
+    Parameters
+    ----------
+    coefficient
+        A non-negative number or sequence (constant), a :class:`~femeso.fields.NeuralField`
+        (made positive by a softplus) or a :class:`~femeso.fields.Expression` (its positive part
+        is used).
+    n_states
+        Number of state components.
+    """
+
+    def __init__(self, coefficient: float | Sequence[float] | PointwiseField, n_states: int):
+        super().__init__()
+        self.n_states = n_states
+        if isinstance(coefficient, PointwiseField):
+            if coefficient.n_outputs != n_states:
+                raise ValueError(
+                    f"a mobility field needs {n_states} outputs (one per state component), "
+                    f"got {coefficient.n_outputs}"
+                )
+            if coefficient.uses_state and coefficient.n_states != n_states:
+                raise ValueError(
+                    f"a mobility field must read all {n_states} state components, "
+                    f"it reads {coefficient.n_states}"
+                )
+            self.field = coefficient
+            self.kind = "neural" if isinstance(coefficient, NeuralField) else "expression"
+            self.state_dependent = coefficient.uses_state
+            self.uses_position = coefficient.uses_position
+        else:
+            values = torch.as_tensor(coefficient, dtype=DTYPE).expand(n_states).clone()
+            if torch.any(values < 0) or not torch.all(torch.isfinite(values)):
+                raise ValueError(f"a constant mobility must be finite and >= 0, got {coefficient}")
+            self.register_buffer("constant", values)
+            self.field = None
+            self.kind = "constant"
+            self.state_dependent = False
+            self.uses_position = False
+
+    def forward(self, u: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """Return ``(n, k)`` non-negative values at ``n`` points."""
+        if self.kind == "constant":
+            n = (u if u is not None else x).shape[0]
+            return self.constant.expand(n, self.n_states)
+        raw = self.field(u if self.field.uses_state else None, x)
+        return softplus(raw) if self.kind == "neural" else torch.clamp(raw, min=0.0)
+
+    def ufl(self, u, x):
+        """Return the coefficients as a list of UFL expressions."""
+        from femeso.fields import UFL_OPS
+
+        if self.kind == "constant":
+            return [float(c) for c in self.constant]
+        raw = self.field.ufl(u if self.field.uses_state else None, x)
+        transform = UFL_OPS.softplus if self.kind == "neural" else UFL_OPS.max0
+        return [transform(r) for r in raw]
+
+    def config(self) -> dict:
+        """Return the configuration."""
+        if self.kind == "constant":
+            return {"type": "constant", "value": self.constant.tolist()}
+        return self.field.config()
+
+
+class _Mobility(nn.Module):
+    kind: str
+
+    def __init__(self, coefficient: float | Sequence[float] | PointwiseField = 1.0, *,
+                 n_states: int = 1) -> None:
+        super().__init__()
+        self.coefficient = MobilityCoefficient(coefficient, n_states)
+        self.n_states = n_states
+
+    def config(self) -> dict:
+        """Return the configuration."""
+        return {"type": type(self).__name__, "n_states": self.n_states,
+                "coefficient": self.coefficient.config()}
+
+
+class LocalMobility(_Mobility):
+    """Non-conserved (L2) mobility: ``a_M(mu, v) = sum_i (m_i(u, x) mu_i, v_i)``.
+
+    Parameters
+    ----------
+    coefficient
+        See :class:`MobilityCoefficient`.
+    n_states
+        Number of state components.
+    """
+
+    kind = "local"
+
+
+class ConservedMobility(_Mobility):
+    """Conserved (H^-1) mobility: ``a_M(mu, v) = sum_i (m_i(u, x) grad mu_i, grad v_i)``.
+
+    Parameters
+    ----------
+    coefficient
+        See :class:`MobilityCoefficient`.
+    n_states
+        Number of state components.
+    """
+
+    kind = "conserved"
+
+
+class SkewTransport(nn.Module):
+    r"""Skew-symmetrised transport along ``b(x)``: :math:`a_W(\mu,\mu) = 0` pointwise.
+
+    Parameters
+    ----------
+    velocity
+        A constant vector (sequence of ``dim`` numbers) or a :class:`~femeso.fields.NeuralField`
+        of position only with ``dim`` outputs (learned).
+    dim
+        Spatial dimension.
+    """
+
+    def __init__(self, velocity: Sequence[float] | NeuralField, *, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        if isinstance(velocity, NeuralField):
+            if velocity.uses_state or velocity.n_outputs != dim:
+                raise ValueError(
+                    f"a learned transport velocity must be a field of position with {dim} outputs"
+                )
+            self.field = velocity
+        else:
+            values = torch.as_tensor(velocity, dtype=DTYPE).reshape(-1)
+            if values.numel() != dim:
+                raise ValueError(f"velocity must have {dim} components, got {velocity}")
+            self.register_buffer("constant", values)
+            self.field = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, dim)`` velocities at ``n`` points."""
+        if self.field is None:
+            return self.constant.expand(x.shape[0], self.dim)
+        return self.field(None, x)
+
+    def config(self) -> dict:
+        """Return the configuration."""
+        v = self.field.config() if self.field is not None else self.constant.tolist()
+        return {"type": "SkewTransport", "dim": self.dim, "velocity": v}
+
+
+class CanonicalCoupling(nn.Module):
+    r"""Canonical coupling of fields ``(q, p)``: :math:`q_t = c\,\mu_p,\ p_t = -c\,\mu_q`.
+
+    Parameters
+    ----------
+    coefficient
+        A constant or a :class:`~femeso.fields.NeuralField` of position with one output.
+    pair
+        The indices ``(q, p)`` of the coupled state components.
+    """
+
+    def __init__(self, coefficient: float | NeuralField = 1.0, *,
+                 pair: tuple[int, int] = (0, 1)) -> None:
+        super().__init__()
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"pair must name two different state components, got {pair}")
+        self.pair = tuple(int(i) for i in pair)
+        if isinstance(coefficient, NeuralField):
+            if coefficient.uses_state or coefficient.n_outputs != 1:
+                raise ValueError("a learned coupling coefficient must be a field of position")
+            self.field = coefficient
+        else:
+            self.register_buffer("constant", torch.tensor([float(coefficient)], dtype=DTYPE))
+            self.field = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, 1)`` coefficients at ``n`` points."""
+        if self.field is None:
+            return self.constant.expand(x.shape[0], 1)
+        return self.field(None, x)
+
+    def config(self) -> dict:
+        """Return the configuration."""
+        c = self.field.config() if self.field is not None else float(self.constant[0])
+        return {"type": "CanonicalCoupling", "pair": list(self.pair), "coefficient": c}
+

@@ -1,0 +1,104 @@
+"""The quadrature rule shared by the discrete energy and the scheme, and values living on it.
+
+femeso evaluates every pointwise field at the quadrature points of one rule of degree ``q``
+(a ``Quadrature`` finite element of that degree) and integrates every term of the weak form and
+of the discrete energy ``V_h`` with ``dx(degree=q)`` -- the same points and weights. That shared
+rule is the condition under which the discrete energy law holds to rounding.
+"""
+
+from __future__ import annotations
+
+import firedrake as fd
+import numpy as np
+import torch
+import ufl
+from finat.ufl import FiniteElement, TensorElement, VectorElement
+
+from femeso.fields import DTYPE
+
+__all__ = ["QuadratureRule"]
+
+
+class QuadratureRule:
+    """Quadrature points of a mesh, with spaces and samplers for values at those points.
+
+    Parameters
+    ----------
+    mesh
+        The mesh.
+    degree
+        Degree of the rule (polynomials of this degree are integrated exactly).
+    """
+
+    def __init__(self, mesh: fd.MeshGeometry, degree: int) -> None:
+        if degree < 1:
+            raise ValueError(f"quadrature degree must be >= 1, got {degree}")
+        self.mesh = mesh
+        self.degree = degree
+        cell = mesh.ufl_cell()
+        element = FiniteElement("Quadrature", cell, degree, quad_scheme="default")
+        self.scalar_space = fd.FunctionSpace(mesh, element)
+        self._vector_spaces: dict[int, fd.FunctionSpace] = {}
+        self._tensor_spaces: dict[tuple[int, int], fd.FunctionSpace] = {}
+        self.dx = fd.dx(domain=mesh, degree=degree, scheme="default")
+        x = self.sample(fd.SpatialCoordinate(mesh))
+        self.points = torch.as_tensor(x.reshape(-1, mesh.geometric_dimension()), dtype=DTYPE)
+        weights = fd.assemble(fd.TestFunction(self.scalar_space) * self.dx)
+        self.weights = torch.as_tensor(weights.dat.data_ro.copy(), dtype=DTYPE)
+        self._samplers: dict = {}
+
+    @property
+    def n_points(self) -> int:
+        """Number of quadrature points owned by this process."""
+        return self.weights.shape[0]
+
+    def space(self, shape: tuple[int, ...] = ()) -> fd.FunctionSpace:
+        """Return the quadrature space of values of the given shape (``()``, ``(k,)``, ``(k, k)``)."""
+        if shape == ():
+            return self.scalar_space
+        cell = self.mesh.ufl_cell()
+        base = FiniteElement("Quadrature", cell, self.degree, quad_scheme="default")
+        if len(shape) == 1:
+            if shape[0] not in self._vector_spaces:
+                element = VectorElement(base, dim=shape[0])
+                self._vector_spaces[shape[0]] = fd.FunctionSpace(self.mesh, element)
+            return self._vector_spaces[shape[0]]
+        if shape not in self._tensor_spaces:
+            element = TensorElement(base, shape=shape)
+            self._tensor_spaces[shape] = fd.FunctionSpace(self.mesh, element)
+        return self._tensor_spaces[shape]
+
+    def function(self, shape: tuple[int, ...] = (), name: str | None = None) -> fd.Function:
+        """Return a new zero function of values at the quadrature points."""
+        return fd.Function(self.space(shape), name=name)
+
+    def sample(self, expression: ufl.core.expr.Expr, out: fd.Function | None = None) -> np.ndarray:
+        """Evaluate a UFL expression at the quadrature points.
+
+        Returns an array of shape ``(n_points,) + value_shape`` (a view of ``out`` when given).
+        """
+        shape = expression.ufl_shape
+        if out is None:
+            out = self.function(shape)
+        fd.assemble(fd.interpolate(expression, out.function_space()), tensor=out)
+        return out.dat.data_ro.reshape((self.n_points_of(out),) + shape)
+
+    def n_points_of(self, f: fd.Function) -> int:
+        """Number of owned points of a quadrature function (its owned values / value size)."""
+        return f.dat.data_ro.shape[0]
+
+    def integrate(self, values: torch.Tensor) -> torch.Tensor:
+        """Return the global integral of pointwise values ``(n_points,)`` (summed over ranks)."""
+        local = (self.weights * values).sum()
+        comm = self.mesh.comm
+        if comm.size == 1:
+            return local
+        # Sum the detached local contributions; keep the local graph for autograd.
+        total = comm.allreduce(float(local.detach()))
+        return local + (total - local.detach())
+
+    @staticmethod
+    def assign(f: fd.Function, values: torch.Tensor | np.ndarray) -> None:
+        """Write pointwise values (owned points) into a quadrature function."""
+        array = values.detach().numpy() if isinstance(values, torch.Tensor) else values
+        f.dat.data_wo[...] = array.reshape(f.dat.data_wo.shape)

@@ -1,0 +1,548 @@
+r"""Energy-stable implicit time stepping for every member of the Onsager class.
+
+One step from :math:`u^n` to :math:`u^{n+1}` solves, for :math:`(u^{n+1}, \mu)` in the mixed space
+``V x V`` and all test functions :math:`(v, \eta)`,
+
+.. math::
+
+    (u^{n+1} - u^n, v) + \Delta t\,\big[a_M(u^*; \mu, v) + a_W(\mu, v)\big] &= 0, \\
+    (\mu, \eta) - (\bar\mu_F(u^n, u^{n+1}), \eta)
+      - (\kappa\nabla u^{n+\frac12}, \nabla\eta) &= 0,
+
+with :math:`\bar\mu_F` the pointwise discrete gradient of the density
+(:mod:`femeso.discrete_gradients`), :math:`u^{n+1/2}` the midpoint and :math:`u^*` the state at
+which the mobility is evaluated: the midpoint for ``scheme="midpoint"`` (second order, the
+default) or :math:`u^n` for ``scheme="linearised"`` (first order, cheaper Jacobian). Taking
+:math:`v = \mu` and :math:`\eta = u^{n+1} - u^n`, with every term and :math:`V_h` integrated by the
+same quadrature rule,
+
+.. math:: V_h(u^{n+1}) - V_h(u^n) = -\Delta t\, a_M(u^*; \mu, \mu) \le 0
+
+exactly, for every :math:`\Delta t > 0` and every parameter value; :math:`= 0` when :math:`M = 0`;
+and :math:`\int u^{n+1} = \int u^n` for conserved mobilities (test with :math:`v = 1`). The
+nonlinear system is solved by PETSc SNES (Newton with line search) with exact Jacobians: the
+pointwise fields are evaluated in PyTorch at the quadrature points before every residual and
+Jacobian evaluation, and their derivatives enter the Jacobian form.
+
+Dirichlet conditions on ``u`` (time-independent data) come with homogeneous conditions on
+:math:`\mu` on the same boundary: :math:`\mu` is then the gradient of :math:`V` within the
+constrained space, and the energy law above holds unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import firedrake as fd
+import numpy as np
+import torch
+import ufl
+
+from femeso._log import logger
+from femeso.discrete_gradients import DEFAULT_TOL, discrete_gradient_and_jacobian
+from femeso.fields import DTYPE
+from femeso.hypothesis import OnsagerModel, components
+from femeso.mobilities import SkewTransport
+
+__all__ = [
+    "DIRECT_SOLVER",
+    "ITERATIVE_SOLVER",
+    "EnergyStableStepper",
+    "StepFailure",
+    "StepRecord",
+    "Trajectory",
+]
+
+#: Newton with backtracking line search, MUMPS LU (the default).
+DIRECT_SOLVER: dict[str, Any] = {
+    "snes_type": "newtonls",
+    "snes_linesearch_type": "bt",
+    "snes_rtol": 1e-10,
+    "snes_atol": 1e-12,
+    "snes_stol": 1e-12,
+    "snes_max_it": 30,
+    "mat_type": "aij",
+    "ksp_type": "preonly",
+    "pc_type": "lu",
+    "pc_factor_mat_solver_type": "mumps",
+}
+
+#: Newton with line search, GMRES preconditioned by block-Jacobi/ILU (large meshes; the energy law
+#: then holds to the linear tolerance, which is set tight).
+ITERATIVE_SOLVER: dict[str, Any] = {
+    **{k: v for k, v in DIRECT_SOLVER.items() if not k.startswith(("ksp", "pc"))},
+    "ksp_type": "gmres",
+    "ksp_rtol": 1e-12,
+    "ksp_atol": 1e-14,
+    "ksp_max_it": 2000,
+    "ksp_gmres_restart": 200,
+    "pc_type": "bjacobi",
+    "sub_pc_type": "ilu",
+}
+
+SCHEMES = ("midpoint", "linearised")
+
+
+class StepFailure(RuntimeError):
+    """A time step could not be completed even after repeated step-size reductions."""
+
+
+@dataclass
+class StepRecord:
+    """What one accepted step did.
+
+    Attributes
+    ----------
+    t
+        Time at the end of the step.
+    dt
+        The step size asked for (sub-steps of it may have been taken, see ``halvings``).
+    energy
+        ``V_h(u^{n+1})``.
+    energy_parts
+        ``{"pointwise", "gradient", "nonlocal", "total"}``.
+    energy_change
+        ``V_h(u^{n+1}) - V_h(u^n)``.
+    dissipation
+        The discrete dissipation rate ``a_M(u^*; mu, mu) >= 0`` of the (last sub-)step.
+    mass
+        ``int u_i`` per component.
+    newton_iterations, linear_iterations
+        Totals over the step's sub-steps.
+    halvings
+        How often the step size was halved to complete the step.
+    """
+
+    t: float
+    dt: float
+    energy: float
+    energy_parts: dict[str, float]
+    energy_change: float
+    dissipation: float
+    mass: list[float]
+    newton_iterations: int
+    linear_iterations: int
+    halvings: int = 0
+
+
+@dataclass
+class Trajectory:
+    """A rollout: times, states (copies of the state ``Function``) and per-step records."""
+
+    times: np.ndarray
+    states: list[fd.Function]
+    records: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def energies(self) -> np.ndarray:
+        """Energy at each stored time (the first from the initial state)."""
+        return np.array([self.initial_energy] + [r.energy for r in self.records])
+
+    initial_energy: float = float("nan")
+
+
+class EnergyStableStepper:
+    r"""Discrete-gradient time stepper for an :class:`~femeso.hypothesis.OnsagerModel`.
+
+    Parameters
+    ----------
+    model
+        The model.
+    u0
+        Initial state (a ``Function`` on ``model.space``; copied).
+    dt
+        Step size (> 0).
+    t0
+        Initial time.
+    scheme
+        ``"midpoint"`` (second order) or ``"linearised"`` (mobility at :math:`u^n`, first order).
+    bcs
+        Dirichlet conditions on ``u`` as ``(value, subdomain)`` pairs (time-independent values);
+        ``mu`` gets homogeneous conditions on the same subdomains.
+    source
+        Optional forcing ``f(t)`` (UFL, evaluated at the step midpoint) added to the state
+        equation, for verification with manufactured solutions; it breaks the energy law.
+    solver_parameters
+        PETSc options, merged over :data:`DIRECT_SOLVER` (pass :data:`ITERATIVE_SOLVER` for large
+        meshes).
+    max_halvings
+        How often a failed step (Newton failure or energy increase) is retried with half the step
+        before :class:`StepFailure` is raised.
+    energy_rtol
+        Relative tolerance of the "no energy increase" check (rounding and solver tolerance).
+    """
+
+    def __init__(
+        self,
+        model: OnsagerModel,
+        u0: fd.Function,
+        dt: float,
+        *,
+        t0: float = 0.0,
+        scheme: str = "midpoint",
+        bcs: Sequence[tuple[Any, Any]] = (),
+        source: Callable[[fd.Constant], Any] | None = None,
+        solver_parameters: dict[str, Any] | None = None,
+        max_halvings: int = 8,
+        energy_rtol: float = 1e-9,
+        options_prefix: str | None = None,
+    ) -> None:
+        if not isinstance(model, OnsagerModel):
+            raise TypeError(f"model must be an OnsagerModel, got {type(model).__name__}")
+        if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a positive number, got {dt!r}")
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        if u0.function_space() != model.space:
+            raise ValueError("u0 must live on the model's state space")
+        self.model, self.scheme, self.dt = model, scheme, float(dt)
+        self.t = float(t0)
+        self.max_halvings, self.energy_rtol = max_halvings, energy_rtol
+        # A manufactured source does work on the system: the energy check does not apply then.
+        self._has_source = source is not None
+        V = model.space
+        k = self.k = model.n_states
+        rule = model.rule
+        self.W = V * V
+        self.u = fd.Function(V, name="u").assign(u0)  # the current state u^n
+        self.w = fd.Function(self.W, name="u_mu")
+        self.w.subfunctions[0].assign(u0)
+        self._dt = fd.Constant(self.dt)
+        self._t_mid = fd.Constant(self.t + 0.5 * self.dt)
+
+        # ---- values at the quadrature points, refreshed from PyTorch
+        state_shape = () if k == 1 else (k,)
+        self._u1_q = rule.function(state_shape)
+        u1, mu = ufl.split(self.w)
+        self._u1_sampler = fd.interpolate(u1, self._u1_q.function_space())
+        self.dg = [rule.function(name=f"dg{i}") for i in range(k)]
+        self.ddg = [[rule.function() for _ in range(k)] for _ in range(k)]
+        self.lin = [rule.function() for _ in range(k)]
+        self.kappa_q = [rule.function(name=f"kappa{i}") for i in range(k)]
+        kinds = sorted({m.kind for m in model.mobilities})
+        self._mobility_state_dependent = {
+            kind: any(m.coefficient.state_dependent for m in model.mobilities if m.kind == kind)
+            for kind in kinds
+        }
+        self.mobility_q = {kind: [rule.function() for _ in range(k)] for kind in kinds}
+        self.dmobility_q = {
+            kind: [[rule.function() for _ in range(k)] for _ in range(k)]
+            for kind in kinds
+            if self._mobility_state_dependent[kind] and scheme == "midpoint"
+        }
+        self.conservative_q = [
+            rule.function((model.dim,) if isinstance(w, SkewTransport) else ())
+            for w in model.conservative
+        ]
+
+        # ---- the forms
+        self.residual = self._form(linearised=False, source=source)
+        self.jacobian = ufl.derivative(self._form(linearised=True, source=source), self.w)
+        dirichlet = []
+        for value, subdomain in bcs:
+            dirichlet.append(fd.DirichletBC(self.W.sub(0), value, subdomain))
+            dirichlet.append(fd.DirichletBC(self.W.sub(1), 0, subdomain))
+        self.bcs = dirichlet
+        self.dissipation_form = self._dissipation_form()
+        params = {**DIRECT_SOLVER, **(solver_parameters or {})}
+        self.solver_parameters = params
+        problem = fd.NonlinearVariationalProblem(
+            self.residual, self.w, bcs=dirichlet, J=self.jacobian
+        )
+        self.solver = fd.NonlinearVariationalSolver(
+            problem,
+            solver_parameters=params,
+            options_prefix=options_prefix,
+            pre_function_callback=self._update_pointwise,
+            pre_jacobian_callback=self._update_pointwise,
+        )
+        self._last_u1: np.ndarray | None = None
+        self._prepare_step()
+        self._initial_mu()
+        self.records: list[StepRecord] = []
+
+    # ------------------------------------------------------------------ forms
+    def _form(self, *, linearised: bool, source) -> ufl.Form:
+        """The residual; with ``linearised`` the pointwise values carry their derivatives.
+
+        The linearised form equals the residual at the current iterate (the values are sampled
+        there) and its UFL derivative is the exact Jacobian of the residual.
+        """
+        model, k, dx = self.model, self.k, self.model.rule.dx
+        u1, mu = ufl.split(self.w)
+        v, eta = ufl.TestFunctions(self.W)
+        u0 = self.u
+        u1c, u0c = components(u1, k), components(u0, k)
+        muc, vc, etac = components(mu, k), components(v, k), components(eta, k)
+        increments = [u1c[j] - self.lin[j] for j in range(k)]
+
+        def with_derivative(values, derivatives, i):
+            if not linearised or derivatives is None:
+                return values[i]
+            return values[i] + sum(derivatives[i][j] * increments[j] for j in range(k))
+
+        form = 0
+        for i in range(k):
+            u_mid = 0.5 * (u0c[i] + u1c[i])
+            dg = with_derivative(self.dg, self.ddg, i)
+            form += (u1c[i] - u0c[i]) * vc[i] * dx
+            form += muc[i] * etac[i] * dx - dg * etac[i] * dx
+            form += -self.kappa_q[i] * ufl.inner(ufl.grad(u_mid), ufl.grad(etac[i])) * dx
+            for kind, values in self.mobility_q.items():
+                m = with_derivative(values, self.dmobility_q.get(kind), i)
+                if kind == "local":
+                    form += self._dt * m * muc[i] * vc[i] * dx
+                else:
+                    form += self._dt * m * ufl.inner(ufl.grad(muc[i]), ufl.grad(vc[i])) * dx
+        for w, coefficient in zip(model.conservative, self.conservative_q, strict=True):
+            form += self._dt * OnsagerModel._conservative_form(w, coefficient, muc, vc, dx)
+        if source is not None:
+            f = components(source(self._t_mid), k)
+            form += -self._dt * sum(f[i] * vc[i] for i in range(k)) * dx
+        return form
+
+    def _dissipation_form(self) -> ufl.Form | None:
+        k, dx = self.k, self.model.rule.dx
+        _, mu = ufl.split(self.w)
+        muc = components(mu, k)
+        form = 0
+        for kind, values in self.mobility_q.items():
+            for i in range(k):
+                if kind == "local":
+                    form += values[i] * muc[i] ** 2 * dx
+                else:
+                    form += values[i] * ufl.inner(ufl.grad(muc[i]), ufl.grad(muc[i])) * dx
+        return form if form != 0 else None
+
+    # ------------------------------------------------------------------ pointwise values
+    def _prepare_step(self) -> None:
+        """Evaluate what stays fixed during a step: u^n at the points, F(u^n), kappa, W, M(u^n)."""
+        model, rule = self.model, self.model.rule
+        with torch.no_grad():
+            self._u0_t = model.state_at_points(self.u)
+            self._F0 = model.density(self._u0_t)
+            kappa = model.kappa()
+            for i in range(self.k):
+                rule.assign(self.kappa_q[i], kappa[:, i])
+            for w, target in zip(model.conservative, self.conservative_q, strict=True):
+                values = w(model.x)
+                rule.assign(target, values if isinstance(w, SkewTransport) else values[:, 0])
+            frozen = [kind for kind in self.mobility_q if kind not in self.dmobility_q]
+            if frozen:
+                values = model.mobility_values(self._u0_t)
+                for kind in frozen:
+                    for i in range(self.k):
+                        rule.assign(self.mobility_q[kind][i], values[kind][:, i])
+        self._last_u1 = None
+
+    def _update_pointwise(self, X) -> None:
+        """SNES callback: sample the iterate and refresh values and derivatives (once per iterate)."""
+        with self.w.dat.vec_wo as w_vec:
+            X.copy(w_vec)
+        fd.assemble(self._u1_sampler, tensor=self._u1_q)
+        u1 = self._u1_q.dat.data_ro.reshape(-1, self.k)
+        if self._last_u1 is not None and np.array_equal(u1, self._last_u1):
+            return
+        self._last_u1 = u1.copy()
+        model, rule, k = self.model, self.model.rule, self.k
+        u1_t = torch.as_tensor(self._last_u1, dtype=DTYPE)
+        x = model.x
+
+        def F(u):
+            return model.energy.density(u, x)
+
+        values, jac = discrete_gradient_and_jacobian(F, self._u0_t, u1_t, F0=self._F0,
+                                                     tol=DEFAULT_TOL)
+        for i in range(k):
+            rule.assign(self.dg[i], values[:, i])
+            rule.assign(self.lin[i], u1_t[:, i])
+            for j in range(k):
+                rule.assign(self.ddg[i][j], jac[:, i, j])
+        if self.dmobility_q:
+            u1_var = u1_t.clone().requires_grad_(True)
+            with torch.enable_grad():
+                m = model.mobility_values(0.5 * (self._u0_t + u1_var))
+                for kind in self.dmobility_q:
+                    for i in range(k):
+                        (row,) = torch.autograd.grad(m[kind][:, i].sum(), u1_var,
+                                                     retain_graph=True)
+                        rule.assign(self.mobility_q[kind][i], m[kind][:, i])
+                        for j in range(k):
+                            rule.assign(self.dmobility_q[kind][i][j], row[:, j])
+
+    def _initial_mu(self) -> None:
+        """Set the initial guess of mu to the L2 projection of dV/du at u^n."""
+        model, k = self.model, self.k
+        V = model.space
+        mu = fd.Function(V)
+        u0_t = self._u0_t.clone().requires_grad_(True)
+        with torch.enable_grad():
+            (dF,) = torch.autograd.grad(model.density(u0_t).sum(), u0_t)
+        rule = model.rule
+        dF_q = [rule.function() for _ in range(k)]
+        for i in range(k):
+            rule.assign(dF_q[i], dF[:, i])
+        m, eta = fd.TrialFunction(V), fd.TestFunction(V)
+        uc, etac = components(self.u, k), components(eta, k)
+        rhs = sum(
+            dF_q[i] * etac[i] * rule.dx
+            + self.kappa_q[i] * ufl.inner(ufl.grad(uc[i]), ufl.grad(etac[i])) * rule.dx
+            for i in range(k)
+        )
+        fd.solve(ufl.inner(m, eta) * rule.dx == rhs, mu,
+                 solver_parameters={"ksp_type": "preonly", "pc_type": "lu",
+                                    "pc_factor_mat_solver_type": "mumps"})
+        self.w.subfunctions[1].assign(mu)
+
+    # ------------------------------------------------------------------ stepping
+    def _solve(self, dt: float) -> tuple[bool, str, int, int]:
+        self._dt.assign(dt)
+        self._t_mid.assign(self.t + 0.5 * dt)
+        self._prepare_step()
+        try:
+            self.solver.solve()
+        except fd.ConvergenceError as exc:
+            reason = self.solver.snes.getConvergedReason()
+            return False, f"SNES did not converge (reason {reason}): {exc}".splitlines()[0], 0, 0
+        snes = self.solver.snes
+        its, lits = snes.getIterationNumber(), snes.getLinearSolveIterations()
+        values = self.w.dat.data_ro
+        if not all(np.all(np.isfinite(v)) for v in values):
+            return False, "the solution contains NaN or Inf", its, lits
+        return True, "", its, lits
+
+    def advance(self) -> StepRecord:
+        """Take one step of size ``dt``; returns its :class:`StepRecord`.
+
+        A step whose Newton solve fails, or whose energy would increase, is rejected and retried
+        as two half steps (recursively, at most ``max_halvings`` times); a state with increased
+        energy is never accepted.
+
+        Raises
+        ------
+        StepFailure
+            If the step cannot be completed; the message names the time and the reason.
+        """
+        V0_parts = self.model.energy_parts(self.u)
+        V_start = V0_parts["total"]
+        target, remaining, sub_dt = self.t + self.dt, self.dt, self.dt
+        halvings = newton = linear = 0
+        saved = fd.Function(self.W).assign(self.w)
+        while remaining > 1e-14 * self.dt:
+            sub_dt = min(sub_dt, remaining)
+            V_before = self.model.energy_value(self.u) if halvings else V_start
+            ok, reason, its, lits = self._solve(sub_dt)
+            newton, linear = newton + its, linear + lits
+            if ok:
+                u1 = self.w.subfunctions[0]
+                parts = self.model.energy_parts(u1)
+                scale = abs(parts["pointwise"]) + abs(parts["gradient"]) + 1e-300
+                increase = parts["total"] - V_before
+                if increase > self.energy_rtol * scale and not self._has_source:
+                    ok, reason = False, f"energy increased by {increase:.3e}"
+            if not ok:
+                halvings += 1
+                if halvings > self.max_halvings:
+                    raise StepFailure(
+                        f"step from t={self.t:.6g} failed after {halvings - 1} halvings "
+                        f"(dt down to {sub_dt:.3e}): {reason}"
+                    )
+                logger.debug("t=%.6g: %s; retrying with dt=%.3e", self.t, reason, sub_dt / 2)
+                self.w.assign(saved)
+                sub_dt /= 2
+                continue
+            dissipation = (fd.assemble(self.dissipation_form)
+                           if self.dissipation_form is not None else 0.0)
+            self.u.assign(self.w.subfunctions[0])
+            saved.assign(self.w)
+            self.t = target if remaining - sub_dt <= 1e-14 * self.dt else self.t + sub_dt
+            remaining -= sub_dt
+        record = StepRecord(
+            t=self.t,
+            dt=self.dt,
+            energy=parts["total"],
+            energy_parts=parts,
+            energy_change=parts["total"] - V_start,
+            dissipation=float(dissipation),
+            mass=self.model.mass(self.u),
+            newton_iterations=newton,
+            linear_iterations=linear,
+            halvings=halvings,
+        )
+        self.records.append(record)
+        return record
+
+    @property
+    def mu(self) -> fd.Function:
+        """The chemical potential of the last step (a view into the mixed solution)."""
+        return self.w.subfunctions[1]
+
+    def rollout(
+        self,
+        n_steps: int | None = None,
+        *,
+        t_end: float | None = None,
+        store_every: int = 1,
+        progress: bool = False,
+    ) -> Trajectory:
+        """Advance ``n_steps`` steps (or up to ``t_end``) and return the trajectory.
+
+        Parameters
+        ----------
+        n_steps, t_end
+            How far to go (exactly one of them).
+        store_every
+            Keep every ``store_every``-th state (records are kept for every step).
+        progress
+            Show a progress bar (rank 0).
+        """
+        if (n_steps is None) == (t_end is None):
+            raise ValueError("give exactly one of n_steps and t_end")
+        if n_steps is None:
+            n_steps = int(round((t_end - self.t) / self.dt))
+            if n_steps < 0 or not math.isclose(self.t + n_steps * self.dt, t_end,
+                                                rel_tol=1e-9, abs_tol=1e-12):
+                raise ValueError(f"t_end={t_end} is not a whole number of steps dt={self.dt} "
+                                 f"after t={self.t}")
+        if store_every < 1:
+            raise ValueError(f"store_every must be >= 1, got {store_every}")
+        traj = Trajectory(times=np.array([self.t]), states=[self.u.copy(deepcopy=True)],
+                          initial_energy=self.model.energy_value(self.u))
+        times = [self.t]
+        bar = _progress(n_steps, progress and self.model.mesh.comm.rank == 0)
+        t0 = time.perf_counter()
+        for n in range(1, n_steps + 1):
+            record = self.advance()
+            traj.records.append(record)
+            if n % store_every == 0 or n == n_steps:
+                traj.states.append(self.u.copy(deepcopy=True))
+                times.append(self.t)
+            if bar is not None:
+                bar.set_postfix(t=f"{self.t:.4g}", V=f"{record.energy:.5g}", refresh=False)
+                bar.update()
+        if bar is not None:
+            bar.close()
+        traj.times = np.array(times)
+        logger.debug("rollout of %d steps in %.2f s", n_steps, time.perf_counter() - t0)
+        return traj
+
+    def solver_stats(self) -> dict[str, int]:
+        """Return total Newton and linear iterations and halvings over all steps so far."""
+        return {
+            "steps": len(self.records),
+            "newton_iterations": sum(r.newton_iterations for r in self.records),
+            "linear_iterations": sum(r.linear_iterations for r in self.records),
+            "halvings": sum(r.halvings for r in self.records),
+        }
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="femeso rollout", unit="step")

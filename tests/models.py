@@ -1,0 +1,56 @@
+"""Model and mesh factories shared by the tests (random, untrained parameters)."""
+
+from __future__ import annotations
+
+import firedrake as fd
+import torch
+
+import femeso
+
+_MESHES: dict[str, fd.MeshGeometry] = {}
+
+
+def mesh(name: str, comm=fd.COMM_WORLD) -> fd.MeshGeometry:
+    """Small meshes of every supported kind, built once per process and communicator."""
+    key = f"{name}-{comm.size}-{id(comm) if comm is not fd.COMM_WORLD else 0}"
+    if key not in _MESHES:
+        builders = {
+            "plate": lambda: femeso.load_mesh("plate_with_holes", comm=comm),
+            "periodic_interval": lambda: fd.PeriodicIntervalMesh(48, 2 * 3.141592653589793,
+                                                                 comm=comm),
+            "interval": lambda: fd.IntervalMesh(32, 1.0, comm=comm),
+            "periodic_square": lambda: fd.PeriodicUnitSquareMesh(10, 10, comm=comm),
+            "quads": lambda: fd.UnitSquareMesh(8, 8, quadrilateral=True, comm=comm),
+            "tets": lambda: fd.UnitCubeMesh(3, 3, 3, comm=comm),
+        }
+        _MESHES[key] = builders[name]()
+    return _MESHES[key]
+
+
+def neural_energy(k: int, seed: int, *, position_dim: int | None = None) -> femeso.Energy:
+    density = femeso.CoerciveNeuralDensity(k, width=8, dim=position_dim, seed=seed)
+    # Random, untrained parameters: push the scalar coefficients away from their defaults too.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        density.raw_a.copy_(torch.randn((), generator=g, dtype=torch.float64) * 2)
+        density.raw_b.copy_(torch.randn((), generator=g, dtype=torch.float64) * 2)
+    kappa = femeso.ConstantKappa(float(torch.rand((), generator=g)) * 2 + 0.05, n_states=k)
+    return femeso.Energy(density, kappa)
+
+
+def neural_mobility(kind: str, k: int, seed: int, *, dim: int | None = None):
+    field = femeso.NeuralField(k, k, width=6, dim=dim, seed=seed + 1000)
+    cls = femeso.LocalMobility if kind == "local" else femeso.ConservedMobility
+    return cls(field, n_states=k)
+
+
+def dissipative_model(mesh_, kind: str, seed: int, *, degree: int = 1) -> femeso.OnsagerModel:
+    """A random model: neural density, constant kappa, neural m(u, x) of the given kind."""
+    V = fd.FunctionSpace(mesh_, "CG", degree)
+    dim = mesh_.geometric_dimension()
+    mobility = (
+        [neural_mobility("local", 1, seed, dim=dim), neural_mobility("conserved", 1, seed + 7)]
+        if kind == "both"
+        else neural_mobility(kind, 1, seed, dim=dim)
+    )
+    return femeso.OnsagerModel(V, neural_energy(1, seed, position_dim=dim), mobility=mobility)

@@ -1,0 +1,162 @@
+"""Coercivity, positivity and exactness of the pointwise building blocks, for random parameters."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import femeso
+from femeso.discrete_gradients import discrete_gradient, discrete_gradient_and_jacobian
+from femeso.fields import DTYPE
+from femeso.mobilities import MobilityCoefficient
+
+seeds = st.integers(min_value=0, max_value=100_000)
+FAST = settings(max_examples=40, deadline=None, derandomize=True)
+
+
+def randomise(module: torch.nn.Module, seed: int, scale: float = 3.0) -> None:
+    """Overwrite every parameter with large random values (an untrained, arbitrary theta)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+
+
+@FAST
+@given(seed=seeds, k=st.integers(1, 3), position=st.booleans())
+def test_neural_density_is_coercive_for_every_theta(seed, k, position):
+    density = femeso.CoerciveNeuralDensity(k, width=12, dim=2 if position else None, seed=seed)
+    randomise(density, seed)
+    alpha, C = density.coercivity_bounds()
+    assert alpha > 0
+    g = torch.Generator().manual_seed(seed + 1)
+    u = torch.randn(20_000, k, generator=g, dtype=DTYPE) * torch.logspace(-2, 3, 20_000,
+                                                                         dtype=DTYPE)[:, None]
+    x = torch.rand(20_000, 2, generator=g, dtype=DTYPE) * 10 - 5 if position else None
+    F = density(u, x)
+    lower = alpha * (u * u).sum(dim=1) - C
+    assert int((F < lower - 1e-9 * (1 + lower.abs())).sum()) == 0
+    # the additive gauge: F(0, x) = 0 exactly
+    zero = torch.zeros(50, k, dtype=DTYPE)
+    assert torch.all(density(zero, x[:50] if position else None) == 0)
+
+
+@FAST
+@given(seed=seeds, k=st.integers(1, 2), position=st.booleans())
+def test_neural_mobility_and_kappa_are_positive_for_every_theta(seed, k, position):
+    field = femeso.NeuralField(k, k, width=8, dim=2 if position else None, seed=seed)
+    randomise(field, seed, scale=10.0)
+    m = MobilityCoefficient(field, k)
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(5000, k, generator=g, dtype=DTYPE) * 100
+    x = torch.randn(5000, 2, generator=g, dtype=DTYPE) if position else None
+    assert int((m(u, x) < 0).sum()) == 0
+    kappa = femeso.NeuralKappa(2, n_states=k, seed=seed)
+    randomise(kappa, seed, scale=10.0)
+    assert int((kappa(torch.randn(5000, 2, dtype=DTYPE) * 100) <= 0).sum()) == 0
+
+
+def test_known_mobility_uses_its_positive_part():
+    degenerate = femeso.Expression(lambda u, x, ops: u[0] * (1 - u[0]))
+    m = MobilityCoefficient(degenerate, 1)
+    u = torch.linspace(-2, 3, 101, dtype=DTYPE)[:, None]
+    values = m(u, None)[:, 0]
+    assert torch.all(values >= 0)
+    inside = (u[:, 0] > 0) & (u[:, 0] < 1)
+    assert torch.allclose(values[inside], (u[:, 0] * (1 - u[:, 0]))[inside])
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_negative_constant_mobility_is_rejected(bad):
+    with pytest.raises(ValueError, match="constant mobility must be finite and >= 0"):
+        femeso.LocalMobility(bad)
+
+
+def test_non_positive_kappa_is_rejected():
+    with pytest.raises(ValueError, match="kappa must be positive"):
+        femeso.Energy(femeso.CoerciveNeuralDensity(), kappa=0.0)
+
+
+@FAST
+@given(seed=seeds, k=st.integers(1, 3), spread=st.floats(-12, 1))
+def test_discrete_gradient_identity_is_exact(seed, k, spread):
+    """sum_i mu_i (u1_i - u0_i) = F(u1) - F(u0) to rounding, for tiny and large increments."""
+    density = femeso.CoerciveNeuralDensity(k, width=10, seed=seed)
+    randomise(density, seed, scale=1.0)
+    g = torch.Generator().manual_seed(seed)
+    u0 = torch.randn(4000, k, generator=g, dtype=DTYPE)
+    u1 = u0 + torch.randn(4000, k, generator=g, dtype=DTYPE) * 10.0**spread
+
+    def F(u):
+        return density(u)
+
+    mu = discrete_gradient(F, u0, u1)
+    lhs = (mu * (u1 - u0)).sum(dim=1)
+    rhs = F(u1) - F(u0)
+    scale = F(u0).abs() + F(u1).abs() + 1.0
+    assert torch.max((lhs - rhs).abs() / scale) < 1e-13
+
+
+@FAST
+@given(seed=seeds, k=st.integers(1, 2))
+def test_discrete_gradient_jacobian_matches_finite_differences(seed, k):
+    density = femeso.CoerciveNeuralDensity(k, width=10, seed=seed)
+    randomise(density, seed, scale=1.0)
+    g = torch.Generator().manual_seed(seed)
+    u0 = torch.randn(200, k, generator=g, dtype=DTYPE)
+    # increments away from the quotient's switch to the midpoint derivative (|d| ~ 1e-6)
+    step = torch.randn(200, k, generator=g, dtype=DTYPE)
+    u1 = u0 + torch.sign(step) * (0.05 + 0.3 * step.abs())
+
+    def F(u):
+        return density(u)
+
+    _, jac = discrete_gradient_and_jacobian(F, u0, u1)
+    h = 1e-6
+    for j in range(k):
+        e = torch.zeros(k, dtype=DTYPE)
+        e[j] = h
+        fd_col = (discrete_gradient(F, u0, u1 + e) - discrete_gradient(F, u0, u1 - e)) / (2 * h)
+        assert torch.allclose(jac[:, :, j], fd_col, rtol=1e-5, atol=1e-7)
+
+
+def test_discrete_gradient_is_consistent_with_the_derivative():
+    """mu(u, u + d) -> F'(u) as d -> 0, at second order (symmetric quotient)."""
+    density = femeso.KnownDensity(lambda u, x, ops: ops.exp(u[0]) + u[0] ** 4)
+    u = torch.tensor([[0.3]], dtype=DTYPE)
+    exact = np.exp(0.3) + 4 * 0.3**3
+    errs = []
+    for d in (1e-1, 5e-2, 2.5e-2):
+        mid = u - d / 2
+        mu = discrete_gradient(lambda z: density(z), mid, mid + d)
+        errs.append(abs(float(mu[0, 0]) - exact))
+    r = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(2)
+    assert np.all(r > 1.9), r
+
+
+def test_neural_field_ufl_rendering_matches_torch():
+    import firedrake as fd
+    import ufl
+
+    mesh = fd.UnitSquareMesh(4, 4)
+    field = femeso.NeuralField(1, 2, width=5, depth=2, dim=2, seed=3, input_scale=[2.0, 1, 1])
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    X = ufl.SpatialCoordinate(mesh)
+    u = fd.Function(V).interpolate(ufl.sin(3 * X[0]) * X[1])
+    out = field.ufl([u], X)
+    values = [fd.Function(V).interpolate(o).dat.data_ro for o in out]
+    x = torch.as_tensor(fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(X)
+                        .dat.data_ro, dtype=DTYPE)
+    expected = field(torch.as_tensor(u.dat.data_ro, dtype=DTYPE)[:, None], x).detach().numpy()
+    for j in range(2):
+        assert np.allclose(values[j], expected[:, j], rtol=1e-12, atol=1e-13)
+
+
+def test_bad_field_arguments_are_rejected():
+    with pytest.raises(ValueError, match="n_states=0 must depend on position"):
+        femeso.NeuralField(0, 1)
+    with pytest.raises(ValueError, match="input_scale must be positive"):
+        femeso.NeuralField(1, 1, input_scale=0.0)
+    with pytest.raises(TypeError, match="callable"):
+        femeso.Expression("u**2")

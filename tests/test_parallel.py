@@ -1,0 +1,52 @@
+"""The stepper's guarantees under MPI, and agreement with a serial run of the same problem."""
+
+import firedrake as fd
+import pytest
+from models import dissipative_model, mesh, neural_energy
+
+import femeso
+
+REL = 1e-9
+
+
+def energies_after_steps(comm, kind, seed, dt, n=3):
+    msh = femeso.load_mesh("plate_with_holes", comm=comm)
+    model = dissipative_model(msh, kind, seed)
+    u0 = femeso.random_smooth_field(model.space, seed=seed, mean=0.1)
+    stepper = femeso.EnergyStableStepper(model, u0, dt)
+    V0 = model.energy_parts(stepper.u)
+    records = [stepper.advance() for _ in range(n)]
+    return V0, records
+
+
+@pytest.mark.parallel(nprocs=2)
+@pytest.mark.parametrize("kind,dt", [("conserved", 0.5), ("both", 1e-3), ("local", 10.0)])
+def test_parallel_energy_law_mass_and_serial_agreement(kind, dt):
+    assert fd.COMM_WORLD.size == 2
+    V0, records = energies_after_steps(fd.COMM_WORLD, kind, seed=17, dt=dt)
+    scale = abs(V0["pointwise"]) + abs(V0["gradient"])
+    for r in records:
+        assert r.energy_change <= REL * scale
+        if r.halvings == 0:
+            assert abs(r.energy_change + dt * r.dissipation) <= REL * scale
+        if kind == "conserved":
+            assert abs(r.mass[0] - records[0].mass[0]) <= 1e-11 * scale
+    # The same problem on one process (each rank solves it alone) gives the same energies.
+    V0_serial, serial = energies_after_steps(fd.COMM_SELF, kind, seed=17, dt=dt)
+    assert V0["total"] == pytest.approx(V0_serial["total"], rel=1e-10)
+    for r, s in zip(records, serial, strict=True):
+        assert r.energy == pytest.approx(s.energy, rel=1e-8, abs=1e-10 * scale)
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_parallel_pure_transport_conserves_energy():
+    msh = mesh("periodic_interval")
+    V = fd.FunctionSpace(msh, "CG", 1)
+    model = femeso.OnsagerModel(V, neural_energy(1, 4),
+                                conservative=femeso.SkewTransport([-1.0], dim=1))
+    u0 = femeso.random_smooth_field(V, seed=4)
+    stepper = femeso.EnergyStableStepper(model, u0, 0.1)
+    V0 = model.energy_parts(stepper.u)
+    for _ in range(3):
+        r = stepper.advance()
+        assert abs(r.energy - V0["total"]) <= REL * (abs(V0["pointwise"]) + V0["gradient"])

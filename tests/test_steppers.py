@@ -1,0 +1,289 @@
+"""Guarantees of the energy-stable stepper, checked on random untrained models (property-based)."""
+
+import math
+
+import firedrake as fd
+import numpy as np
+import pytest
+import torch
+import ufl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from models import dissipative_model, mesh, neural_energy
+
+import femeso
+
+# Random step sizes from 1e-4 to 10 (log-uniform), random seeds, several meshes.
+log_dt = st.floats(min_value=-4.0, max_value=1.0)
+seeds = st.integers(min_value=0, max_value=10_000)
+PROPERTY = settings(max_examples=12, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+REL = 1e-9  # relative tolerance of the discrete energy law (solver tolerance, not O(dt))
+
+
+def energy_scale(parts):
+    return abs(parts["pointwise"]) + abs(parts["gradient"]) + 1e-300
+
+
+def run_steps(model, u0, dt, n=2, **kwargs):
+    stepper = femeso.EnergyStableStepper(model, u0, dt, **kwargs)
+    V0 = model.energy_parts(stepper.u)
+    mass0 = model.mass(stepper.u)
+    records = [stepper.advance() for _ in range(n)]
+    return stepper, V0, mass0, records
+
+
+@PROPERTY
+@given(mesh_name=st.sampled_from(["plate", "periodic_square", "periodic_interval"]),
+       kind=st.sampled_from(["local", "conserved", "both"]), seed=seeds, log10_dt=log_dt)
+def test_dissipative_energy_never_increases(mesh_name, kind, seed, log10_dt):
+    msh = mesh(mesh_name)
+    model = dissipative_model(msh, kind, seed)
+    u0 = femeso.random_smooth_field(model.space, seed=seed, amplitude=1.5)
+    dt = 10.0**log10_dt
+    stepper, V0, mass0, records = run_steps(model, u0, dt)
+    energies = [V0["total"]] + [r.energy for r in records]
+    scale = energy_scale(V0)
+    violations = sum(b - a > REL * scale for a, b in zip(energies[:-1], energies[1:]))
+    assert violations == 0, energies
+    # The discrete energy law, exactly: V(u1) - V(u0) = -dt * a_M(mu, mu) for every step
+    # (retried sub-steps make the law hold per sub-step; check it when none were needed).
+    for r in records:
+        assert r.dissipation >= 0
+        if r.halvings == 0:
+            assert abs(r.energy_change + dt * r.dissipation) <= REL * scale, (r, dt)
+
+
+@PROPERTY
+@given(mesh_name=st.sampled_from(["plate", "periodic_square", "periodic_interval"]),
+       seed=seeds, log10_dt=log_dt)
+def test_conserved_mobility_conserves_mass_exactly(mesh_name, seed, log10_dt):
+    msh = mesh(mesh_name)
+    model = dissipative_model(msh, "conserved", seed)
+    u0 = femeso.random_smooth_field(model.space, seed=seed, mean=0.3)
+    stepper, V0, mass0, records = run_steps(model, u0, 10.0**log10_dt)
+    total = fd.assemble(abs(u0) * model.rule.dx)
+    for r in records:
+        assert abs(r.mass[0] - mass0[0]) <= 1e-11 * total, (r.mass, mass0)
+
+
+@PROPERTY
+@given(seed=seeds, log10_dt=log_dt, velocity=st.floats(min_value=-3.0, max_value=3.0))
+def test_pure_transport_conserves_energy_exactly(seed, log10_dt, velocity):
+    """KdV-type W = b d/dx on a periodic interval, M = 0: V(u^{n+1}) = V(u^n)."""
+    msh = mesh("periodic_interval")
+    V = fd.FunctionSpace(msh, "CG", 1)
+    model = femeso.OnsagerModel(
+        V, neural_energy(1, seed), conservative=femeso.SkewTransport([velocity], dim=1)
+    )
+    u0 = femeso.random_smooth_field(V, seed=seed)
+    stepper, V0, mass0, records = run_steps(model, u0, 10.0**log10_dt)
+    scale = energy_scale(V0)
+    for r in records:
+        assert abs(r.energy - V0["total"]) <= REL * scale
+        assert r.dissipation == 0.0
+        # constant velocity on a periodic mesh also conserves mass
+        assert abs(r.mass[0] - mass0[0]) <= 1e-11 * (1 + abs(mass0[0]))
+
+
+@PROPERTY
+@given(seed=seeds, log10_dt=log_dt)
+def test_canonical_coupling_conserves_energy_exactly(seed, log10_dt):
+    """Two fields (q, p) with the canonical coupling and M = 0, on the irregular plate."""
+    msh = mesh("plate")
+    V = fd.VectorFunctionSpace(msh, "CG", 1, dim=2)
+    coupling = femeso.CanonicalCoupling(
+        femeso.NeuralField(0, 1, dim=2, width=4, seed=seed), pair=(0, 1)
+    )
+    model = femeso.OnsagerModel(V, neural_energy(2, seed), conservative=coupling)
+    u0 = femeso.random_smooth_field(V, seed=seed)
+    stepper, V0, mass0, records = run_steps(model, u0, 10.0**log10_dt)
+    for r in records:
+        assert abs(r.energy - V0["total"]) <= REL * energy_scale(V0)
+
+
+@pytest.mark.parametrize("mesh_name,degree", [("quads", 1), ("tets", 1), ("interval", 2),
+                                              ("plate", 2)])
+def test_energy_law_on_other_cells_and_degrees(mesh_name, degree):
+    msh = mesh(mesh_name)
+    model = dissipative_model(msh, "both", seed=3, degree=degree)
+    u0 = femeso.random_smooth_field(model.space, seed=3)
+    for dt in (1e-3, 1.0):
+        stepper, V0, _, records = run_steps(model, u0, dt, n=1)
+        r = records[0]
+        assert r.energy_change < 0
+        assert abs(r.energy_change + dt * r.dissipation) <= REL * energy_scale(V0)
+
+
+def test_two_fields_dissipative_with_coupling():
+    msh = mesh("periodic_square")
+    V = fd.VectorFunctionSpace(msh, "CG", 1, dim=2)
+    mobility = femeso.ConservedMobility(femeso.NeuralField(2, 2, width=4, seed=1), n_states=2)
+    model = femeso.OnsagerModel(V, neural_energy(2, 5), mobility=mobility,
+                                conservative=femeso.CanonicalCoupling(0.7))
+    u0 = femeso.random_smooth_field(V, seed=4)
+    stepper, V0, mass0, records = run_steps(model, u0, 0.05, n=3)
+    for r in records:
+        assert r.energy_change <= 0
+        assert abs(r.energy_change + 0.05 * r.dissipation) <= REL * energy_scale(V0)
+
+
+def test_dirichlet_conditions_keep_energy_law_and_boundary_values():
+    msh = mesh("plate")
+    model = dissipative_model(msh, "local", seed=11)
+    x, y = ufl.SpatialCoordinate(msh)
+    g = fd.Function(model.space).interpolate(0.5 * ufl.sin(3 * x))
+    u0 = femeso.random_smooth_field(model.space, seed=2)
+    bc = fd.DirichletBC(model.space, g, 2)
+    bc.apply(u0)
+    stepper, V0, _, records = run_steps(model, u0, 0.1, n=2, bcs=[(g, 2)])
+    nodes = bc.nodes
+    assert np.allclose(stepper.u.dat.data_ro[nodes[nodes < len(stepper.u.dat.data_ro)]],
+                       g.dat.data_ro[nodes[nodes < len(g.dat.data_ro)]], atol=1e-14)
+    for r in records:
+        assert r.energy_change < 0
+        assert abs(r.energy_change + 0.1 * r.dissipation) <= REL * energy_scale(V0)
+
+
+# ---------------------------------------------------------------- accuracy
+def allen_cahn_model(V, scheme_mobility=1.0):
+    density = femeso.KnownDensity(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2,
+                                  name="double well")
+    mobility = femeso.LocalMobility(
+        femeso.Expression(lambda u, x, ops: 1.0 + 0.5 * u[0] ** 2, name="1+u^2/2")
+    )
+    return femeso.OnsagerModel(V, femeso.Energy(density, kappa=0.1), mobility=mobility)
+
+
+def manufactured(V, model):
+    """u = cos(pi x) cos(pi y) exp(-t)/2 with natural BCs on the unit square, plus a source."""
+    msh = V.mesh()
+    x, y = ufl.SpatialCoordinate(msh)
+
+    def exact(t):
+        return 0.5 * ufl.cos(math.pi * x) * ufl.cos(math.pi * y) * ufl.exp(-t)
+
+    def source(t):
+        u = exact(t)
+        u_t = -u
+        mu = u**3 - u - 0.1 * ufl.div(ufl.grad(u))
+        return u_t + (1.0 + 0.5 * u**2) * mu
+
+    return exact, source
+
+
+def solve_manufactured(n, dt, t_end, scheme="midpoint", degree=1):
+    msh = fd.UnitSquareMesh(n, n)
+    V = fd.FunctionSpace(msh, "CG", degree)
+    model = allen_cahn_model(V)
+    exact, source = manufactured(V, model)
+    u0 = fd.Function(V).interpolate(exact(0.0))
+    stepper = femeso.EnergyStableStepper(model, u0, dt, scheme=scheme, source=source)
+    stepper.rollout(t_end=t_end)
+    return fd.errornorm(exact(fd.Constant(t_end)), stepper.u, "L2", degree_rise=2)
+
+
+def rates(errors, factor=2.0):
+    e = np.asarray(errors)
+    return np.log(e[:-1] / e[1:]) / np.log(factor)
+
+
+def test_manufactured_solution_converges_in_space_second_order():
+    errors = [solve_manufactured(n, dt=1e-3, t_end=0.01) for n in (8, 16, 32)]
+    r = rates(errors)
+    assert np.all(r > 1.8), (errors, r)
+
+
+@pytest.mark.parametrize("scheme,order", [("midpoint", 2), ("linearised", 1)])
+def test_manufactured_solution_converges_in_time(scheme, order):
+    # Fine P2 mesh so that the time error dominates; errors against the exact solution.
+    errors = [solve_manufactured(24, dt=dt, t_end=0.4, scheme=scheme, degree=2)
+              for dt in (0.1, 0.05, 0.025)]
+    r = rates(errors)
+    assert np.all(r > order - 0.2), (errors, r)
+
+
+# ---------------------------------------------------------------- failure handling
+def test_failed_newton_is_retried_with_smaller_steps_and_never_increases_energy():
+    msh = mesh("periodic_interval")
+    model = dissipative_model(msh, "local", seed=1)
+    u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
+    # Two Newton iterations are not enough for dt = 5: the stepper must halve.
+    stepper = femeso.EnergyStableStepper(model, u0, 5.0,
+                                         solver_parameters={"snes_max_it": 2})
+    V0 = model.energy_value(stepper.u)
+    record = stepper.advance()
+    assert record.halvings >= 1
+    assert record.energy <= V0
+    assert record.t == pytest.approx(5.0)
+
+
+def test_repeated_failure_raises_with_time_and_reason():
+    msh = mesh("periodic_interval")
+    model = dissipative_model(msh, "local", seed=1)
+    u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
+    stepper = femeso.EnergyStableStepper(model, u0, 5.0, max_halvings=1,
+                                         solver_parameters={"snes_max_it": 1})
+    with pytest.raises(femeso.StepFailure, match=r"t=0 failed after 1 halvings.*SNES"):
+        stepper.advance()
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_time_step_is_rejected(bad):
+    model = dissipative_model(mesh("periodic_interval"), "local", seed=0)
+    with pytest.raises(ValueError, match="dt must be a positive number"):
+        femeso.EnergyStableStepper(model, fd.Function(model.space), bad)
+
+
+def test_rollout_records_and_trajectory():
+    model = dissipative_model(mesh("periodic_interval"), "conserved", seed=2)
+    u0 = femeso.random_smooth_field(model.space, seed=2)
+    stepper = femeso.EnergyStableStepper(model, u0, 0.01)
+    traj = stepper.rollout(t_end=0.05)
+    assert len(traj.records) == 5 and len(traj.states) == 6
+    assert np.allclose(traj.times, np.linspace(0, 0.05, 6))
+    assert np.all(np.diff(traj.energies) <= 0)
+    stats = stepper.solver_stats()
+    assert stats["steps"] == 5 and stats["newton_iterations"] >= 5
+
+
+# ---------------------------------------------------------------- the weak form in plain UFL
+def test_plain_ufl_weak_form_agrees_with_quadrature_evaluation():
+    msh = mesh("plate")
+    model = dissipative_model(msh, "both", seed=9)
+    V = model.space
+    u = femeso.random_smooth_field(V, seed=9)
+    X = ufl.SpatialCoordinate(msh)
+    # The UFL-rendered density integrated with the same rule equals V0 from PyTorch.
+    F_ufl = model.energy.density.ufl([u], X)
+    assert fd.assemble(F_ufl * model.rule.dx) == pytest.approx(
+        model.energy_parts(u)["pointwise"], rel=1e-12)
+    # The weak form's mu-equation at mu = 0 equals -(F'(u), eta) - (kappa grad u, grad eta).
+    W = V * V
+    v, eta = fd.TestFunctions(W)
+    mu0 = fd.Function(V)
+    form = model.weak_form(u, mu0, v, eta, fd.Constant(0.0))
+    residual = fd.assemble(form).riesz_representation("l2")
+    u_q = model.state_at_points(u).requires_grad_(True)
+    (dF,) = torch.autograd.grad(model.density(u_q).sum(), u_q)
+    dF_q = model.rule.function()
+    model.rule.assign(dF_q, dF[:, 0])
+    expected = fd.assemble(-dF_q * fd.TestFunction(V) * model.rule.dx
+                           - 1.0 * model.kappa()[0, 0].item()
+                           * ufl.inner(ufl.grad(u), ufl.grad(fd.TestFunction(V))) * model.rule.dx)
+    got = residual.subfunctions[1].dat.data_ro
+    assert np.allclose(got, expected.dat.data_ro, rtol=1e-10, atol=1e-12)
+
+
+def test_model_save_load_round_trip_without_pickle(tmp_path):
+    msh = mesh("periodic_square")
+    model = dissipative_model(msh, "both", seed=21)
+    path = model.save(tmp_path / "model")
+    with np.load(path, allow_pickle=False) as data:  # must not need pickle
+        assert "config" in data.files
+    again = femeso.load_model(path, model.space)
+    u = femeso.random_smooth_field(model.space, seed=1)
+    assert again.energy_parts(u) == pytest.approx(model.energy_parts(u), rel=1e-14)
+    other = dissipative_model(msh, "local", seed=21)
+    with pytest.raises(ValueError, match="architecture differs"):
+        other.load_parameters(path)
