@@ -47,7 +47,7 @@ def neural_mobility(kind: str, k: int, seed: int, *, dim: int | None = None):
 def dissipative_model(mesh_, kind: str, seed: int, *, degree: int = 1) -> femeso.OnsagerModel:
     """A random model: neural density, constant kappa, neural m(u, x) of the given kind."""
     V = fd.FunctionSpace(mesh_, "CG", degree)
-    dim = mesh_.geometric_dimension()
+    dim = mesh_.geometric_dimension
     mobility = (
         [neural_mobility("local", 1, seed, dim=dim), neural_mobility("conserved", 1, seed + 7)]
         if kind == "both"

@@ -88,7 +88,7 @@ def test_discrete_gradient_identity_is_exact(seed, k, spread):
     u0 = torch.randn(4000, k, generator=g, dtype=DTYPE)
     u1 = u0 + torch.randn(4000, k, generator=g, dtype=DTYPE) * 10.0**spread
 
-    def F(u):
+    def F(u, x=None):
         return density(u)
 
     mu = discrete_gradient(F, u0, u1)
@@ -109,7 +109,7 @@ def test_discrete_gradient_jacobian_matches_finite_differences(seed, k):
     step = torch.randn(200, k, generator=g, dtype=DTYPE)
     u1 = u0 + torch.sign(step) * (0.05 + 0.3 * step.abs())
 
-    def F(u):
+    def F(u, x=None):
         return density(u)
 
     _, jac = discrete_gradient_and_jacobian(F, u0, u1)
@@ -129,7 +129,7 @@ def test_discrete_gradient_is_consistent_with_the_derivative():
     errs = []
     for d in (1e-1, 5e-2, 2.5e-2):
         mid = u - d / 2
-        mu = discrete_gradient(lambda z: density(z), mid, mid + d)
+        mu = discrete_gradient(density, mid, mid + d)
         errs.append(abs(float(mu[0, 0]) - exact))
     r = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(2)
     assert np.all(r > 1.9), r

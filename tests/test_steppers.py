@@ -14,9 +14,9 @@ from models import dissipative_model, mesh, neural_energy
 import femeso
 
 # Random step sizes from 1e-4 to 10 (log-uniform), random seeds, several meshes.
-log_dt = st.floats(min_value=-4.0, max_value=1.0)
+log_dt = st.integers(min_value=-400, max_value=100).map(lambda i: i / 100)
 seeds = st.integers(min_value=0, max_value=10_000)
-PROPERTY = settings(max_examples=12, deadline=None, derandomize=True,
+PROPERTY = settings(max_examples=30, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 REL = 1e-9  # relative tolerance of the discrete energy law (solver tolerance, not O(dt))
 
@@ -68,7 +68,7 @@ def test_conserved_mobility_conserves_mass_exactly(mesh_name, seed, log10_dt):
 
 
 @PROPERTY
-@given(seed=seeds, log10_dt=log_dt, velocity=st.floats(min_value=-3.0, max_value=3.0))
+@given(seed=seeds, log10_dt=log_dt, velocity=st.integers(-300, 300).map(lambda i: i / 100))
 def test_pure_transport_conserves_energy_exactly(seed, log10_dt, velocity):
     """KdV-type W = b d/dx on a periodic interval, M = 0: V(u^{n+1}) = V(u^n)."""
     msh = mesh("periodic_interval")
@@ -172,14 +172,16 @@ def manufactured(V, model):
     return exact, source
 
 
-def solve_manufactured(n, dt, t_end, scheme="midpoint", degree=1):
-    msh = fd.UnitSquareMesh(n, n)
+def solve_manufactured(n, dt, t_end, scheme="midpoint", degree=1, return_state=False):
+    msh = fd.UnitSquareMesh(n, n) if isinstance(n, int) else n
     V = fd.FunctionSpace(msh, "CG", degree)
     model = allen_cahn_model(V)
     exact, source = manufactured(V, model)
     u0 = fd.Function(V).interpolate(exact(0.0))
     stepper = femeso.EnergyStableStepper(model, u0, dt, scheme=scheme, source=source)
     stepper.rollout(t_end=t_end)
+    if return_state:
+        return stepper.u
     return fd.errornorm(exact(fd.Constant(t_end)), stepper.u, "L2", degree_rise=2)
 
 
@@ -196,11 +198,16 @@ def test_manufactured_solution_converges_in_space_second_order():
 
 @pytest.mark.parametrize("scheme,order", [("midpoint", 2), ("linearised", 1)])
 def test_manufactured_solution_converges_in_time(scheme, order):
-    # Fine P2 mesh so that the time error dominates; errors against the exact solution.
-    errors = [solve_manufactured(24, dt=dt, t_end=0.4, scheme=scheme, degree=2)
-              for dt in (0.1, 0.05, 0.025)]
+    # Errors against a 16x finer step on the same mesh, so that the spatial error cancels.
+    msh = fd.UnitSquareMesh(12, 12)
+
+    def solve(dt):
+        return solve_manufactured(msh, dt=dt, t_end=0.4, scheme=scheme, return_state=True)
+
+    reference = solve(0.1 / 16)
+    errors = [fd.errornorm(reference, solve(dt), "L2") for dt in (0.1, 0.05, 0.025)]
     r = rates(errors)
-    assert np.all(r > order - 0.2), (errors, r)
+    assert np.all(r > order - 0.15), (errors, r)
 
 
 # ---------------------------------------------------------------- failure handling
@@ -208,9 +215,9 @@ def test_failed_newton_is_retried_with_smaller_steps_and_never_increases_energy(
     msh = mesh("periodic_interval")
     model = dissipative_model(msh, "local", seed=1)
     u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
-    # Two Newton iterations are not enough for dt = 5: the stepper must halve.
+    # Four Newton iterations are not enough for dt = 5: the stepper must halve.
     stepper = femeso.EnergyStableStepper(model, u0, 5.0,
-                                         solver_parameters={"snes_max_it": 2})
+                                         solver_parameters={"snes_max_it": 4})
     V0 = model.energy_value(stepper.u)
     record = stepper.advance()
     assert record.halvings >= 1

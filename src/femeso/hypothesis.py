@@ -118,7 +118,7 @@ class OnsagerModel(nn.Module):
             )
         self.space = space
         self.mesh = space.mesh()
-        self.dim = self.mesh.geometric_dimension()
+        self.dim = self.mesh.geometric_dimension
         shape = space.value_shape
         if len(shape) > 1:
             raise ValueError(f"the state must be scalar or vector-valued, got shape {shape}")
@@ -444,7 +444,7 @@ def load_model(path: str | Path, space: fd.FunctionSpace) -> OnsagerModel:
         config = json.loads(str(data["config"]))
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported model format {config.get('format_version')}")
-    dim = space.mesh().geometric_dimension()
+    dim = space.mesh().geometric_dimension
     energy = Energy(_build(config["energy"]["density"], dim),
                     _build(config["energy"]["kappa"], dim))
     model = OnsagerModel(

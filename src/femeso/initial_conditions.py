@@ -40,7 +40,7 @@ def random_smooth_field(
     """
     mesh = space.mesh()
     x = ufl.SpatialCoordinate(mesh)
-    dim = mesh.geometric_dimension()
+    dim = mesh.geometric_dimension
     coords = mesh.coordinates.dat.data_ro.reshape(-1, dim)
     comm = mesh.comm
     lo, hi = np.empty(dim), np.empty(dim)

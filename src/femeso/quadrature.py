@@ -42,7 +42,7 @@ class QuadratureRule:
         self._tensor_spaces: dict[tuple[int, int], fd.FunctionSpace] = {}
         self.dx = fd.dx(domain=mesh, degree=degree, scheme="default")
         x = self.sample(fd.SpatialCoordinate(mesh))
-        self.points = torch.as_tensor(x.reshape(-1, mesh.geometric_dimension()), dtype=DTYPE)
+        self.points = torch.as_tensor(x.reshape(-1, mesh.geometric_dimension).copy(), dtype=DTYPE)
         weights = fd.assemble(fd.TestFunction(self.scalar_space) * self.dx)
         self.weights = torch.as_tensor(weights.dat.data_ro.copy(), dtype=DTYPE)
         self._samplers: dict = {}
