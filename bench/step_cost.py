@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import firedrake as fd
 import numpy as np
 import ufl
 
 import femeso
-from femeso.meshes import generate_mesh, mesh_directory
 from femeso._runtime import cache_root
+from femeso.meshes import generate_mesh, mesh_directory
 
 
 def plate_mesh(target_dofs: int) -> fd.MeshGeometry:
@@ -69,10 +68,16 @@ def time_plain_ufl(V, u0, dt, steps):
     dx = fd.dx(degree=4)
     # (F(u1) - F(u0)) / (u1 - u0) for F = (u^2-1)^2/4, written as the exact polynomial quotient
     dg = 0.25 * (u1 + un) * (u1**2 + un**2) - 0.5 * (u1 + un)
-    F = ((u1 - un) * v + dt * mu * v + mu * eta - dg * eta
-         - 1e-3 * ufl.inner(ufl.grad(0.5 * (u1 + un)), ufl.grad(eta))) * dx
-    solver = fd.NonlinearVariationalSolver(fd.NonlinearVariationalProblem(F, w),
-                                           solver_parameters=femeso.DIRECT_SOLVER)
+    F = (
+        (u1 - un) * v
+        + dt * mu * v
+        + mu * eta
+        - dg * eta
+        - 1e-3 * ufl.inner(ufl.grad(0.5 * (u1 + un)), ufl.grad(eta))
+    ) * dx
+    solver = fd.NonlinearVariationalSolver(
+        fd.NonlinearVariationalProblem(F, w), solver_parameters=femeso.DIRECT_SOLVER
+    )
     solver.solve()
     un.assign(w.subfunctions[0])
     t0 = time.perf_counter()
@@ -99,12 +104,16 @@ def main() -> None:
         t_plain = time_plain_ufl(V, u0, args.dt, args.steps)
         rows.append((V.dim(), t_analytic, t_neural, t_plain, it_a, it_n))
     if fd.COMM_WORLD.rank == 0:
-        print(f"{'state DoFs':>10} {'analytic s/step':>16} {'neural s/step':>14} "
-              f"{'plain UFL s/step':>17} {'neural/analytic':>16} {'neural/plain':>13} "
-              f"{'Newton its a/n':>15}")
+        print(
+            f"{'state DoFs':>10} {'analytic s/step':>16} {'neural s/step':>14} "
+            f"{'plain UFL s/step':>17} {'neural/analytic':>16} {'neural/plain':>13} "
+            f"{'Newton its a/n':>15}"
+        )
         for dofs, ta, tn, tp, ia, inn in rows:
-            print(f"{dofs:>10d} {ta:>16.3f} {tn:>14.3f} {tp:>17.3f} {tn / ta:>16.2f} "
-                  f"{tn / tp:>13.2f} {ia:>7.1f}/{inn:<7.1f}")
+            print(
+                f"{dofs:>10d} {ta:>16.3f} {tn:>14.3f} {tp:>17.3f} {tn / ta:>16.2f} "
+                f"{tn / tp:>13.2f} {ia:>7.1f}/{inn:<7.1f}"
+            )
         print("target: neural/analytic <= 1.5")
 
 

@@ -5,9 +5,10 @@ import os
 # pytest's own command-line flags reach PETSc's option database too: do not list them as unused.
 os.environ.setdefault("PETSC_OPTIONS", "-options_left no")
 
-import femeso  # noqa: E402, F401  (sets OMP_NUM_THREADS, kernel caches, Open MPI root permission)
 import pytest  # noqa: E402
 from firedrake.adjoint import get_working_tape, pause_annotation  # noqa: E402
+
+import femeso  # noqa: E402, F401  (sets OMP_NUM_THREADS, kernel caches, Open MPI root permission)
 
 
 @pytest.fixture(autouse=True)

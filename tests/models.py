@@ -16,8 +16,9 @@ def mesh(name: str, comm=fd.COMM_WORLD) -> fd.MeshGeometry:
     if key not in _MESHES:
         builders = {
             "plate": lambda: femeso.load_mesh("plate_with_holes", comm=comm),
-            "periodic_interval": lambda: fd.PeriodicIntervalMesh(48, 2 * 3.141592653589793,
-                                                                 comm=comm),
+            "periodic_interval": lambda: fd.PeriodicIntervalMesh(
+                48, 2 * 3.141592653589793, comm=comm
+            ),
             "interval": lambda: fd.IntervalMesh(32, 1.0, comm=comm),
             "periodic_square": lambda: fd.PeriodicUnitSquareMesh(10, 10, comm=comm),
             "quads": lambda: fd.UnitSquareMesh(8, 8, quadrilateral=True, comm=comm),

@@ -31,8 +31,10 @@ def test_neural_density_is_coercive_for_every_theta(seed, k, position):
     alpha, C = density.coercivity_bounds()
     assert alpha > 0
     g = torch.Generator().manual_seed(seed + 1)
-    u = torch.randn(20_000, k, generator=g, dtype=DTYPE) * torch.logspace(-2, 3, 20_000,
-                                                                         dtype=DTYPE)[:, None]
+    u = (
+        torch.randn(20_000, k, generator=g, dtype=DTYPE)
+        * torch.logspace(-2, 3, 20_000, dtype=DTYPE)[:, None]
+    )
     x = torch.rand(20_000, 2, generator=g, dtype=DTYPE) * 10 - 5 if position else None
     F = density(u, x)
     lower = alpha * (u * u).sum(dim=1) - C
@@ -146,8 +148,9 @@ def test_neural_field_ufl_rendering_matches_torch():
     u = fd.Function(V).interpolate(ufl.sin(3 * X[0]) * X[1])
     out = field.ufl([u], X)
     values = [fd.Function(V).interpolate(o).dat.data_ro for o in out]
-    x = torch.as_tensor(fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(X)
-                        .dat.data_ro, dtype=DTYPE)
+    x = torch.as_tensor(
+        fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(X).dat.data_ro, dtype=DTYPE
+    )
     expected = field(torch.as_tensor(u.dat.data_ro, dtype=DTYPE)[:, None], x).detach().numpy()
     for j in range(2):
         assert np.allclose(values[j], expected[:, j], rtol=1e-12, atol=1e-13)

@@ -2,9 +2,9 @@
 
 import firedrake as fd
 import pytest
-from models import dissipative_model, mesh, neural_energy
 
 import femeso
+from models import dissipative_model, mesh, neural_energy
 
 REL = 1e-9
 
@@ -42,8 +42,9 @@ def test_parallel_energy_law_mass_and_serial_agreement(kind, dt):
 def test_parallel_pure_transport_conserves_energy():
     msh = mesh("periodic_interval")
     V = fd.FunctionSpace(msh, "CG", 1)
-    model = femeso.OnsagerModel(V, neural_energy(1, 4),
-                                conservative=femeso.SkewTransport([-1.0], dim=1))
+    model = femeso.OnsagerModel(
+        V, neural_energy(1, 4), conservative=femeso.SkewTransport([-1.0], dim=1)
+    )
     u0 = femeso.random_smooth_field(V, seed=4)
     stepper = femeso.EnergyStableStepper(model, u0, 0.1)
     V0 = model.energy_parts(stepper.u)

@@ -1,10 +1,9 @@
 """The stack femeso rests on: Firedrake + PETSc (MUMPS, HDF5), pyadjoint, the PyTorch bridge."""
 
+import firedrake as fd
 import numpy as np
 import pytest
-import firedrake as fd
 import torch
-from mpi4py import MPI
 from firedrake.adjoint import (
     Control,
     ReducedFunctional,
@@ -13,6 +12,7 @@ from firedrake.adjoint import (
     taylor_to_dict,
 )
 from firedrake.ml.pytorch import fem_operator, to_torch
+from mpi4py import MPI
 
 from femeso.meshes import load_mesh
 
@@ -70,8 +70,12 @@ def test_pyadjoint_taylor_nonlinear():
     f = fd.Function(V).interpolate(fd.sin(3 * x) * y)
     u, v = fd.Function(V), fd.TestFunction(V)
     F = (1 + u**2) * fd.inner(fd.grad(u), fd.grad(v)) * fd.dx - f * v * fd.dx
-    fd.solve(F == 0, u, bcs=fd.DirichletBC(V, 0, "on_boundary"),
-             solver_parameters={"snes_rtol": 1e-14, "snes_atol": 1e-13, **MUMPS})
+    fd.solve(
+        F == 0,
+        u,
+        bcs=fd.DirichletBC(V, 0, "on_boundary"),
+        solver_parameters={"snes_rtol": 1e-14, "snes_atol": 1e-13, **MUMPS},
+    )
     J = fd.assemble(u**4 * fd.dx + u * f * fd.dx)
     Jhat = ReducedFunctional(J, Control(f))
     pause_annotation()

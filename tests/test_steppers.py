@@ -9,15 +9,16 @@ import torch
 import ufl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from models import dissipative_model, mesh, neural_energy
 
 import femeso
+from models import dissipative_model, mesh, neural_energy
 
 # Random step sizes from 1e-4 to 10 (log-uniform), random seeds, several meshes.
 log_dt = st.integers(min_value=-400, max_value=100).map(lambda i: i / 100)
 seeds = st.integers(min_value=0, max_value=10_000)
-PROPERTY = settings(max_examples=30, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 REL = 1e-9  # relative tolerance of the discrete energy law (solver tolerance, not O(dt))
 
 
@@ -34,8 +35,12 @@ def run_steps(model, u0, dt, n=2, **kwargs):
 
 
 @PROPERTY
-@given(mesh_name=st.sampled_from(["plate", "periodic_square", "periodic_interval"]),
-       kind=st.sampled_from(["local", "conserved", "both"]), seed=seeds, log10_dt=log_dt)
+@given(
+    mesh_name=st.sampled_from(["plate", "periodic_square", "periodic_interval"]),
+    kind=st.sampled_from(["local", "conserved", "both"]),
+    seed=seeds,
+    log10_dt=log_dt,
+)
 def test_dissipative_energy_never_increases(mesh_name, kind, seed, log10_dt):
     msh = mesh(mesh_name)
     model = dissipative_model(msh, kind, seed)
@@ -44,7 +49,7 @@ def test_dissipative_energy_never_increases(mesh_name, kind, seed, log10_dt):
     stepper, V0, mass0, records = run_steps(model, u0, dt)
     energies = [V0["total"]] + [r.energy for r in records]
     scale = energy_scale(V0)
-    violations = sum(b - a > REL * scale for a, b in zip(energies[:-1], energies[1:]))
+    violations = sum(b - a > REL * scale for a, b in zip(energies[:-1], energies[1:], strict=True))
     assert violations == 0, energies
     # The discrete energy law, exactly: V(u1) - V(u0) = -dt * a_M(mu, mu) for every step
     # (retried sub-steps make the law hold per sub-step; check it when none were needed).
@@ -55,8 +60,11 @@ def test_dissipative_energy_never_increases(mesh_name, kind, seed, log10_dt):
 
 
 @PROPERTY
-@given(mesh_name=st.sampled_from(["plate", "periodic_square", "periodic_interval"]),
-       seed=seeds, log10_dt=log_dt)
+@given(
+    mesh_name=st.sampled_from(["plate", "periodic_square", "periodic_interval"]),
+    seed=seeds,
+    log10_dt=log_dt,
+)
 def test_conserved_mobility_conserves_mass_exactly(mesh_name, seed, log10_dt):
     msh = mesh(mesh_name)
     model = dissipative_model(msh, "conserved", seed)
@@ -102,8 +110,9 @@ def test_canonical_coupling_conserves_energy_exactly(seed, log10_dt):
         assert abs(r.energy - V0["total"]) <= REL * energy_scale(V0)
 
 
-@pytest.mark.parametrize("mesh_name,degree", [("quads", 1), ("tets", 1), ("interval", 2),
-                                              ("plate", 2)])
+@pytest.mark.parametrize(
+    "mesh_name,degree", [("quads", 1), ("tets", 1), ("interval", 2), ("plate", 2)]
+)
 def test_energy_law_on_other_cells_and_degrees(mesh_name, degree):
     msh = mesh(mesh_name)
     model = dissipative_model(msh, "both", seed=3, degree=degree)
@@ -119,8 +128,9 @@ def test_two_fields_dissipative_with_coupling():
     msh = mesh("periodic_square")
     V = fd.VectorFunctionSpace(msh, "CG", 1, dim=2)
     mobility = femeso.ConservedMobility(femeso.NeuralField(2, 2, width=4, seed=1), n_states=2)
-    model = femeso.OnsagerModel(V, neural_energy(2, 5), mobility=mobility,
-                                conservative=femeso.CanonicalCoupling(0.7))
+    model = femeso.OnsagerModel(
+        V, neural_energy(2, 5), mobility=mobility, conservative=femeso.CanonicalCoupling(0.7)
+    )
     u0 = femeso.random_smooth_field(V, seed=4)
     stepper, V0, mass0, records = run_steps(model, u0, 0.05, n=3)
     for r in records:
@@ -138,8 +148,11 @@ def test_dirichlet_conditions_keep_energy_law_and_boundary_values():
     bc.apply(u0)
     stepper, V0, _, records = run_steps(model, u0, 0.1, n=2, bcs=[(g, 2)])
     nodes = bc.nodes
-    assert np.allclose(stepper.u.dat.data_ro[nodes[nodes < len(stepper.u.dat.data_ro)]],
-                       g.dat.data_ro[nodes[nodes < len(g.dat.data_ro)]], atol=1e-14)
+    assert np.allclose(
+        stepper.u.dat.data_ro[nodes[nodes < len(stepper.u.dat.data_ro)]],
+        g.dat.data_ro[nodes[nodes < len(g.dat.data_ro)]],
+        atol=1e-14,
+    )
     for r in records:
         assert r.energy_change < 0
         assert abs(r.energy_change + 0.1 * r.dissipation) <= REL * energy_scale(V0)
@@ -147,8 +160,7 @@ def test_dirichlet_conditions_keep_energy_law_and_boundary_values():
 
 # ---------------------------------------------------------------- accuracy
 def allen_cahn_model(V, scheme_mobility=1.0):
-    density = femeso.KnownDensity(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2,
-                                  name="double well")
+    density = femeso.KnownDensity(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2, name="double well")
     mobility = femeso.LocalMobility(
         femeso.Expression(lambda u, x, ops: 1.0 + 0.5 * u[0] ** 2, name="1+u^2/2")
     )
@@ -216,8 +228,7 @@ def test_failed_newton_is_retried_with_smaller_steps_and_never_increases_energy(
     model = dissipative_model(msh, "local", seed=1)
     u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
     # Four Newton iterations are not enough for dt = 5: the stepper must halve.
-    stepper = femeso.EnergyStableStepper(model, u0, 5.0,
-                                         solver_parameters={"snes_max_it": 4})
+    stepper = femeso.EnergyStableStepper(model, u0, 5.0, solver_parameters={"snes_max_it": 4})
     V0 = model.energy_value(stepper.u)
     record = stepper.advance()
     assert record.halvings >= 1
@@ -229,8 +240,9 @@ def test_repeated_failure_raises_with_time_and_reason():
     msh = mesh("periodic_interval")
     model = dissipative_model(msh, "local", seed=1)
     u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
-    stepper = femeso.EnergyStableStepper(model, u0, 5.0, max_halvings=1,
-                                         solver_parameters={"snes_max_it": 1})
+    stepper = femeso.EnergyStableStepper(
+        model, u0, 5.0, max_halvings=1, solver_parameters={"snes_max_it": 1}
+    )
     with pytest.raises(femeso.StepFailure, match=r"t=0 failed after 1 halvings.*SNES"):
         stepper.advance()
 
@@ -264,7 +276,8 @@ def test_plain_ufl_weak_form_agrees_with_quadrature_evaluation():
     # The UFL-rendered density integrated with the same rule equals V0 from PyTorch.
     F_ufl = model.energy.density.ufl([u], X)
     assert fd.assemble(F_ufl * model.rule.dx) == pytest.approx(
-        model.energy_parts(u)["pointwise"], rel=1e-12)
+        model.energy_parts(u)["pointwise"], rel=1e-12
+    )
     # The weak form's mu-equation at mu = 0 equals -(F'(u), eta) - (kappa grad u, grad eta).
     W = V * V
     v, eta = fd.TestFunctions(W)
@@ -275,9 +288,13 @@ def test_plain_ufl_weak_form_agrees_with_quadrature_evaluation():
     (dF,) = torch.autograd.grad(model.density(u_q).sum(), u_q)
     dF_q = model.rule.function()
     model.rule.assign(dF_q, dF[:, 0])
-    expected = fd.assemble(-dF_q * fd.TestFunction(V) * model.rule.dx
-                           - 1.0 * model.kappa()[0, 0].item()
-                           * ufl.inner(ufl.grad(u), ufl.grad(fd.TestFunction(V))) * model.rule.dx)
+    expected = fd.assemble(
+        -dF_q * fd.TestFunction(V) * model.rule.dx
+        - 1.0
+        * model.kappa()[0, 0].item()
+        * ufl.inner(ufl.grad(u), ufl.grad(fd.TestFunction(V)))
+        * model.rule.dx
+    )
     got = residual.subfunctions[1].dat.data_ro
     assert np.allclose(got, expected.dat.data_ro, rtol=1e-10, atol=1e-12)
 

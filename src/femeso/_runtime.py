@@ -25,6 +25,7 @@ def runtime_environment() -> dict[str, str]:
         ``OMP_NUM_THREADS=1`` (threads fight MPI ranks on small machines), Open MPI's
         run-as-root permission when running as root, and the Firedrake/PyOP2/TSFC kernel cache
         directories under :func:`cache_root` (outside any clone, so that tests and CI reuse them).
+
     """
     kernels = cache_root() / "kernels"
     env = {

@@ -27,6 +27,7 @@ def run_demo(*, mesh: str = "plate_with_holes", steps: int = 20, dt: float = 2e-
     -------
     dict
         DoFs, solver iterations, L2 error and wall time.
+
     """
     t0 = time.perf_counter()
     msh = load_mesh(mesh)
@@ -56,6 +57,11 @@ def run_demo(*, mesh: str = "plate_with_holes", steps: int = 20, dt: float = 2e-
     }
     logger.info(
         "Poisson, P2 on %s: %d cells, %d DoFs, CG+GAMG %d iterations, L2 error %.3e, %.1f s",
-        mesh, result["cells"], result["dofs"], result["ksp_iterations"], error, result["seconds"],
+        mesh,
+        result["cells"],
+        result["dofs"],
+        result["ksp_iterations"],
+        error,
+        result["seconds"],
     )
     return result

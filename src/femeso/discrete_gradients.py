@@ -48,7 +48,7 @@ def _quotient(
     F_end: torch.Tensor,
     tol: float,
 ) -> torch.Tensor:
-    """Discrete derivative along one coordinate from ``start`` to ``end`` (they differ only there)."""
+    """Return the discrete derivative along coordinate ``component`` from ``start`` to ``end``."""
     delta = end[:, component] - start[:, component]
     scale = 1.0 + torch.maximum(start[:, component].abs(), end[:, component].abs())
     small = delta.abs() <= tol * scale
@@ -100,6 +100,7 @@ def discrete_gradient(
     -------
     torch.Tensor
         ``(n, k)`` values with ``sum_i mu_i (u1_i - u0_i) = F(u1) - F(u0)``.
+
     """
     k = u0.shape[-1]
     F0 = F(u0, x) if F0 is None else F0
@@ -137,6 +138,7 @@ def discrete_gradient_and_jacobian(
     jacobian : torch.Tensor
         ``(n, k, k)`` with ``jacobian[q, i, j] = d values[q, i] / d u1[q, j]`` (exact: automatic
         differentiation of the computed expression).
+
     """
     u1 = u1.detach().requires_grad_(True)
     with torch.enable_grad():

@@ -105,7 +105,8 @@ class KnownDensity(Density):
 
     Examples
     --------
-    >>> double_well = KnownDensity(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2, name="double well")
+    >>> double_well = KnownDensity(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2)
+
     """
 
     def __init__(
@@ -134,8 +135,12 @@ class KnownDensity(Density):
 
     def config(self) -> dict:
         """Describe the density (the formula is code: rebuild it from your script)."""
-        return {"type": "KnownDensity", "name": self.name, "n_states": self.n_states,
-                "uses_position": self.uses_position}
+        return {
+            "type": "KnownDensity",
+            "name": self.name,
+            "n_states": self.n_states,
+            "uses_position": self.uses_position,
+        }
 
 
 class CoerciveNeuralDensity(Density):
@@ -168,6 +173,7 @@ class CoerciveNeuralDensity(Density):
         Typical amplitude of the state, used to normalise the network input.
     seed
         Initialisation seed.
+
     """
 
     def __init__(
@@ -252,6 +258,7 @@ class ConstantKappa(nn.Module):
         Number of state components.
     learnable
         Learn the value(s) (through a softplus, so they stay positive).
+
     """
 
     uses_position = False
@@ -279,8 +286,12 @@ class ConstantKappa(nn.Module):
     def config(self) -> dict:
         """Return the constructor arguments (the value is saved with the parameters)."""
         values = self.forward(torch.zeros(1, 1, dtype=DTYPE))[0]
-        return {"type": "ConstantKappa", "value": values.tolist(), "n_states": self.n_states,
-                "learnable": self.learnable}
+        return {
+            "type": "ConstantKappa",
+            "value": values.tolist(),
+            "n_states": self.n_states,
+            "learnable": self.learnable,
+        }
 
 
 class NeuralKappa(nn.Module):
@@ -294,13 +305,19 @@ class NeuralKappa(nn.Module):
         Number of state components.
     width, depth, seed
         Network size and initialisation seed.
+
     """
 
     uses_position = True
     learnable = True
 
     def __init__(
-        self, dim: int, *, n_states: int = 1, width: int = 8, depth: int = 1,
+        self,
+        dim: int,
+        *,
+        n_states: int = 1,
+        width: int = 8,
+        depth: int = 1,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -314,8 +331,14 @@ class NeuralKappa(nn.Module):
     def config(self) -> dict:
         """Return the constructor arguments."""
         net = self.network
-        return {"type": "NeuralKappa", "dim": net.dim, "n_states": self.n_states,
-                "width": net.width, "depth": net.depth, "seed": net.seed}
+        return {
+            "type": "NeuralKappa",
+            "dim": net.dim,
+            "n_states": self.n_states,
+            "width": net.width,
+            "depth": net.depth,
+            "seed": net.seed,
+        }
 
 
 class Energy(nn.Module):
@@ -328,6 +351,7 @@ class Energy(nn.Module):
     kappa
         Gradient coefficient(s): a positive number (fixed), a :class:`ConstantKappa` or a
         :class:`NeuralKappa`.
+
     """
 
     def __init__(self, density: Density, kappa: float | nn.Module = 1.0) -> None:

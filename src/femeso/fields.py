@@ -105,7 +105,7 @@ class PointwiseField(nn.Module):
         raise NotImplementedError
 
     def ufl(self, u: Sequence[Any], x: Any = None) -> list[Any]:
-        """Return the outputs as UFL expressions of the state components ``u`` and position ``x``."""
+        """Return the outputs as UFL expressions of the state components and the position."""
         raise NotImplementedError
 
     def config(self) -> dict:
@@ -138,6 +138,7 @@ class NeuralField(PointwiseField):
         Seed of the parameter initialisation (``None``: PyTorch's global generator).
     init_scale
         Standard deviation multiplier of the output layer at initialisation.
+
     """
 
     def __init__(
@@ -278,6 +279,7 @@ class Expression(PointwiseField):
 
         double_well = Expression(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2, name="double well")
         degenerate = Expression(lambda u, x, ops: u[0] * (1 - u[0]), name="u(1-u)")
+
     """
 
     def __init__(
@@ -322,5 +324,10 @@ class Expression(PointwiseField):
 
     def config(self) -> dict:
         """Return a description; closed-form fields are rebuilt by the user's code, not a file."""
-        return {"type": "Expression", "name": self.name, "n_states": self.n_states,
-                "n_outputs": self.n_outputs, "uses_position": self.uses_position}
+        return {
+            "type": "Expression",
+            "name": self.name,
+            "n_states": self.n_states,
+            "n_outputs": self.n_outputs,
+            "uses_position": self.uses_position,
+        }

@@ -95,6 +95,7 @@ class OnsagerModel(nn.Module):
         ``"kappa"`` (default) or ``None``; see the module documentation.
     kappa_ref
         The gauge's mean gradient coefficient.
+
     """
 
     def __init__(
@@ -135,17 +136,21 @@ class OnsagerModel(nn.Module):
             if not isinstance(m, LocalMobility | ConservedMobility):
                 raise TypeError(f"mobility parts must be Local/ConservedMobility, got {m!r}")
             if m.n_states != self.n_states:
-                raise ValueError(f"{type(m).__name__} has {m.n_states} components, expected "
-                                 f"{self.n_states}")
+                raise ValueError(
+                    f"{type(m).__name__} has {m.n_states} components, expected {self.n_states}"
+                )
         for w in conservative:
             if not isinstance(w, SkewTransport | CanonicalCoupling):
-                raise TypeError(f"conservative parts must be SkewTransport/CanonicalCoupling, "
-                                f"got {w!r}")
+                raise TypeError(
+                    f"conservative parts must be SkewTransport/CanonicalCoupling, got {w!r}"
+                )
             if isinstance(w, SkewTransport) and w.dim != self.dim:
                 raise ValueError(f"SkewTransport has dimension {w.dim}, the mesh {self.dim}")
             if isinstance(w, CanonicalCoupling) and max(w.pair) >= self.n_states:
-                raise ValueError(f"CanonicalCoupling pair {w.pair} needs more than "
-                                 f"{self.n_states} state components")
+                raise ValueError(
+                    f"CanonicalCoupling pair {w.pair} needs more than "
+                    f"{self.n_states} state components"
+                )
         self.mobilities = nn.ModuleList(mobility)
         self.conservative = nn.ModuleList(conservative)
         if gauge not in ("kappa", None):
@@ -166,8 +171,10 @@ class OnsagerModel(nn.Module):
 
     @property
     def conserves_mass(self) -> bool:
-        """True when every dissipative part is a conserved mobility (then ``int u`` is conserved
-        by the dissipative part; conservative parts may still move mass)."""
+        """Whether every dissipative part is a conserved mobility.
+
+        Then the dissipative part conserves ``int u``; conservative parts may still move mass.
+        """
         return all(isinstance(m, ConservedMobility) for m in self.mobilities)
 
     @property
@@ -211,7 +218,7 @@ class OnsagerModel(nn.Module):
 
     # ------------------------------------------------------------------ energy
     def energy_parts(self, u: fd.Function) -> dict[str, float]:
-        """Return the discrete energy ``V_h(u)`` by parts.
+        r"""Return the discrete energy ``V_h(u)`` by parts.
 
         Returns
         -------
@@ -219,6 +226,7 @@ class OnsagerModel(nn.Module):
             ``"pointwise"`` (:math:`V_0 = \\int F`), ``"gradient"``
             (:math:`\\frac12\\int\\kappa|\\nabla u|^2`), ``"nonlocal"`` (0: no nonlocal part is
             implemented yet) and ``"total"``, all evaluated with the model's quadrature rule.
+
         """
         with torch.no_grad():
             u_q = self.state_at_points(u)
@@ -320,8 +328,9 @@ class OnsagerModel(nn.Module):
         return ufl.as_vector(values) if isinstance(w, SkewTransport) else values[0]
 
     @staticmethod
-    def _conservative_form(w: nn.Module, coefficient: Any, muc: list, vc: list,
-                           dx: ufl.Measure) -> ufl.Form:
+    def _conservative_form(
+        w: nn.Module, coefficient: Any, muc: list, vc: list, dx: ufl.Measure
+    ) -> ufl.Form:
         """``a_W(mu, v)`` for one conservative part; skew-symmetric pointwise."""
         if isinstance(w, SkewTransport):
             b = coefficient
@@ -377,23 +386,31 @@ class OnsagerModel(nn.Module):
         ------
         ValueError
             If the saved architecture differs from this model's.
+
         """
         with np.load(path, allow_pickle=False) as data:
             saved = json.loads(str(data["config"]))
             mine = json.loads(json.dumps(self.config()))
             if _strip_values(saved) != _strip_values(mine):
                 raise ValueError(f"{path}: saved model architecture differs from this model's")
-            state = {k[len("param:"):]: torch.as_tensor(data[k]) for k in data.files
-                     if k.startswith("param:")}
+            state = {
+                k[len("param:") :]: torch.as_tensor(data[k])
+                for k in data.files
+                if k.startswith("param:")
+            }
         self.load_state_dict(state)
 
 
 def _strip_values(config: Any) -> Any:
     """Drop entries that are parameter values rather than architecture (constant kappa values)."""
     if isinstance(config, dict):
-        return {k: _strip_values(v) for k, v in config.items()
-                if not (config.get("type") == "ConstantKappa" and k == "value"
-                        and config.get("learnable"))}
+        return {
+            k: _strip_values(v)
+            for k, v in config.items()
+            if not (
+                config.get("type") == "ConstantKappa" and k == "value" and config.get("learnable")
+            )
+        }
     if isinstance(config, list):
         return [_strip_values(v) for v in config]
     return config
@@ -407,8 +424,9 @@ def _build(config: dict, dim: int) -> nn.Module:
     if kind == "CoerciveNeuralDensity":
         return CoerciveNeuralDensity(**{k: v for k, v in config.items() if k != "type"})
     if kind == "ConstantKappa":
-        return ConstantKappa(config["value"], n_states=config["n_states"],
-                             learnable=config["learnable"])
+        return ConstantKappa(
+            config["value"], n_states=config["n_states"], learnable=config["learnable"]
+        )
     if kind == "NeuralKappa":
         return NeuralKappa(**{k: v for k, v in config.items() if k != "type"})
     if kind in ("LocalMobility", "ConservedMobility"):
@@ -421,8 +439,9 @@ def _build(config: dict, dim: int) -> nn.Module:
         return SkewTransport(_build(v, dim) if isinstance(v, dict) else v, dim=config["dim"])
     if kind == "CanonicalCoupling":
         c = config["coefficient"]
-        return CanonicalCoupling(_build(c, dim) if isinstance(c, dict) else c,
-                                 pair=tuple(config["pair"]))
+        return CanonicalCoupling(
+            _build(c, dim) if isinstance(c, dict) else c, pair=tuple(config["pair"])
+        )
     raise ValueError(
         f"cannot rebuild a {kind!r} from a file (closed-form parts are code): build the model in "
         "your script and call model.load_parameters(path)"
@@ -445,8 +464,9 @@ def load_model(path: str | Path, space: fd.FunctionSpace) -> OnsagerModel:
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported model format {config.get('format_version')}")
     dim = space.mesh().geometric_dimension
-    energy = Energy(_build(config["energy"]["density"], dim),
-                    _build(config["energy"]["kappa"], dim))
+    energy = Energy(
+        _build(config["energy"]["density"], dim), _build(config["energy"]["kappa"], dim)
+    )
     model = OnsagerModel(
         space,
         energy,

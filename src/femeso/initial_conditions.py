@@ -37,6 +37,7 @@ def random_smooth_field(
         Number of plane waves and their largest wavenumber (in units of the domain size).
     amplitude, mean
         Scale and offset of the result.
+
     """
     mesh = space.mesh()
     x = ufl.SpatialCoordinate(mesh)
@@ -61,8 +62,9 @@ def random_smooth_field(
                 k = np.round(k) + (np.round(k) == 0) * np.sign(k + 1e-300)
             phase = rng.uniform(0, 2 * np.pi)
             a = rng.uniform(0.2, 1.0)
-            arg = sum(2 * np.pi * float(k[i]) * (x[i] - float(lo[i])) / float(size[i])
-                      for i in range(dim))
+            arg = sum(
+                2 * np.pi * float(k[i]) * (x[i] - float(lo[i])) / float(size[i]) for i in range(dim)
+            )
             expr = expr + a * ufl.cos(arg + phase)
         comps.append(expr)
     raw = fd.Function(space).interpolate(comps[0] if n_comp == 1 else ufl.as_vector(comps))
@@ -72,4 +74,3 @@ def random_smooth_field(
     scaled = data / np.maximum(peak, 1e-300) * amplitude + mean
     raw.dat.data_wo[...] = scaled.reshape(raw.dat.data_wo.shape)
     return raw
-

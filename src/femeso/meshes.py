@@ -17,7 +17,7 @@ _SUFFIXES = (".msh", ".geo")
 
 
 def mesh_directory() -> Path:
-    """Return the directory of femeso's reference geometries (``$FEMESO_MESH_DIR`` or ``meshes/``)."""
+    """Return the directory of the reference geometries (``$FEMESO_MESH_DIR`` or ``meshes/``)."""
     default = Path(__file__).resolve().parents[2] / "meshes"
     return Path(os.environ.get("FEMESO_MESH_DIR", default))
 
@@ -39,6 +39,7 @@ def mesh_path(name: str) -> Path:
     ------
     FileNotFoundError
         If no such geometry is shipped.
+
     """
     path = mesh_directory() / f"{name}.msh"
     if not path.exists():
@@ -68,6 +69,7 @@ def generate_mesh(
     -------
     Path
         ``msh_file``.
+
     """
     import gmsh
 
@@ -126,6 +128,7 @@ def load_mesh(
     Returns
     -------
     firedrake.MeshGeometry
+
     """
     path = Path(source)
     if path.suffix not in _SUFFIXES:

@@ -19,8 +19,8 @@ exactly under any quadrature:
 * :class:`SkewTransport`: :math:`\frac12\int (b\cdot\nabla\mu_i)\, v_i - (b\cdot\nabla v_i)\,\mu_i`,
   the skew-symmetrised transport along a (given or learned) vector field ``b(x)`` — in 1-D with
   ``b = -1`` this is the KdV operator :math:`u_t = \partial_x\,\delta V/\delta u`;
-* :class:`CanonicalCoupling`: :math:`\int c(x)\,(\mu_q v_p - \mu_p v_q)`, the canonical coupling of a
-  pair of fields ``(q, p)``: :math:`q_t = c\,\mu_p`, :math:`p_t = -c\,\mu_q`.
+* :class:`CanonicalCoupling`: :math:`\int c(x)\,(\mu_q v_p - \mu_p v_q)`, the canonical coupling
+  of a pair of fields ``(q, p)``: :math:`q_t = c\,\mu_p`, :math:`p_t = -c\,\mu_q`.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class MobilityCoefficient(nn.Module):
         is used).
     n_states
         Number of state components.
+
     """
 
     def __init__(self, coefficient: float | Sequence[float] | PointwiseField, n_states: int):
@@ -110,16 +111,20 @@ class MobilityCoefficient(nn.Module):
 class _Mobility(nn.Module):
     kind: str
 
-    def __init__(self, coefficient: float | Sequence[float] | PointwiseField = 1.0, *,
-                 n_states: int = 1) -> None:
+    def __init__(
+        self, coefficient: float | Sequence[float] | PointwiseField = 1.0, *, n_states: int = 1
+    ) -> None:
         super().__init__()
         self.coefficient = MobilityCoefficient(coefficient, n_states)
         self.n_states = n_states
 
     def config(self) -> dict:
         """Return the configuration."""
-        return {"type": type(self).__name__, "n_states": self.n_states,
-                "coefficient": self.coefficient.config()}
+        return {
+            "type": type(self).__name__,
+            "n_states": self.n_states,
+            "coefficient": self.coefficient.config(),
+        }
 
 
 class LocalMobility(_Mobility):
@@ -131,6 +136,7 @@ class LocalMobility(_Mobility):
         See :class:`MobilityCoefficient`.
     n_states
         Number of state components.
+
     """
 
     kind = "local"
@@ -145,6 +151,7 @@ class ConservedMobility(_Mobility):
         See :class:`MobilityCoefficient`.
     n_states
         Number of state components.
+
     """
 
     kind = "conserved"
@@ -160,6 +167,7 @@ class SkewTransport(nn.Module):
         of position only with ``dim`` outputs (learned).
     dim
         Spatial dimension.
+
     """
 
     def __init__(self, velocity: Sequence[float] | NeuralField, *, dim: int) -> None:
@@ -199,10 +207,12 @@ class CanonicalCoupling(nn.Module):
         A constant or a :class:`~femeso.fields.NeuralField` of position with one output.
     pair
         The indices ``(q, p)`` of the coupled state components.
+
     """
 
-    def __init__(self, coefficient: float | NeuralField = 1.0, *,
-                 pair: tuple[int, int] = (0, 1)) -> None:
+    def __init__(
+        self, coefficient: float | NeuralField = 1.0, *, pair: tuple[int, int] = (0, 1)
+    ) -> None:
         super().__init__()
         if len(pair) != 2 or pair[0] == pair[1]:
             raise ValueError(f"pair must name two different state components, got {pair}")
@@ -225,4 +235,3 @@ class CanonicalCoupling(nn.Module):
         """Return the configuration."""
         c = self.field.config() if self.field is not None else float(self.constant[0])
         return {"type": "CanonicalCoupling", "pair": list(self.pair), "coefficient": c}
-

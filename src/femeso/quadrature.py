@@ -28,6 +28,7 @@ class QuadratureRule:
         The mesh.
     degree
         Degree of the rule (polynomials of this degree are integrated exactly).
+
     """
 
     def __init__(self, mesh: fd.MeshGeometry, degree: int) -> None:
@@ -53,7 +54,7 @@ class QuadratureRule:
         return self.weights.shape[0]
 
     def space(self, shape: tuple[int, ...] = ()) -> fd.FunctionSpace:
-        """Return the quadrature space of values of the given shape (``()``, ``(k,)``, ``(k, k)``)."""
+        """Return the quadrature space of values of shape ``()``, ``(k,)`` or ``(k, k)``."""
         if shape == ():
             return self.scalar_space
         cell = self.mesh.ufl_cell()
@@ -84,7 +85,7 @@ class QuadratureRule:
         return out.dat.data_ro.reshape((self.n_points_of(out),) + shape)
 
     def n_points_of(self, f: fd.Function) -> int:
-        """Number of owned points of a quadrature function (its owned values / value size)."""
+        """Return the number of points owned by this process in a quadrature function."""
         return f.dat.data_ro.shape[0]
 
     def integrate(self, values: torch.Tensor) -> torch.Tensor:

@@ -117,6 +117,7 @@ class StepRecord:
         Totals over the step's sub-steps.
     halvings
         How often the step size was halved to complete the step.
+
     """
 
     t: float
@@ -177,6 +178,7 @@ class EnergyStableStepper:
         again.
     energy_rtol
         Relative tolerance of the "no energy increase" check (rounding and solver tolerance).
+
     """
 
     def __init__(
@@ -270,7 +272,7 @@ class EnergyStableStepper:
 
     # ------------------------------------------------------------------ forms
     def _form(self, *, linearised: bool, source) -> ufl.Form:
-        """The residual; with ``linearised`` the pointwise values carry their derivatives.
+        """Return the residual; with ``linearised`` the pointwise values carry their derivatives.
 
         The linearised form equals the residual at the current iterate (the values are sampled
         there) and its UFL derivative is the exact Jacobian of the residual.
@@ -343,7 +345,7 @@ class EnergyStableStepper:
         self._last_u1 = None
 
     def _update_pointwise(self, X) -> None:
-        """SNES callback: sample the iterate and refresh values and derivatives (once per iterate)."""
+        """Sample the SNES iterate; refresh pointwise values and derivatives once per iterate."""
         with self.w.dat.vec_wo as w_vec:
             X.copy(w_vec)
         fd.assemble(self._u1_sampler, tensor=self._u1_q)
@@ -355,8 +357,9 @@ class EnergyStableStepper:
         u1_t = torch.as_tensor(self._last_u1, dtype=DTYPE)
         x = model.x
 
-        values, jac = discrete_gradient_and_jacobian(model.energy.density, self._u0_t, u1_t, x,
-                                                     F0=self._F0, tol=DEFAULT_TOL)
+        values, jac = discrete_gradient_and_jacobian(
+            model.energy.density, self._u0_t, u1_t, x, F0=self._F0, tol=DEFAULT_TOL
+        )
         for i in range(k):
             rule.assign(self.dg[i], values[:, i])
             rule.assign(self.lin[i], u1_t[:, i])
@@ -368,8 +371,7 @@ class EnergyStableStepper:
                 m = model.mobility_values(0.5 * (self._u0_t + u1_var))
                 for kind in self.dmobility_q:
                     for i in range(k):
-                        (row,) = torch.autograd.grad(m[kind][:, i].sum(), u1_var,
-                                                     retain_graph=True)
+                        (row,) = torch.autograd.grad(m[kind][:, i].sum(), u1_var, retain_graph=True)
                         rule.assign(self.mobility_q[kind][i], m[kind][:, i])
                         for j in range(k):
                             rule.assign(self.dmobility_q[kind][i][j], row[:, j])
@@ -393,9 +395,15 @@ class EnergyStableStepper:
             + self.kappa_q[i] * ufl.inner(ufl.grad(uc[i]), ufl.grad(etac[i])) * rule.dx
             for i in range(k)
         )
-        fd.solve(ufl.inner(m, eta) * rule.dx == rhs, mu,
-                 solver_parameters={"ksp_type": "preonly", "pc_type": "lu",
-                                    "pc_factor_mat_solver_type": "mumps"})
+        fd.solve(
+            ufl.inner(m, eta) * rule.dx == rhs,
+            mu,
+            solver_parameters={
+                "ksp_type": "preonly",
+                "pc_type": "lu",
+                "pc_factor_mat_solver_type": "mumps",
+            },
+        )
         self.w.subfunctions[1].assign(mu)
 
     # ------------------------------------------------------------------ stepping
@@ -426,6 +434,7 @@ class EnergyStableStepper:
         ------
         StepFailure
             If the step cannot be completed; the message names the time and the reason.
+
         """
         V0_parts = self.model.energy_parts(self.u)
         V_start = V0_parts["total"]
@@ -456,8 +465,9 @@ class EnergyStableStepper:
                 self.w.assign(saved)
                 sub_dt /= 2
                 continue
-            dissipation = (fd.assemble(self.dissipation_form)
-                           if self.dissipation_form is not None else 0.0)
+            dissipation = (
+                fd.assemble(self.dissipation_form) if self.dissipation_form is not None else 0.0
+            )
             self.u.assign(self.w.subfunctions[0])
             saved.assign(self.w)
             self.t = target if remaining - sub_dt <= 1e-14 * self.dt else self.t + sub_dt
@@ -503,19 +513,25 @@ class EnergyStableStepper:
             Keep every ``store_every``-th state (records are kept for every step).
         progress
             Show a progress bar (rank 0).
+
         """
         if (n_steps is None) == (t_end is None):
             raise ValueError("give exactly one of n_steps and t_end")
         if n_steps is None:
             n_steps = int(round((t_end - self.t) / self.dt))
-            if n_steps < 0 or not math.isclose(self.t + n_steps * self.dt, t_end,
-                                                rel_tol=1e-9, abs_tol=1e-12):
-                raise ValueError(f"t_end={t_end} is not a whole number of steps dt={self.dt} "
-                                 f"after t={self.t}")
+            if n_steps < 0 or not math.isclose(
+                self.t + n_steps * self.dt, t_end, rel_tol=1e-9, abs_tol=1e-12
+            ):
+                raise ValueError(
+                    f"t_end={t_end} is not a whole number of steps dt={self.dt} after t={self.t}"
+                )
         if store_every < 1:
             raise ValueError(f"store_every must be >= 1, got {store_every}")
-        traj = Trajectory(times=np.array([self.t]), states=[self.u.copy(deepcopy=True)],
-                          initial_energy=self.model.energy_value(self.u))
+        traj = Trajectory(
+            times=np.array([self.t]),
+            states=[self.u.copy(deepcopy=True)],
+            initial_energy=self.model.energy_value(self.u),
+        )
         times = [self.t]
         bar = _progress(n_steps, progress and self.model.mesh.comm.rank == 0)
         t0 = time.perf_counter()
