@@ -163,3 +163,15 @@ def test_bad_field_arguments_are_rejected():
         femeso.NeuralField(1, 1, input_scale=0.0)
     with pytest.raises(TypeError, match="callable"):
         femeso.Expression("u**2")
+
+
+@FAST
+@given(seed=seeds)
+def test_learned_mobility_tensor_is_positive_semidefinite_for_every_theta(seed):
+    field = femeso.NeuralField(0, 6, dim=3, width=8, seed=seed)
+    randomise(field, seed, scale=5.0)
+    tensor = femeso.TensorMobility(field, dim=3)
+    M = tensor(torch.randn(3000, 3, dtype=DTYPE) * 10)
+    assert torch.allclose(M, M.transpose(1, 2))
+    eigenvalues = torch.linalg.eigvalsh(M)
+    assert int((eigenvalues < -1e-12 * eigenvalues.abs().max()).sum()) == 0

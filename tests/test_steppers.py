@@ -311,3 +311,29 @@ def test_model_save_load_round_trip_without_pickle(tmp_path):
     other = dissipative_model(msh, "local", seed=21)
     with pytest.raises(ValueError, match="architecture differs"):
         other.load_parameters(path)
+
+
+@PROPERTY
+@given(seed=seeds, log10_dt=log_dt)
+def test_learned_tensor_mobility_dissipates_and_conserves_mass(seed, log10_dt):
+    """Anisotropic M(x) = L L^T from a random network, on the irregular plate."""
+    msh = mesh("plate")
+    V = fd.FunctionSpace(msh, "CG", 1)
+    tensor = femeso.TensorMobility(femeso.NeuralField(0, 3, dim=2, width=6, seed=seed), dim=2)
+    model = femeso.OnsagerModel(V, neural_energy(1, seed), mobility=tensor)
+    u0 = femeso.random_smooth_field(V, seed=seed, mean=0.2)
+    dt = 10.0**log10_dt
+    stepper, V0, mass0, records = run_steps(model, u0, dt)
+    scale = energy_scale(V0)
+    for r in records:
+        assert r.energy_change <= REL * scale
+        if r.halvings == 0:
+            assert abs(r.energy_change + dt * r.dissipation) <= REL * scale
+        assert abs(r.mass[0] - mass0[0]) <= 1e-11 * (1 + abs(mass0[0]))
+
+
+def test_tensor_mobility_must_be_positive_semidefinite():
+    with pytest.raises(ValueError, match="symmetric positive semi-definite"):
+        femeso.TensorMobility([[1.0, 2.0], [2.0, 1.0]], dim=2)
+    with pytest.raises(ValueError, match="symmetric positive semi-definite"):
+        femeso.TensorMobility([[1.0, 0.5], [0.0, 1.0]], dim=2)

@@ -29,6 +29,7 @@ from femeso.mobilities import (  # noqa: E402
     ConservedMobility,
     LocalMobility,
     SkewTransport,
+    TensorMobility,
 )
 from femeso.steppers import (  # noqa: E402
     DIRECT_SOLVER,
@@ -59,6 +60,7 @@ __all__ = [
     "SkewTransport",
     "StepFailure",
     "StepRecord",
+    "TensorMobility",
     "Trajectory",
     "__version__",
     "available_meshes",

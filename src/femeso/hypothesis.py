@@ -58,6 +58,7 @@ from femeso.mobilities import (
     ConservedMobility,
     LocalMobility,
     SkewTransport,
+    TensorMobility,
 )
 from femeso.quadrature import QuadratureRule
 
@@ -83,7 +84,8 @@ class OnsagerModel(nn.Module):
         The energy :math:`V`.
     mobility
         Dissipative parts: a :class:`~femeso.mobilities.LocalMobility`, a
-        :class:`~femeso.mobilities.ConservedMobility`, or a sequence of them (they add up).
+        :class:`~femeso.mobilities.ConservedMobility`, a
+        :class:`~femeso.mobilities.TensorMobility`, or a sequence of them (they add up).
         Empty for a purely conservative model (:math:`M = 0`).
     conservative
         Conservative parts (:class:`~femeso.mobilities.SkewTransport`,
@@ -133,8 +135,10 @@ class OnsagerModel(nn.Module):
         mobility = [mobility] if isinstance(mobility, nn.Module) else list(mobility)
         conservative = [conservative] if isinstance(conservative, nn.Module) else list(conservative)
         for m in mobility:
-            if not isinstance(m, LocalMobility | ConservedMobility):
-                raise TypeError(f"mobility parts must be Local/ConservedMobility, got {m!r}")
+            if not isinstance(m, LocalMobility | ConservedMobility | TensorMobility):
+                raise TypeError(f"mobility parts must be Local/Conserved/TensorMobility, got {m!r}")
+            if isinstance(m, TensorMobility) and m.dim != self.dim:
+                raise ValueError(f"TensorMobility has dimension {m.dim}, the mesh {self.dim}")
             if m.n_states != self.n_states:
                 raise ValueError(
                     f"{type(m).__name__} has {m.n_states} components, expected {self.n_states}"
@@ -175,7 +179,7 @@ class OnsagerModel(nn.Module):
 
         Then the dissipative part conserves ``int u``; conservative parts may still move mass.
         """
-        return all(isinstance(m, ConservedMobility) for m in self.mobilities)
+        return all(isinstance(m, ConservedMobility | TensorMobility) for m in self.mobilities)
 
     @property
     def x(self) -> torch.Tensor:
@@ -208,10 +212,17 @@ class OnsagerModel(nn.Module):
             return float(self.kappa_ref / mean)
         return 1.0
 
+    def tensor_mobility_values(self) -> torch.Tensor | None:
+        """Return the summed anisotropic mobility tensors ``(n, dim, dim)``, or ``None``."""
+        tensors = [m(self.x) for m in self.mobilities if m.kind == "tensor"]
+        return sum(tensors[1:], tensors[0]) if tensors else None
+
     def mobility_values(self, u_q: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the summed local and conserved mobility coefficients ``(n, k)`` by kind."""
         out: dict[str, torch.Tensor] = {}
         for m in self.mobilities:
+            if m.kind == "tensor":
+                continue
             values = m.coefficient(u_q, self.x)
             out[m.kind] = out[m.kind] + values if m.kind in out else values
         return out
@@ -298,6 +309,10 @@ class OnsagerModel(nn.Module):
             form += muc[i] * etac[i] * dx - dF[i] * etac[i] * dx
             form += -kappa[i] * ufl.inner(ufl.grad(uc[i]), ufl.grad(etac[i])) * dx
         for m in self.mobilities:
+            if m.kind == "tensor":
+                M = m.ufl(X)
+                form += sum(ufl.inner(M * ufl.grad(muc[i]), ufl.grad(vc[i])) * dx for i in range(k))
+                continue
             coeff = m.coefficient.ufl(uc, X)
             for i in range(k):
                 if m.kind == "local":
@@ -434,6 +449,13 @@ def _build(config: dict, dim: int) -> nn.Module:
         c = coeff["value"] if coeff.get("type") == "constant" else _build(coeff, dim)
         cls = LocalMobility if kind == "LocalMobility" else ConservedMobility
         return cls(c, n_states=config["n_states"])
+    if kind == "TensorMobility":
+        t = config["tensor"]
+        return TensorMobility(
+            _build(t, dim) if isinstance(t, dict) else t,
+            dim=config["dim"],
+            n_states=config["n_states"],
+        )
     if kind == "SkewTransport":
         v = config["velocity"]
         return SkewTransport(_build(v, dim) if isinstance(v, dict) else v, dim=config["dim"])

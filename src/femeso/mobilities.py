@@ -6,7 +6,10 @@ Dissipative parts enter the weak form as a bilinear form :math:`a_M(\mu, v)` wit
 * :class:`LocalMobility` (:math:`L^2`, non-conserved, Allen--Cahn type):
   :math:`a_M(\mu, v) = \int \sum_i m_i(u, x)\, \mu_i v_i\,dx`;
 * :class:`ConservedMobility` (:math:`H^{-1}`, Cahn--Hilliard type, conserves :math:`\int u_i`):
-  :math:`a_M(\mu, v) = \int \sum_i m_i(u, x)\, \nabla\mu_i\cdot\nabla v_i\,dx`.
+  :math:`a_M(\mu, v) = \int \sum_i m_i(u, x)\, \nabla\mu_i\cdot\nabla v_i\,dx`;
+* :class:`TensorMobility` (anisotropic, conserved):
+  :math:`a_M(\mu, v) = \int \sum_i \mathbf{M}(x)\nabla\mu_i\cdot\nabla v_i\,dx`,
+  :math:`\mathbf{M} = LL^T \succeq 0`.
 
 The coefficients are non-negative by construction: a :class:`~femeso.fields.NeuralField` goes
 through a softplus, a closed-form :class:`~femeso.fields.Expression` through its positive part
@@ -26,6 +29,7 @@ exactly under any quadrature:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,6 +42,7 @@ __all__ = [
     "LocalMobility",
     "MobilityCoefficient",
     "SkewTransport",
+    "TensorMobility",
 ]
 
 
@@ -235,3 +240,88 @@ class CanonicalCoupling(nn.Module):
         """Return the configuration."""
         c = self.field.config() if self.field is not None else float(self.constant[0])
         return {"type": "CanonicalCoupling", "pair": list(self.pair), "coefficient": c}
+
+
+class TensorMobility(nn.Module):
+    r"""Anisotropic conserved mobility :math:`\mathbf{M}(x) = L L^T \succeq 0` acting on gradients.
+
+    :math:`\mathbf{M}(x) = L(x) L(x)^T` is symmetric positive semi-definite for every parameter
+    value, with :math:`L` lower triangular (its diagonal through a softplus). It conserves
+    :math:`\int u_i` like :class:`ConservedMobility`. It depends on position only (state-dependent
+    tensors are not supported yet).
+
+    Parameters
+    ----------
+    tensor
+        A constant symmetric positive semi-definite ``dim x dim`` matrix, or a
+        :class:`~femeso.fields.NeuralField` of position with ``dim (dim + 1) / 2`` outputs (the
+        entries of ``L`` row by row).
+    dim
+        Spatial dimension.
+    n_states
+        Number of state components (the same tensor acts on each).
+
+    """
+
+    kind = "tensor"
+
+    def __init__(
+        self, tensor: Sequence[Sequence[float]] | NeuralField, *, dim: int, n_states: int = 1
+    ) -> None:
+        super().__init__()
+        self.dim, self.n_states = dim, n_states
+        n_entries = dim * (dim + 1) // 2
+        if isinstance(tensor, NeuralField):
+            if tensor.uses_state or tensor.n_outputs != n_entries:
+                raise ValueError(
+                    f"a learned mobility tensor must be a field of position with {n_entries} "
+                    f"outputs (the lower triangle of L), got n_outputs={tensor.n_outputs}"
+                )
+            self.field = tensor
+        else:
+            matrix = torch.as_tensor(tensor, dtype=DTYPE)
+            if matrix.shape != (dim, dim):
+                raise ValueError(
+                    f"the mobility tensor must be {dim} x {dim}, got {tuple(matrix.shape)}"
+                )
+            if not torch.allclose(matrix, matrix.T) or torch.linalg.eigvalsh(matrix).min() < 0:
+                raise ValueError(
+                    f"the mobility tensor must be symmetric positive semi-definite, "
+                    f"got {matrix.tolist()}"
+                )
+            self.register_buffer("constant", matrix)
+            self.field = None
+        rows, cols = torch.tril_indices(dim, dim)
+        self.register_buffer("_rows", rows)
+        self.register_buffer("_cols", cols)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``(n, dim, dim)`` symmetric positive semi-definite tensors at ``n`` points."""
+        if self.field is None:
+            return self.constant.expand(x.shape[0], self.dim, self.dim)
+        entries = self.field(None, x)
+        diagonal = self._rows == self._cols
+        entries = torch.where(diagonal, softplus(entries), entries)
+        L = torch.zeros(x.shape[0], self.dim, self.dim, dtype=DTYPE)
+        L[:, self._rows, self._cols] = entries
+        return L @ L.transpose(1, 2)
+
+    def ufl(self, x) -> Any:
+        """Return the tensor as a UFL matrix expression of the position ``x``."""
+        import ufl
+
+        from femeso.fields import UFL_OPS
+
+        if self.field is None:
+            return ufl.as_matrix(self.constant.tolist())
+        entries = self.field.ufl(None, x)
+        L = [[0.0] * self.dim for _ in range(self.dim)]
+        for e, r, c in zip(entries, self._rows.tolist(), self._cols.tolist(), strict=True):
+            L[r][c] = UFL_OPS.softplus(e) if r == c else e
+        L = ufl.as_matrix(L)
+        return L * L.T
+
+    def config(self) -> dict:
+        """Return the configuration."""
+        t = self.field.config() if self.field is not None else self.constant.tolist()
+        return {"type": "TensorMobility", "dim": self.dim, "n_states": self.n_states, "tensor": t}

@@ -228,7 +228,9 @@ class EnergyStableStepper:
         self.ddg = [[rule.function() for _ in range(k)] for _ in range(k)]
         self.lin = [rule.function() for _ in range(k)]
         self.kappa_q = [rule.function(name=f"kappa{i}") for i in range(k)]
-        kinds = sorted({m.kind for m in model.mobilities})
+        kinds = sorted({m.kind for m in model.mobilities if m.kind != "tensor"})
+        has_tensor = any(m.kind == "tensor" for m in model.mobilities)
+        self.tensor_mobility_q = rule.function((model.dim, model.dim)) if has_tensor else None
         self._mobility_state_dependent = {
             kind: any(m.coefficient.state_dependent for m in model.mobilities if m.kind == kind)
             for kind in kinds
@@ -303,6 +305,11 @@ class EnergyStableStepper:
                     form += self._dt * m * muc[i] * vc[i] * dx
                 else:
                     form += self._dt * m * ufl.inner(ufl.grad(muc[i]), ufl.grad(vc[i])) * dx
+        if self.tensor_mobility_q is not None:
+            M = self.tensor_mobility_q
+            form += self._dt * sum(
+                ufl.inner(M * ufl.grad(muc[i]), ufl.grad(vc[i])) * dx for i in range(k)
+            )
         for w, coefficient in zip(model.conservative, self.conservative_q, strict=True):
             form += self._dt * OnsagerModel._conservative_form(w, coefficient, muc, vc, dx)
         if source is not None:
@@ -321,6 +328,9 @@ class EnergyStableStepper:
                     form += values[i] * muc[i] ** 2 * dx
                 else:
                     form += values[i] * ufl.inner(ufl.grad(muc[i]), ufl.grad(muc[i])) * dx
+        if self.tensor_mobility_q is not None:
+            M = self.tensor_mobility_q
+            form += sum(ufl.inner(M * ufl.grad(muc[i]), ufl.grad(muc[i])) * dx for i in range(k))
         return form if form != 0 else None
 
     # ------------------------------------------------------------------ pointwise values
@@ -336,6 +346,8 @@ class EnergyStableStepper:
             for w, target in zip(model.conservative, self.conservative_q, strict=True):
                 values = w(model.x)
                 rule.assign(target, values if isinstance(w, SkewTransport) else values[:, 0])
+            if self.tensor_mobility_q is not None:
+                rule.assign(self.tensor_mobility_q, model.tensor_mobility_values())
             frozen = [kind for kind in self.mobility_q if kind not in self.dmobility_q]
             if frozen:
                 values = model.mobility_values(self._u0_t)
