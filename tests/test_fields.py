@@ -7,7 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import femeso
-from femeso.discrete_gradients import discrete_gradient, discrete_gradient_and_jacobian
+from femeso.discrete_gradients import (
+    discrete_gradient,
+    discrete_gradient_and_jacobian,
+    scalar_discrete_gradient,
+)
 from femeso.fields import DTYPE
 from femeso.mobilities import MobilityCoefficient
 
@@ -39,9 +43,11 @@ def test_neural_density_is_coercive_for_every_theta(seed, k, position):
     F = density(u, x)
     lower = alpha * (u * u).sum(dim=1) - C
     assert int((F < lower - 1e-9 * (1 + lower.abs())).sum()) == 0
-    # the additive gauge: F(0, x) = 0 exactly
+    # the additive gauge: F(0, x) = 0 (to rounding: N(0, x) is evaluated in batches of
+    # different sizes, which BLAS may sum in different orders)
     zero = torch.zeros(50, k, dtype=DTYPE)
-    assert torch.all(density(zero, x[:50] if position else None) == 0)
+    bound = float(density.network.output_bound()[0])
+    assert torch.max(density(zero, x[:50] if position else None).abs()) <= 1e-14 * (1 + bound)
 
 
 @FAST
@@ -81,7 +87,7 @@ def test_non_positive_kappa_is_rejected():
 
 
 @FAST
-@given(seed=seeds, k=st.integers(1, 3), spread=st.floats(-12, 1))
+@given(seed=seeds, k=st.integers(1, 3), spread=st.integers(-120, 10).map(lambda i: i / 10))
 def test_discrete_gradient_identity_is_exact(seed, k, spread):
     """sum_i mu_i (u1_i - u0_i) = F(u1) - F(u0) to rounding, for tiny and large increments."""
     density = femeso.CoerciveNeuralDensity(k, width=10, seed=seed)
@@ -175,3 +181,28 @@ def test_learned_mobility_tensor_is_positive_semidefinite_for_every_theta(seed):
     assert torch.allclose(M, M.transpose(1, 2))
     eigenvalues = torch.linalg.eigvalsh(M)
     assert int((eigenvalues < -1e-12 * eigenvalues.abs().max()).sum()) == 0
+
+
+@FAST
+@given(seed=seeds, position=st.booleans(), spread=st.integers(-10, 0))
+def test_closed_form_scalar_discrete_gradient_matches_automatic_differentiation(
+    seed, position, spread
+):
+    """The stepper's fast path (forward-mode derivatives) equals the autograd reference."""
+    density = femeso.CoerciveNeuralDensity(
+        1, width=10, depth=2, dim=2 if position else None, seed=seed
+    )
+    randomise(density, seed, scale=1.0)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(3000, 2, generator=g, dtype=DTYPE) if position else None
+    u0 = torch.randn(3000, 1, generator=g, dtype=DTYPE)
+    u1 = (
+        u0
+        + torch.randn(3000, 1, generator=g, dtype=DTYPE)
+        * torch.logspace(spread - 3, spread + 1, 3000, dtype=DTYPE)[:, None]
+    )
+    F0 = density(u0, x)
+    fast, slope = scalar_discrete_gradient(density, u0, u1, x, F0=F0)
+    ref, jac = discrete_gradient_and_jacobian(density, u0, u1, x, F0=F0)
+    assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(slope[:, 0], jac[:, 0, 0], rtol=1e-9, atol=1e-9)

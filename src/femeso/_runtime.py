@@ -11,9 +11,12 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    """Return femeso's per-user cache directory (``$FEMESO_CACHE_DIR`` or ``~/.cache/femeso``)."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "femeso"
-    return Path(os.environ.get("FEMESO_CACHE_DIR", default))
+    """Return femeso's per-user cache directory (``$FEMESO_CACHE_DIR`` or ``~/.cache/femeso``).
+
+    ``XDG_CACHE_HOME`` is deliberately not consulted: Firedrake sets it on import when it is
+    unset, so the answer would depend on whether Firedrake was imported first.
+    """
+    return Path(os.environ.get("FEMESO_CACHE_DIR", Path.home() / ".cache" / "femeso"))
 
 
 def runtime_environment() -> dict[str, str]:

@@ -7,8 +7,8 @@ A discrete gradient :math:`\bar\mu(u^0, u^1)` of a density :math:`F` satisfies, 
 exactly (to rounding), which is what makes femeso's scheme dissipate :math:`V_h` for every step
 size. For one state component it is the difference quotient
 :math:`(F(u^1) - F(u^0))/(u^1 - u^0)`, replaced where :math:`|u^1 - u^0|` is below ``tol`` by the
-same quantity computed as :math:`\int_0^1 F'(u^0 + s(u^1-u^0))\,ds` with 5-point Gauss--Legendre
-quadrature (exact to :math:`O(|u^1-u^0|^{10})`, far below rounding there; the quotient itself would
+same quantity computed as :math:`\int_0^1 F'(u^0 + s(u^1-u^0))\,ds` with 3-point Gauss--Legendre
+quadrature (exact to :math:`O(|u^1-u^0|^6)`, far below rounding there; the quotient itself would
 carry rounding noise :math:`\epsilon |F| / |u^1 - u^0|` that stalls Newton's method). For several
 components it is the average of the two coordinate-increment (Itoh--Abe) discrete gradients
 taken in opposite orders, which is symmetric in :math:`(u^0, u^1)` and hence second-order
@@ -25,18 +25,18 @@ import torch
 #: A pointwise density ``F(u, x)``: ``(n, k)`` states and ``(n, d)`` positions (or ``None``).
 Density = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
-__all__ = ["discrete_gradient", "discrete_gradient_and_jacobian"]
+__all__ = ["discrete_gradient", "discrete_gradient_and_jacobian", "scalar_discrete_gradient"]
 
 #: Below this relative increment the difference quotient is replaced by the segment mean of the
-#: derivative by 5-point Gauss-Legendre quadrature; see :func:`discrete_gradient`. The quadrature
-#: error, O(d^10 F^(11)), stays far below rounding up to this increment even for logarithmic
-#: densities near their singularity (measured: 3-point quadrature up to 1e-2 let the energy law
-#: drift to 3e-10 for Flory-Huggins at c ~ 0.07); the quotient's rounding noise eps |F| / d above
-#: it stays below Newton's absolute tolerance (a switch at 1e-6 stalled Newton at 5e-13).
-DEFAULT_TOL = 3e-3
+#: derivative by 3-point Gauss-Legendre quadrature; see :func:`discrete_gradient`. The quadrature
+#: error, O(d^6 F^(7)), is below rounding up to this increment even for logarithmic densities
+#: near their singularity (measured: a switch at 1e-2 let the energy law drift to 3e-10 for
+#: Flory-Huggins at c ~ 0.07); above it the quotient's rounding noise eps |F| / d stays below
+#: Newton's absolute tolerance (a switch at 1e-6 stalled Newton at 5e-13).
+DEFAULT_TOL = 1e-3
 
-_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(5)
-#: Nodes on [0, 1] and weights (summing to 1) of 5-point Gauss-Legendre quadrature.
+_NODES, _WEIGHTS = np.polynomial.legendre.leggauss(3)
+#: Nodes on [0, 1] and weights (summing to 1) of 3-point Gauss-Legendre quadrature.
 _GAUSS_LEGENDRE = tuple(
     (float(s), float(w)) for s, w in zip(0.5 * (_NODES + 1), 0.5 * _WEIGHTS, strict=True)
 )
@@ -60,7 +60,7 @@ def _quotient(
     value = torch.where(small, torch.zeros_like(delta), (F_end - F_start) / safe)
     if torch.any(small):
         # The mean of dF/du_i along the segment by Gauss-Legendre quadrature: its error,
-        # O(|d|^10 F^(11)), is far below rounding for |d| <= tol, and unlike the quotient it carries
+        # O(|d|^6 F^(7)), is far below rounding for |d| <= tol, and unlike the quotient it carries
         # no rounding noise of size eps |F| / |d| that would stall Newton's method.
         idx = torch.nonzero(small).squeeze(-1)
         a, b = start[idx], end[idx]
@@ -153,3 +153,51 @@ def discrete_gradient_and_jacobian(
             (row,) = torch.autograd.grad(values[:, i].sum(), u1, retain_graph=i < k - 1)
             rows.append(row)
     return values.detach(), torch.stack(rows, dim=1)
+
+
+def scalar_discrete_gradient(
+    density: torch.nn.Module,
+    u0: torch.Tensor,
+    u1: torch.Tensor,
+    x: torch.Tensor | None = None,
+    *,
+    F0: torch.Tensor,
+    tol: float = DEFAULT_TOL,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the discrete gradient of a one-component density and its derivative in ``u1``.
+
+    The same values as :func:`discrete_gradient_and_jacobian` for ``k = 1``, computed in closed
+    form from ``F``, ``F'`` and ``F''`` (``density.state_derivatives``) without reverse-mode
+    differentiation: for the quotient ``d mu/d u1 = (F'(u1) - mu) / (u1 - u0)``; for the
+    Gauss-Legendre mean ``d mu / d u1 = sum_g w_g s_g F''(u0 + s_g (u1 - u0))``.
+
+    Returns
+    -------
+    values, derivative : torch.Tensor
+        Both ``(n, 1)``.
+
+    """
+    with torch.no_grad():
+        a, b = u0[:, 0], u1[:, 0]
+        delta = b - a
+        small = delta.abs() <= tol * (1.0 + torch.maximum(a.abs(), b.abs()))
+        values = torch.empty_like(delta)
+        slopes = torch.empty_like(delta)
+        big = ~small
+        if torch.any(big):
+            xb = x[big] if x is not None else None
+            F1 = density(u1[big], xb)
+            dF1, _ = density.state_derivatives(u1[big], xb)
+            mu = (F1 - F0[big]) / delta[big]
+            values[big] = mu
+            slopes[big] = (dF1 - mu) / delta[big]
+        if torch.any(small):
+            n = int(small.sum())
+            nodes = torch.tensor([s for s, _ in _GAUSS_LEGENDRE], dtype=u0.dtype)
+            weights = torch.tensor([w for _, w in _GAUSS_LEGENDRE], dtype=u0.dtype)
+            points = a[small][None, :] + nodes[:, None] * delta[small][None, :]
+            xs = x[small].repeat(len(nodes), 1) if x is not None else None
+            dF, d2F = density.state_derivatives(points.reshape(-1, 1), xs)
+            values[small] = weights @ dF.reshape(len(nodes), n)
+            slopes[small] = (weights * nodes) @ d2F.reshape(len(nodes), n)
+    return values[:, None], slopes[:, None]

@@ -50,6 +50,22 @@ class Density(nn.Module):
         """Evaluate ``F`` at ``n`` points."""
         raise NotImplementedError
 
+    def state_derivatives(
+        self, u: torch.Tensor, x: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``dF/du`` and ``d2F/du2`` at ``n`` points of a scalar state, ``(n,)`` each.
+
+        The default uses reverse-mode automatic differentiation; densities with a cheaper
+        closed form override it.
+        """
+        if u.shape[-1] != 1:
+            raise ValueError("state_derivatives is for densities of one state component")
+        u = u.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (dF,) = torch.autograd.grad(self.forward(u, x).sum(), u, create_graph=True)
+            (d2F,) = torch.autograd.grad(dF.sum(), u)
+        return dF[:, 0].detach(), d2F[:, 0]
+
     def ufl(self, u: Sequence[Any], x: Any = None) -> Any:
         """Return ``F`` as a UFL expression of the state components ``u`` and position ``x``."""
         raise NotImplementedError
@@ -78,6 +94,12 @@ class SumDensity(Density):
     def forward(self, u, x=None):
         """Evaluate ``F_1 + F_2``."""
         return self.first(u, x) + self.second(u, x)
+
+    def state_derivatives(self, u, x=None):
+        """Return the summed first and second state derivatives."""
+        d1, dd1 = self.first.state_derivatives(u, x)
+        d2, dd2 = self.second.state_derivatives(u, x)
+        return d1 + d2, dd1 + dd2
 
     def ufl(self, u, x=None):
         """Return ``F_1 + F_2`` in UFL."""
@@ -214,9 +236,19 @@ class CoerciveNeuralDensity(Density):
     def forward(self, u, x=None):
         """Evaluate ``F_theta`` at ``n`` points."""
         sq = (u * u).sum(dim=-1)
-        zero = torch.zeros_like(u)
+        # N(0, x): one evaluation suffices when the network ignores position.
+        zero = torch.zeros_like(u if self.uses_position else u[:1])
         offset = self.network(zero, x)[:, 0]
         return 0.5 * self.a * sq + 0.25 * self.b * sq * sq + self.network(u, x)[:, 0] - offset
+
+    def state_derivatives(self, u, x=None):
+        """Return ``F'`` and ``F''`` in closed form (forward mode through the network)."""
+        if self.n_states != 1:
+            return super().state_derivatives(u, x)
+        _, dN, d2N = self.network.forward_with_state_derivatives(u, x)
+        c = u[:, 0]
+        a, b = self.a, self.b
+        return a * c + b * c**3 + dN[:, 0], a + 3 * b * c**2 + d2N[:, 0]
 
     def ufl(self, u, x=None):
         """Return ``F_theta`` in UFL."""

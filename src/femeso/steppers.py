@@ -43,7 +43,11 @@ import torch
 import ufl
 
 from femeso._log import logger
-from femeso.discrete_gradients import DEFAULT_TOL, discrete_gradient_and_jacobian
+from femeso.discrete_gradients import (
+    DEFAULT_TOL,
+    discrete_gradient_and_jacobian,
+    scalar_discrete_gradient,
+)
 from femeso.fields import DTYPE
 from femeso.hypothesis import OnsagerModel, components
 from femeso.mobilities import SkewTransport
@@ -369,9 +373,15 @@ class EnergyStableStepper:
         u1_t = torch.as_tensor(self._last_u1, dtype=DTYPE)
         x = model.x
 
-        values, jac = discrete_gradient_and_jacobian(
-            model.energy.density, self._u0_t, u1_t, x, F0=self._F0, tol=DEFAULT_TOL
-        )
+        if k == 1:  # closed-form derivatives, no reverse-mode differentiation
+            values, slope = scalar_discrete_gradient(
+                model.energy.density, self._u0_t, u1_t, x, F0=self._F0, tol=DEFAULT_TOL
+            )
+            jac = slope[:, :, None]
+        else:
+            values, jac = discrete_gradient_and_jacobian(
+                model.energy.density, self._u0_t, u1_t, x, F0=self._F0, tol=DEFAULT_TOL
+            )
         for i in range(k):
             rule.assign(self.dg[i], values[:, i])
             rule.assign(self.lin[i], u1_t[:, i])

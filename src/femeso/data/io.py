@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import firedrake as fd
+import h5py
 import meshio
 import numpy as np
 from firedrake.mesh import plex_from_cell_list
@@ -205,22 +206,13 @@ def load_dataset(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Dataset:
     path = Path(path)
     if not comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
         raise FileNotFoundError(f"{path}: no such file")
+    # Check the file on rank 0 with plain h5py first: PETSc's viewer fails less cleanly.
+    header, problem = comm.bcast(_read_header(path) if comm.rank == 0 else None, root=0)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
     try:
-        checkpoint = fd.CheckpointFile(str(path), "r", comm=comm)
-    except Exception as exc:
-        raise ValueError(
-            f"{path}: not a readable femeso dataset (corrupt or not HDF5): {exc}"
-        ) from exc
-    try:
-        with checkpoint as inp:
+        with fd.CheckpointFile(str(path), "r", comm=comm) as inp:
             h5 = inp.h5pyfile
-            if _GROUP not in h5 or "metadata_json" not in h5[_GROUP].attrs:
-                raise ValueError("no /femeso group with metadata: not written by save_dataset")
-            version = int(h5[_GROUP].attrs["format_version"])
-            if version != FORMAT_VERSION:
-                raise ValueError(f"unknown format version {version} (expected {FORMAT_VERSION})")
-            raw = h5[_GROUP].attrs["metadata_json"]
-            header = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
             mesh = inp.load_mesh(header["mesh_name"])
             trajectories = []
             space = None
@@ -237,6 +229,25 @@ def load_dataset(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Dataset:
         raise ValueError(f"{path}: {exc}") from exc
     except Exception as exc:
         raise ValueError(f"{path}: corrupt femeso dataset: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Return (header, None) for a femeso dataset file, else (None, what is wrong)."""
+    if not h5py.is_hdf5(path):
+        return None, "not a readable femeso dataset (corrupt or not an HDF5 file)"
+    try:
+        with h5py.File(path, "r", driver=None) as h5:
+            if "dmplex_storage_version" not in h5.attrs:
+                return None, "not a Firedrake CheckpointFile: not written by save_dataset"
+            if _GROUP not in h5 or "metadata_json" not in h5[_GROUP].attrs:
+                return None, "no /femeso group with metadata: not written by save_dataset"
+            version = int(h5[_GROUP].attrs["format_version"])
+            if version != FORMAT_VERSION:
+                return None, f"unknown format version {version} (expected {FORMAT_VERSION})"
+            raw = h5[_GROUP].attrs["metadata_json"]
+            return json.loads(raw.decode() if isinstance(raw, bytes) else raw), None
+    except Exception as exc:
+        return None, f"corrupt femeso dataset: {type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,7 +455,7 @@ def _read_files(files: list[Path], times: list[float]) -> tuple[Any, Any, list]:
         _check_file(file)
         try:
             m = meshio.read(str(file))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # meshio exits on some unreadable files
             raise ValueError(
                 f"{file}: not a readable mesh file: {type(exc).__name__}: {exc}"
             ) from exc
@@ -709,9 +720,11 @@ def _grid_index(V: Any, grid: Sequence[int], lengths: np.ndarray) -> np.ndarray:
     """Return, for each local P1 DoF (with halo), the flat index of its grid point."""
     mesh = mesh_of(V)
     coords = mesh.coordinates
-    cell_coords = coords.dat.data_ro_with_halos[coords.function_space().cell_node_map().values]
+    cell_coords = coords.dat.data_ro_with_halos[
+        coords.function_space().cell_node_map().values_with_halo
+    ]
     cell_coords = cell_coords.reshape(*cell_coords.shape[:2], -1)
-    dofs = V.cell_node_map().values
+    dofs = V.cell_node_map().values_with_halo
     h = lengths / np.asarray(grid)
     scaled = cell_coords / h
     ijk = np.rint(scaled)
@@ -775,10 +788,12 @@ def export_vtk(
 ) -> Path:
     """Write a trajectory (true or predicted) to a ``.pvd`` time series for ParaView.
 
-    With the ``vtk`` package installed this is ``firedrake.output.VTKFile`` (any space, any
-    number of ranks). Without it, a serial fallback writes the same layout through meshio: each
-    field is interpolated into the element of the mesh coordinates (P1 for an ordinary mesh,
-    which is exact for vertex data; broken P1 for a periodic mesh) and written as point data.
+    In serial the ``.vtu`` files are written through meshio (so that femeso's own
+    :func:`read_meshio_series` reads them back; meshio 5.3 cannot parse ``VTKFile``'s appended
+    binary output): each field is interpolated into the element of the mesh coordinates (P1 for
+    an ordinary mesh, which is exact for vertex data; broken P1 for a periodic mesh) and written
+    as point data. On several ranks it is ``firedrake.output.VTKFile`` (needs the ``vtk``
+    package, which femeso's environment installs), with the same ``.pvd`` layout.
 
     Parameters
     ----------
@@ -821,7 +836,7 @@ def export_vtk(
     names = list(names)
     if len(names) != len(fields):
         raise ValueError(f"{path}: {len(names)} names for {len(fields)} fields")
-    if importlib.util.find_spec("vtkmodules") is not None:
+    if comm.size > 1 and importlib.util.find_spec("vtkmodules") is not None:
         outputs = [
             fd.Function(_collapse(f.function_space()), name=n)
             for f, n in zip(fields, names, strict=True)

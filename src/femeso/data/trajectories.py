@@ -53,8 +53,8 @@ def check_times(times: Any, what: str) -> np.ndarray:
     if (steps <= 0).any():
         k = int(np.flatnonzero(steps <= 0)[0]) + 1
         raise ValueError(
-            f"{what}: times are not strictly increasing (t[{k}] = {t[k]!r} <= t[{k - 1}] = "
-            f"{t[k - 1]!r})"
+            f"{what}: times are not strictly increasing (t[{k}] = {float(t[k])!r} <= "
+            f"t[{k - 1}] = {float(t[k - 1])!r})"
         )
     return t
 
@@ -114,7 +114,7 @@ class TrajectoryData:
             bad = nonfinite_count(state)
             if bad:
                 raise ValueError(
-                    f"trajectory: state {k} (t = {self.times[k]!r}) has {bad} NaN/Inf values"
+                    f"trajectory: state {k} (t = {float(self.times[k])!r}) has {bad} NaN/Inf values"
                 )
         check_json(self.metadata, "trajectory metadata")
 
