@@ -50,6 +50,12 @@ class Density(nn.Module):
         """Evaluate ``F`` at ``n`` points."""
         raise NotImplementedError
 
+    def value_and_state_derivative(
+        self, u: torch.Tensor, x: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``F`` and ``dF/du`` at ``n`` points of a scalar state, ``(n,)`` each."""
+        return self.forward(u, x), self.state_derivatives(u, x)[0]
+
     def state_derivatives(
         self, u: torch.Tensor, x: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +100,12 @@ class SumDensity(Density):
     def forward(self, u, x=None):
         """Evaluate ``F_1 + F_2``."""
         return self.first(u, x) + self.second(u, x)
+
+    def value_and_state_derivative(self, u, x=None):
+        """Return the summed values and first state derivatives."""
+        F1, d1 = self.first.value_and_state_derivative(u, x)
+        F2, d2 = self.second.value_and_state_derivative(u, x)
+        return F1 + F2, d1 + d2
 
     def state_derivatives(self, u, x=None):
         """Return the summed first and second state derivatives."""
@@ -240,6 +252,18 @@ class CoerciveNeuralDensity(Density):
         zero = torch.zeros_like(u if self.uses_position else u[:1])
         offset = self.network(zero, x)[:, 0]
         return 0.5 * self.a * sq + 0.25 * self.b * sq * sq + self.network(u, x)[:, 0] - offset
+
+    def value_and_state_derivative(self, u, x=None):
+        """Return ``F`` and ``F'`` in one pass through the network."""
+        if self.n_states != 1:
+            return super().value_and_state_derivative(u, x)
+        N, dN, _ = self.network.forward_with_state_derivatives(u, x)
+        zero = torch.zeros_like(u if self.uses_position else u[:1])
+        offset = self.network(zero, x)[:, 0]
+        c = u[:, 0]
+        a, b = self.a, self.b
+        F = 0.5 * a * c**2 + 0.25 * b * c**4 + N[:, 0] - offset
+        return F, a * c + b * c**3 + dN[:, 0]
 
     def state_derivatives(self, u, x=None):
         """Return ``F'`` and ``F''`` in closed form (forward mode through the network)."""

@@ -234,28 +234,42 @@ class OnsagerModel(nn.Module):
         Returns
         -------
         dict
-            ``"pointwise"`` (:math:`V_0 = \\int F`), ``"gradient"``
-            (:math:`\\frac12\\int\\kappa|\\nabla u|^2`), ``"nonlocal"`` (0: no nonlocal part is
+            ``"pointwise"`` (:math:`V_0 = \int F`), ``"gradient"``
+            (:math:`\frac12\int\kappa|\nabla u|^2`), ``"nonlocal"`` (0: no nonlocal part is
             implemented yet) and ``"total"``, all evaluated with the model's quadrature rule.
 
         """
+        return self.energy_parts_and_values(u)[0]
+
+    def energy_parts_and_values(
+        self, u: fd.Function
+    ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """Return :meth:`energy_parts`, the state ``(n, k)`` and ``F`` ``(n,)`` at the points."""
         with torch.no_grad():
             u_q = self.state_at_points(u)
-            pointwise = float(self.rule.integrate(self.density(u_q)))
+            F_q = self.density(u_q)
+            pointwise = float(self.rule.integrate(F_q))
             kappa = self.kappa()
         grad_u = self.rule.sample(ufl.grad(u)).reshape(-1, self.n_states, self.dim)
         grad_sq = torch.as_tensor((grad_u**2).sum(axis=2), dtype=DTYPE)
         gradient = float(self.rule.integrate(0.5 * (kappa * grad_sq).sum(dim=1)))
-        return {
+        nonlocal_value = 0.0  # no nonlocal part is implemented yet
+        parts = {
             "pointwise": pointwise,
             "gradient": gradient,
-            "nonlocal": 0.0,
-            "total": pointwise + gradient,
+            "nonlocal": nonlocal_value,
+            "total": pointwise + gradient + nonlocal_value,
         }
+        return parts, u_q, F_q
 
     def energy_value(self, u: fd.Function) -> float:
         """Return the discrete energy ``V_h(u)``."""
         return self.energy_parts(u)["total"]
+
+    @property
+    def volume(self) -> float:
+        """The measure of the domain (with the model's quadrature rule)."""
+        return self._volume
 
     def mass(self, u: fd.Function) -> list[float]:
         """Return ``int u_i dx`` for every component."""

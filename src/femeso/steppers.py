@@ -226,7 +226,7 @@ class EnergyStableStepper:
         # ---- values at the quadrature points, refreshed from PyTorch
         state_shape = () if k == 1 else (k,)
         self._u1_q = rule.function(state_shape)
-        u1, mu = fd.split(self.w)
+        u1 = fd.split(self.w)[0]
         self._u1_sampler = fd.interpolate(u1, self._u1_q.function_space())
         self.dg = [rule.function(name=f"dg{i}") for i in range(k)]
         self.ddg = [[rule.function() for _ in range(k)] for _ in range(k)]
@@ -272,6 +272,7 @@ class EnergyStableStepper:
             pre_jacobian_callback=self._update_pointwise,
         )
         self._last_u1: np.ndarray | None = None
+        self._energy_cache: tuple | None = None
         self._prepare_step()
         self._initial_mu()
         self.records: list[StepRecord] = []
@@ -323,7 +324,7 @@ class EnergyStableStepper:
 
     def _dissipation_form(self) -> ufl.Form | None:
         k, dx = self.k, self.model.rule.dx
-        _, mu = fd.split(self.w)
+        mu = fd.split(self.w)[1]
         muc = components(mu, k)
         form = 0
         for kind, values in self.mobility_q.items():
@@ -342,8 +343,7 @@ class EnergyStableStepper:
         """Evaluate what stays fixed during a step: u^n at the points, F(u^n), kappa, W, M(u^n)."""
         model, rule = self.model, self.model.rule
         with torch.no_grad():
-            self._u0_t = model.state_at_points(self.u)
-            self._F0 = model.density(self._u0_t)
+            self._u0_t, self._F0 = self._state_values()
             kappa = model.kappa()
             for i in range(self.k):
                 rule.assign(self.kappa_q[i], kappa[:, i])
@@ -359,6 +359,22 @@ class EnergyStableStepper:
                     for i in range(self.k):
                         rule.assign(self.mobility_q[kind][i], values[kind][:, i])
         self._last_u1 = None
+
+    def _current_energy(self) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+        """Energy parts, pointwise state and density of u^n, reused from the accepted step.
+
+        The cache is keyed on the state's values, so a user who changes ``stepper.u`` between
+        steps gets fresh numbers.
+        """
+        cache = self._energy_cache
+        if cache is None or not np.array_equal(cache[0], self.u.dat.data_ro):
+            parts, u_q, F_q = self.model.energy_parts_and_values(self.u)
+            cache = self._energy_cache = (self.u.dat.data_ro.copy(), parts, u_q, F_q)
+        return cache[1], cache[2], cache[3]
+
+    def _state_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        _, u_q, F_q = self._current_energy()
+        return u_q, F_q
 
     def _update_pointwise(self, X) -> None:
         """Sample the SNES iterate; refresh pointwise values and derivatives once per iterate."""
@@ -458,19 +474,19 @@ class EnergyStableStepper:
             If the step cannot be completed; the message names the time and the reason.
 
         """
-        V0_parts = self.model.energy_parts(self.u)
+        V0_parts = self._current_energy()[0]
         V_start = V0_parts["total"]
         target, remaining, sub_dt = self.t + self.dt, self.dt, self.dt
         halvings = failures = newton = linear = 0
         saved = fd.Function(self.W).assign(self.w)
         while remaining > 1e-14 * self.dt:
             sub_dt = min(sub_dt, remaining)
-            V_before = self.model.energy_value(self.u) if halvings else V_start
+            V_before = self._current_energy()[0]["total"] if halvings else V_start
             ok, reason, its, lits = self._solve(sub_dt)
             newton, linear = newton + its, linear + lits
             if ok:
                 u1 = self.w.subfunctions[0]
-                parts = self.model.energy_parts(u1)
+                parts, u1_q, F1_q = self.model.energy_parts_and_values(u1)
                 scale = abs(parts["pointwise"]) + abs(parts["gradient"]) + 1e-300
                 increase = parts["total"] - V_before
                 if increase > self.energy_rtol * scale and not self._has_source:
@@ -491,6 +507,7 @@ class EnergyStableStepper:
                 fd.assemble(self.dissipation_form) if self.dissipation_form is not None else 0.0
             )
             self.u.assign(self.w.subfunctions[0])
+            self._energy_cache = (self.u.dat.data_ro.copy(), parts, u1_q, F1_q)
             saved.assign(self.w)
             self.t = target if remaining - sub_dt <= 1e-14 * self.dt else self.t + sub_dt
             remaining -= sub_dt
