@@ -190,6 +190,13 @@ def scalar_discrete_gradient(
             mu = (F1 - F0[big]) / delta[big]
             values[big] = mu
             slopes[big] = (dF1 - mu) / delta[big]
+        # Where u1 = u0 exactly (e.g. Newton's initial guess) the mean is F'(u0), its slope F''/2.
+        still = delta == 0
+        if torch.any(still):
+            xz = x[still] if x is not None else None
+            dF, d2F = density.state_derivatives(u0[still], xz)
+            values[still], slopes[still] = dF, 0.5 * d2F
+            small = small & ~still
         if torch.any(small):
             n = int(small.sum())
             nodes = torch.tensor([s for s, _ in _GAUSS_LEGENDRE], dtype=u0.dtype)
