@@ -489,7 +489,9 @@ class EnergyStableStepper:
                 parts, u1_q, F1_q = self.model.energy_parts_and_values(u1)
                 scale = abs(parts["pointwise"]) + abs(parts["gradient"]) + 1e-300
                 increase = parts["total"] - V_before
-                if increase > self.energy_rtol * scale and not self._has_source:
+                if not math.isfinite(parts["total"]):
+                    ok, reason = False, "the energy is not finite (did the state leave its domain?)"
+                elif increase > self.energy_rtol * scale and not self._has_source:
                     ok, reason = False, f"energy increased by {increase:.3e}"
             if not ok:
                 halvings += 1
