@@ -31,12 +31,12 @@ test-parallel: setup
 	mpiexec -n $(NPROCS) $(PY) -m pytest -m "parallel[$(NPROCS)] and not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench demos
-	$(VENV)/bin/ruff format --check src tests bench demos
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 format: setup
-	$(VENV)/bin/ruff format src tests bench demos
-	$(VENV)/bin/ruff check --fix src tests bench demos
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
 
 clean-env:
 	rm -rf "$(VENV)"
