@@ -51,3 +51,23 @@ def test_parallel_pure_transport_conserves_energy():
     for _ in range(3):
         r = stepper.advance()
         assert abs(r.energy - V0["total"]) <= REL * (abs(V0["pointwise"]) + V0["gradient"])
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_parallel_nonlocal_energy_matches_serial():
+    from test_steppers import nonlocal_model
+
+    def run(comm):
+        msh = fd.PeriodicIntervalMesh(48, 2 * 3.141592653589793, comm=comm)
+        model = nonlocal_model(msh, 5, "dissipative")
+        u0 = femeso.random_smooth_field(model.space, seed=5)
+        stepper = femeso.EnergyStableStepper(model, u0, 0.3)
+        return model.energy_parts(stepper.u), [stepper.advance() for _ in range(2)]
+
+    V0, records = run(fd.COMM_WORLD)
+    V0_serial, serial = run(fd.COMM_SELF)
+    scale = abs(V0["pointwise"]) + V0["gradient"] + abs(V0["nonlocal"])
+    for r, s in zip(records, serial, strict=True):
+        assert r.energy_change <= REL * scale
+        assert abs(r.energy_change + 0.3 * r.dissipation) <= REL * scale
+        assert r.energy == pytest.approx(s.energy, rel=1e-9)

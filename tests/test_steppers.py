@@ -362,3 +362,54 @@ def test_logarithmic_energy_with_degenerate_mobility_keeps_the_law_tightly():
     values = model.state_at_points(stepper.u)
     assert float(values.min()) > 0 and float(values.max()) < 1
     assert np.all(np.isfinite(traj.energies))
+
+
+def low_modes(n):
+    """cos/sin modes of x (periodic on [0, 2 pi])."""
+    return [(lambda X, j=j: ufl.cos(j * X[0])) for j in range(1, n + 1)] + [
+        (lambda X, j=j: ufl.sin(j * X[0])) for j in range(1, n + 1)
+    ]
+
+
+def nonlocal_model(msh, seed, kind):
+    V = fd.FunctionSpace(msh, "CG", 1)
+    base = neural_energy(1, seed)
+    nonlocal_part = femeso.NonlocalEnergy(low_modes(2), width=6, seed=seed)
+    with torch.no_grad():  # make the nonlocal part matter: large random output weights
+        nonlocal_part.network.layers[-1].weight.mul_(5.0)
+    energy = femeso.Energy(base.density, base.kappa, nonlocal_part=nonlocal_part)
+    if kind == "conservative":
+        return femeso.OnsagerModel(V, energy, conservative=femeso.SkewTransport([1.0], dim=1))
+    return femeso.OnsagerModel(V, energy, mobility=femeso.ConservedMobility(0.5))
+
+
+@PROPERTY
+@given(seed=seeds, log10_dt=log_dt, kind=st.sampled_from(["conservative", "dissipative"]))
+def test_nonlocal_energy_part_keeps_the_energy_law(seed, log10_dt, kind):
+    """A random nonlocal N_theta(c(u)) of 4 moments on the periodic interval: dissipated with a
+    conserved mobility, conserved exactly with pure skew transport."""
+    model = nonlocal_model(mesh("periodic_interval"), seed, kind)
+    u0 = femeso.random_smooth_field(model.space, seed=seed)
+    dt = 10.0**log10_dt
+    stepper, V0, mass0, records = run_steps(model, u0, dt)
+    assert V0["nonlocal"] != 0.0
+    scale = energy_scale(V0) + abs(V0["nonlocal"])
+    for r in records:
+        if kind == "conservative":
+            assert abs(r.energy - V0["total"]) <= REL * scale
+        else:
+            assert r.energy_change <= REL * scale
+            if r.halvings == 0:
+                assert abs(r.energy_change + dt * r.dissipation) <= REL * scale
+        assert abs(r.mass[0] - mass0[0]) <= 1e-11 * (1 + abs(mass0[0]))
+
+
+def test_nonlocal_newton_converges_quadratically():
+    """The low-rank correction makes Newton's steps exact: few iterations at a large dt."""
+    model = nonlocal_model(mesh("periodic_interval"), 3, "dissipative")
+    u0 = femeso.random_smooth_field(model.space, seed=3)
+    stepper = femeso.EnergyStableStepper(model, u0, 1.0)
+    record = stepper.advance()
+    assert record.halvings == 0
+    assert record.newton_iterations <= 8
+    assert stepper.solver.snes.getFunctionNorm() < 1e-12

@@ -19,6 +19,7 @@ from femeso.energies import (  # noqa: E402
     Energy,
     KnownDensity,
     NeuralKappa,
+    NonlocalEnergy,
 )
 from femeso.fields import Expression, NeuralField  # noqa: E402
 from femeso.hypothesis import OnsagerModel, load_model  # noqa: E402
@@ -56,6 +57,7 @@ __all__ = [
     "LocalMobility",
     "NeuralField",
     "NeuralKappa",
+    "NonlocalEnergy",
     "OnsagerModel",
     "SkewTransport",
     "StepFailure",

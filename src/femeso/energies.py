@@ -33,6 +33,7 @@ __all__ = [
     "Energy",
     "KnownDensity",
     "NeuralKappa",
+    "NonlocalEnergy",
     "SumDensity",
 ]
 
@@ -397,6 +398,63 @@ class NeuralKappa(nn.Module):
         }
 
 
+class NonlocalEnergy(nn.Module):
+    r"""A learnable nonlocal energy of a few moments of the state.
+
+    .. math:: V_{nl}(u) = N_\theta(c(u)) - N_\theta(0), \qquad
+              c_j(u) = \frac{1}{|\Omega|}\int_\Omega u\,\phi_j\,dx, \quad j = 1..r,
+
+    with given basis functions :math:`\phi_j(x)` (low Fourier modes on a periodic box, low
+    polynomials, Laplacian eigenfunctions ...) and :math:`N_\theta` a
+    :class:`~femeso.fields.NeuralField` whose output is bounded, so the total energy stays
+    coercive for every parameter value. Subtracting :math:`N_\theta(0)` is the additive gauge.
+
+    Parameters
+    ----------
+    basis
+        Callables ``phi_j(x)`` returning UFL expressions of the spatial coordinate.
+    width, depth, seed
+        Network size and initialisation seed.
+    input_scale
+        Typical size of the moments, used to normalise the network input.
+
+    """
+
+    def __init__(
+        self,
+        basis: Sequence[Callable[[Any], Any]],
+        *,
+        width: int = 8,
+        depth: int = 1,
+        seed: int | None = None,
+        input_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        basis = list(basis)
+        if not basis or not all(callable(phi) for phi in basis):
+            raise ValueError("NonlocalEnergy needs a non-empty list of callables phi_j(x)")
+        self.basis = basis
+        self.n_moments = len(basis)
+        self.network = NeuralField(
+            self.n_moments, 1, width=width, depth=depth, seed=seed, input_scale=input_scale
+        )
+
+    def forward(self, c: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``N(c) - N(0)`` for moments ``c`` of shape ``(n, r)`` (``x`` is unused)."""
+        return self.network(c)[:, 0] - self.network(torch.zeros_like(c[:1]))[:, 0]
+
+    def config(self) -> dict:
+        """Return the configuration (the basis functions are code and are not saved)."""
+        net = self.network
+        return {
+            "type": "NonlocalEnergy",
+            "n_moments": self.n_moments,
+            "width": net.width,
+            "depth": net.depth,
+            "seed": net.seed,
+        }
+
+
 class Energy(nn.Module):
     r"""An energy :math:`V(u) = \int F(u,x)\,dx + \frac12\int \sum_i\kappa_i |\nabla u_i|^2 dx`.
 
@@ -407,10 +465,18 @@ class Energy(nn.Module):
     kappa
         Gradient coefficient(s): a positive number (fixed), a :class:`ConstantKappa` or a
         :class:`NeuralKappa`.
+    nonlocal_part
+        An optional :class:`NonlocalEnergy` (one state component only).
 
     """
 
-    def __init__(self, density: Density, kappa: float | nn.Module = 1.0) -> None:
+    def __init__(
+        self,
+        density: Density,
+        kappa: float | nn.Module = 1.0,
+        *,
+        nonlocal_part: NonlocalEnergy | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(density, Density):
             raise TypeError(f"density must be a femeso Density, got {type(density).__name__}")
@@ -423,6 +489,12 @@ class Energy(nn.Module):
                 f"kappa has {kappa.n_states} components but the density has {density.n_states}"
             )
         self.kappa = kappa
+        if nonlocal_part is not None:
+            if not isinstance(nonlocal_part, NonlocalEnergy):
+                raise TypeError(f"nonlocal_part must be a NonlocalEnergy, got {nonlocal_part!r}")
+            if density.n_states != 1:
+                raise ValueError("a nonlocal energy part is supported for one state component")
+        self.nonlocal_part = nonlocal_part
 
     @property
     def uses_position(self) -> bool:
@@ -431,4 +503,7 @@ class Energy(nn.Module):
 
     def config(self) -> dict:
         """Return the energy's configuration."""
-        return {"density": self.density.config(), "kappa": self.kappa.config()}
+        config = {"density": self.density.config(), "kappa": self.kappa.config()}
+        if self.nonlocal_part is not None:
+            config["nonlocal"] = self.nonlocal_part.config()
+        return config

@@ -235,8 +235,8 @@ class OnsagerModel(nn.Module):
         -------
         dict
             ``"pointwise"`` (:math:`V_0 = \int F`), ``"gradient"``
-            (:math:`\frac12\int\kappa|\nabla u|^2`), ``"nonlocal"`` (0: no nonlocal part is
-            implemented yet) and ``"total"``, all evaluated with the model's quadrature rule.
+            (:math:`\frac12\int\kappa|\nabla u|^2`), ``"nonlocal"`` (:math:`N(c(u))`, 0 without
+            a nonlocal part) and ``"total"``, all evaluated with the model's quadrature rule.
 
         """
         return self.energy_parts_and_values(u)[0]
@@ -253,7 +253,10 @@ class OnsagerModel(nn.Module):
         grad_u = self.rule.sample(ufl.grad(u)).reshape(-1, self.n_states, self.dim)
         grad_sq = torch.as_tensor((grad_u**2).sum(axis=2), dtype=DTYPE)
         gradient = float(self.rule.integrate(0.5 * (kappa * grad_sq).sum(dim=1)))
-        nonlocal_value = 0.0  # no nonlocal part is implemented yet
+        nonlocal_value = 0.0
+        if self.energy.nonlocal_part is not None:
+            with torch.no_grad():
+                nonlocal_value = float(self.energy.nonlocal_part(self.moments(u))[0])
         parts = {
             "pointwise": pointwise,
             "gradient": gradient,
@@ -265,6 +268,15 @@ class OnsagerModel(nn.Module):
     def energy_value(self, u: fd.Function) -> float:
         """Return the discrete energy ``V_h(u)``."""
         return self.energy_parts(u)["total"]
+
+    def moments(self, u: fd.Function | ufl.core.expr.Expr) -> torch.Tensor:
+        """Return the moments ``c_j = (1/|Omega|) int u phi_j`` of the nonlocal part, ``(1, r)``."""
+        X = ufl.SpatialCoordinate(self.mesh)
+        values = [
+            fd.assemble(u * phi(X) * self.rule.dx) / self._volume
+            for phi in self.energy.nonlocal_part.basis
+        ]
+        return torch.tensor([values], dtype=DTYPE)
 
     @property
     def volume(self) -> float:
@@ -306,6 +318,11 @@ class OnsagerModel(nn.Module):
         Usable in any Firedrake solver, e.g. Irksome with ``u_t = Dt(u)``. Slower than femeso's
         own stepper (the networks become large UFL trees) but the same mathematics.
         """
+        if self.energy.nonlocal_part is not None:
+            raise NotImplementedError(
+                "weak_form: a nonlocal energy part is a functional of u, not a UFL expression "
+                "of it; femeso's stepper handles it (low-rank Newton correction)"
+            )
         dx = measure or self.rule.dx
         k = self.n_states
         X = ufl.SpatialCoordinate(self.mesh)
@@ -499,6 +516,11 @@ def load_model(path: str | Path, space: fd.FunctionSpace) -> OnsagerModel:
         config = json.loads(str(data["config"]))
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported model format {config.get('format_version')}")
+    if "nonlocal" in config["energy"]:
+        raise ValueError(
+            f"{path}: the model has a nonlocal energy part whose basis functions are code: build "
+            "the model in your script and call model.load_parameters(path)"
+        )
     dim = space.mesh().geometric_dimension
     energy = Energy(
         _build(config["energy"]["density"], dim), _build(config["energy"]["kappa"], dim)

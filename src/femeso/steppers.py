@@ -41,6 +41,8 @@ import firedrake as fd
 import numpy as np
 import torch
 import ufl
+from firedrake.petsc import PETSc
+from firedrake.preconditioners.base import PCBase
 
 from femeso._log import logger
 from femeso.discrete_gradients import (
@@ -220,6 +222,18 @@ class EnergyStableStepper:
         self.u = fd.Function(V, name="u").assign(u0)  # the current state u^n
         self.w = fd.Function(self.W, name="u_mu")
         self.w.subfunctions[0].assign(u0)
+        # A nonlocal energy part N(c(u)) of r moments: its discrete gradient enters the mu
+        # equation with r coefficients G_j; its rank-r Jacobian is applied exactly by
+        # LowRankCorrectionPC (Woodbury) around the LU factorisation of the rest.
+        nonlocal_part = model.energy.nonlocal_part
+        self.n_moments = nonlocal_part.n_moments if nonlocal_part is not None else 0
+        if self.n_moments:
+            R = fd.FunctionSpace(model.mesh, "R", 0)
+            X = ufl.SpatialCoordinate(model.mesh)
+            self._phis = [phi(X) / model.volume for phi in nonlocal_part.basis]
+            self.G = [fd.Function(R) for _ in range(self.n_moments)]
+            self._moment_forms = [fd.split(self.w)[0] * phi * model.rule.dx for phi in self._phis]
+            self._D = np.zeros((self.n_moments, self.n_moments))
         self._dt = fd.Constant(self.dt)
         self._t_mid = fd.Constant(self.t + 0.5 * self.dt)
 
@@ -260,6 +274,15 @@ class EnergyStableStepper:
         self.bcs = dirichlet
         self.dissipation_form = self._dissipation_form()
         params = {**DIRECT_SOLVER, **(solver_parameters or {})}
+        if self.n_moments:
+            params.update(
+                {
+                    "ksp_type": "preonly",
+                    "pc_type": "python",
+                    "pc_python_type": "femeso.steppers.LowRankCorrectionPC",
+                }
+            )
+            self._low_rank_vectors()
         self.solver_parameters = params
         problem = fd.NonlinearVariationalProblem(
             self.residual, self.w, bcs=dirichlet, J=self.jacobian
@@ -270,6 +293,7 @@ class EnergyStableStepper:
             options_prefix=options_prefix,
             pre_function_callback=self._update_pointwise,
             pre_jacobian_callback=self._update_pointwise,
+            appctx={"femeso_stepper": self},
         )
         self._last_u1: np.ndarray | None = None
         self._energy_cache: tuple | None = None
@@ -317,6 +341,8 @@ class EnergyStableStepper:
             )
         for w, coefficient in zip(model.conservative, self.conservative_q, strict=True):
             form += self._dt * OnsagerModel._conservative_form(w, coefficient, muc, vc, dx)
+        if self.n_moments:
+            form += -sum(G * phi for G, phi in zip(self.G, self._phis, strict=True)) * eta * dx
         if source is not None:
             f = components(source(self._t_mid), k)
             form += -self._dt * sum(f[i] * vc[i] for i in range(k)) * dx
@@ -358,7 +384,48 @@ class EnergyStableStepper:
                 for kind in frozen:
                     for i in range(self.k):
                         rule.assign(self.mobility_q[kind][i], values[kind][:, i])
+        if self.n_moments:
+            with torch.no_grad():
+                self._c0 = model.moments(self.u)
+                self._N0 = model.energy.nonlocal_part(self._c0)
+            self._last_c = None
         self._last_u1 = None
+
+    def _low_rank_vectors(self) -> None:
+        """Assemble B (mu rows) and A (u columns) of the nonlocal Jacobian J0 - B D A^T."""
+        v, eta = fd.TestFunctions(self.W)
+        dx = self.model.rule.dx
+
+        def vec(form):
+            f = fd.Function(self.W)
+            cof = fd.assemble(form)
+            for dst, src in zip(f.subfunctions, cof.subfunctions, strict=True):
+                dst.dat.data_wo[...] = src.dat.data_ro
+            for bc in self.bcs:  # no low-rank coupling in Dirichlet rows and columns
+                bc.zero(f)
+            with f.dat.vec_ro as x:
+                return x.copy()
+
+        self._B = [vec(phi * eta * dx) for phi in self._phis]
+        self._A = [vec(phi * v * dx) for phi in self._phis]
+
+    def _update_nonlocal(self) -> None:
+        """Refresh G (discrete gradient of N between c(u^n) and c(iterate)) and D = dG/dc."""
+        c1 = np.array([fd.assemble(form) for form in self._moment_forms])
+        if self._last_c is not None and np.array_equal(c1, self._last_c):
+            return
+        self._last_c = c1
+        values, jac = discrete_gradient_and_jacobian(
+            self.model.energy.nonlocal_part,
+            self._c0,
+            torch.as_tensor(c1[None, :], dtype=DTYPE),
+            None,
+            F0=self._N0,
+            tol=DEFAULT_TOL,
+        )
+        for j in range(self.n_moments):
+            self.G[j].assign(float(values[0, j]))
+        self._D = jac[0].numpy().copy()
 
     def _current_energy(self) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """Energy parts, pointwise state and density of u^n, reused from the accepted step.
@@ -380,6 +447,8 @@ class EnergyStableStepper:
         """Sample the SNES iterate; refresh pointwise values and derivatives once per iterate."""
         with self.w.dat.vec_wo as w_vec:
             X.copy(w_vec)
+        if self.n_moments:
+            self._update_nonlocal()
         fd.assemble(self._u1_sampler, tensor=self._u1_q)
         u1 = self._u1_q.dat.data_ro.reshape(-1, self.k)
         if self._last_u1 is not None and np.array_equal(u1, self._last_u1):
@@ -433,6 +502,11 @@ class EnergyStableStepper:
             + self.kappa_q[i] * ufl.inner(ufl.grad(uc[i]), ufl.grad(etac[i])) * rule.dx
             for i in range(k)
         )
+        if self.n_moments:
+            c0 = self._c0.clone().requires_grad_(True)
+            with torch.enable_grad():
+                (dN,) = torch.autograd.grad(model.energy.nonlocal_part(c0).sum(), c0)
+            rhs += sum(float(dN[0, j]) * phi for j, phi in enumerate(self._phis)) * eta * rule.dx
         fd.solve(
             ufl.inner(m, eta) * rule.dx == rhs,
             mu,
@@ -607,3 +681,55 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="femeso rollout", unit="step")
+
+
+class LowRankCorrectionPC(PCBase):
+    r"""Exact Newton steps with a nonlocal energy part: Woodbury around an LU factorisation.
+
+    The Jacobian is :math:`J = J_0 - B D A^T` with :math:`J_0` the assembled (sparse) Jacobian,
+    :math:`B, A` the ``r`` moment vectors and :math:`D` the ``r x r`` derivative of the discrete
+    gradient of :math:`N`. With :math:`Z = J_0^{-1} B` (``r`` extra solves per Jacobian),
+
+    .. math:: J^{-1} x = y_0 + Z D (I - A^T Z D)^{-1} A^T y_0, \qquad y_0 = J_0^{-1} x.
+
+    The LU factorisation of :math:`J_0` uses MUMPS (options prefix ``<prefix>lowrank_``).
+    """
+
+    def initialize(self, pc):
+        """Create the inner LU preconditioner."""
+        _, P = pc.getOperators()
+        self.stepper = self.get_appctx(pc)["femeso_stepper"]
+        self.inner = PETSc.PC().create(comm=pc.comm)
+        self.inner.setOptionsPrefix((pc.getOptionsPrefix() or "") + "lowrank_")
+        self.inner.setType("lu")
+        self.inner.setFactorSolverType("mumps")
+        self.inner.setFromOptions()
+        self.update(pc)
+
+    def update(self, pc):
+        """Refactor J0 and recompute Z = J0^{-1} B and the small matrix for the new Jacobian."""
+        A, P = pc.getOperators()
+        self.inner.setOperators(A, P)
+        self.inner.setUp()
+        st = self.stepper
+        self.Z = []
+        for b in st._B:
+            z = b.duplicate()
+            self.inner.apply(b, z)
+            self.Z.append(z)
+        r = st.n_moments
+        AtZ = np.array([[a.dot(z) for z in self.Z] for a in st._A])
+        self.D = st._D.copy()
+        self.small = np.eye(r) - AtZ @ self.D
+
+    def apply(self, pc, x, y):
+        """Return the exact Newton correction ``y = J^{-1} x``."""
+        self.inner.apply(x, y)
+        s = np.array([a.dot(y) for a in self.stepper._A])
+        t = self.D @ np.linalg.solve(self.small, s)
+        for z, coefficient in zip(self.Z, t, strict=True):
+            y.axpy(coefficient, z)
+
+    def applyTranspose(self, pc, x, y):
+        """Not needed by Newton's method."""
+        raise NotImplementedError("LowRankCorrectionPC.applyTranspose")
