@@ -413,3 +413,34 @@ def test_nonlocal_newton_converges_quadratically():
     assert record.halvings == 0
     assert record.newton_iterations <= 8
     assert stepper.solver.snes.getFunctionNorm() < 1e-12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gauge_fixes_the_mean_gradient_coefficient(seed):
+    """With a learnable kappa(x), the gauge normalises its domain mean to kappa_ref for every
+    theta, so (cV, M/c) with c != 1 is not representable twice."""
+    msh = mesh("plate")
+    V = fd.FunctionSpace(msh, "CG", 1)
+    kappa = femeso.NeuralKappa(2, seed=seed)
+    for p in kappa.parameters():  # arbitrary theta
+        with torch.no_grad():
+            p.mul_(3.0 + seed)
+    energy = femeso.Energy(femeso.CoerciveNeuralDensity(seed=seed), kappa)
+    model = femeso.OnsagerModel(V, energy, mobility=femeso.LocalMobility(1.0), kappa_ref=0.25)
+    values = model.kappa()[:, 0]
+    assert float(model.rule.integrate(values)) / model.volume == pytest.approx(0.25, rel=1e-12)
+    assert float(values.min()) > 0
+    ungauged = femeso.OnsagerModel(V, energy, gauge=None, mobility=femeso.LocalMobility(1.0))
+    raw_mean = float(ungauged.rule.integrate(ungauged.kappa()[:, 0])) / ungauged.volume
+    assert raw_mean != pytest.approx(0.25, rel=1e-3)
+
+
+def test_iterative_solver_option_keeps_the_energy_law():
+    model = dissipative_model(mesh("plate"), "both", seed=4)
+    u0 = femeso.random_smooth_field(model.space, seed=4)
+    stepper, V0, _, records = run_steps(
+        model, u0, 0.05, n=2, solver_parameters=femeso.ITERATIVE_SOLVER
+    )
+    for r in records:
+        assert r.linear_iterations >= r.newton_iterations
+        assert abs(r.energy_change + 0.05 * r.dissipation) <= REL * energy_scale(V0)
