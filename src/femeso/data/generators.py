@@ -1,0 +1,252 @@
+"""Reference PDE data: Allen--Cahn, Cahn--Hilliard and KdV trajectories on any mesh.
+
+Ground truth is computed with femeso's energy-stable stepper and the *known* energy and mobility,
+on a finer mesh (``refine`` uniform refinements of the data mesh) and with a finer time step
+(``substeps`` steps per saved frame) than the data it saves; the saved states are injected back
+onto the data mesh's P1 space by interpolation (exact at the coarse vertices, which are fine
+vertices).
+
+Initial conditions: smooth random fields that make sense on irregular domains
+(:func:`femeso.initial_conditions.random_smooth_field`), or the paper's 1-D protocol
+(:func:`paper_sine_initial_condition`: three sine modes with wavenumbers 1..10, amplitudes U(0, 1),
+random phases, rescaled to span exactly [-1, 1]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import firedrake as fd
+import numpy as np
+import ufl
+
+from femeso._log import logger
+from femeso.data.trajectories import Dataset, TrajectoryData
+from femeso.energies import Energy, KnownDensity
+from femeso.fields import Expression
+from femeso.hypothesis import OnsagerModel
+from femeso.initial_conditions import random_smooth_field
+from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.steppers import EnergyStableStepper
+
+__all__ = [
+    "DENSITIES",
+    "allen_cahn_model",
+    "cahn_hilliard_model",
+    "generate_dataset",
+    "kdv_model",
+    "paper_sine_initial_condition",
+]
+
+
+def _double_well(u, x, ops):
+    return 0.25 * (u[0] ** 2 - 1) ** 2
+
+
+def _flory_huggins(u, x, ops, theta=0.3, theta_c=1.0):
+    c = u[0]
+    return theta * (c * ops.log(c) + (1 - c) * ops.log(1 - c)) + theta_c * c * (1 - c)
+
+
+#: Known energy densities by name: the double well (u^2-1)^2/4 on [-1, 1] and the logarithmic
+#: Flory-Huggins density on (0, 1) (theta = 0.3, theta_c = 1).
+DENSITIES: dict[str, Callable[..., Any]] = {
+    "double_well": _double_well,
+    "flory_huggins": _flory_huggins,
+}
+
+
+def _density(density: str | KnownDensity, scale: float = 1.0) -> KnownDensity:
+    if isinstance(density, KnownDensity):
+        return density
+    if density not in DENSITIES:
+        raise ValueError(f"unknown density {density!r}; known: {sorted(DENSITIES)}")
+    formula = DENSITIES[density]
+    return KnownDensity(lambda u, x, ops: scale * formula(u, x, ops), name=density)
+
+
+def _mobility(mobility: float | str | Expression) -> float | Expression:
+    if mobility == "degenerate":
+        return Expression(lambda u, x, ops: u[0] * (1 - u[0]), name="u(1-u)")
+    if isinstance(mobility, str):
+        raise ValueError(
+            f"unknown mobility {mobility!r}; use a number, 'degenerate' or an Expression"
+        )
+    return mobility
+
+
+def allen_cahn_model(
+    space: fd.FunctionSpace,
+    *,
+    epsilon: float = 0.1,
+    density: str | KnownDensity = "double_well",
+    mobility: float | str | Expression = 1.0,
+) -> OnsagerModel:
+    r"""Allen--Cahn :math:`u_t = -m(u)\,(F'(u)/\epsilon^2 - \Delta u)` as a member of the class.
+
+    With the defaults this is the paper's :math:`u_t = u_{xx} + (u - u^3)/\epsilon^2`.
+    """
+    energy = Energy(_density(density, 1.0 / epsilon**2), kappa=1.0)
+    return OnsagerModel(space, energy, mobility=LocalMobility(_mobility(mobility)))
+
+
+def cahn_hilliard_model(
+    space: fd.FunctionSpace,
+    *,
+    kappa: float = 1e-3,
+    density: str | KnownDensity = "double_well",
+    mobility: float | str | Expression = 1.0,
+) -> OnsagerModel:
+    r"""Cahn--Hilliard :math:`u_t = \nabla\cdot(m(u)\nabla(F'(u) - \kappa\Delta u))`, no-flux."""
+    energy = Energy(_density(density), kappa=kappa)
+    return OnsagerModel(space, energy, mobility=ConservedMobility(_mobility(mobility)))
+
+
+def kdv_model(space: fd.FunctionSpace) -> OnsagerModel:
+    r"""Return KdV :math:`u_t + 6 u u_x + u_{xxx} = 0` on a periodic interval.
+
+    :math:`M = 0`, :math:`W = -\partial_x`, :math:`V = \int \frac12 u_x^2 - u^3`.
+    """
+    energy = Energy(KnownDensity(lambda u, x, ops: -(u[0] ** 3), name="-u^3"), kappa=1.0)
+    return OnsagerModel(space, energy, conservative=SkewTransport([-1.0], dim=1))
+
+
+def paper_sine_initial_condition(space: fd.FunctionSpace, *, seed: int) -> fd.Function:
+    """Return the paper's 1-D initial condition on a periodic interval of length 2 pi.
+
+    Three sine modes with wavenumbers drawn from 1..10, amplitudes U(0, 1) and phases
+    U(0, 2 pi), rescaled so that the nodal values span exactly [-1, 1].
+    """
+    rng = np.random.default_rng(seed)
+    k = rng.integers(1, 11, size=3)
+    a = rng.uniform(0, 1, size=3)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    (x,) = ufl.SpatialCoordinate(space.mesh())
+    u = fd.Function(space).interpolate(
+        sum(float(a[j]) * ufl.sin(int(k[j]) * x + float(phase[j])) for j in range(3))
+    )
+    comm = space.mesh().comm
+    lo = comm.allreduce(float(u.dat.data_ro.min()), op=_mpi_min())
+    hi = comm.allreduce(float(u.dat.data_ro.max()), op=_mpi_max())
+    u.dat.data_wo[...] = 2 * (u.dat.data_ro - lo) / (hi - lo) - 1
+    return u
+
+
+def _mpi_min():
+    from mpi4py import MPI
+
+    return MPI.MIN
+
+
+def _mpi_max():
+    from mpi4py import MPI
+
+    return MPI.MAX
+
+
+def generate_dataset(
+    space: fd.FunctionSpace,
+    model_factory: Callable[[fd.FunctionSpace], OnsagerModel],
+    *,
+    n_trajectories: int,
+    n_frames: int,
+    frame_dt: float,
+    seed: int,
+    substeps: int = 4,
+    refine: int = 0,
+    initial_condition: Callable[..., fd.Function] | None = None,
+    name: str = "pde",
+    parameters: dict | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """Generate reference trajectories with femeso's stepper on a finer mesh and time step.
+
+    Parameters
+    ----------
+    space
+        The data space (scalar P1 on the data mesh).
+    model_factory
+        Builds the true model on a function space (e.g. ``allen_cahn_model``).
+    n_trajectories, n_frames, frame_dt
+        Number of trajectories, saved frames after the initial one, and time between frames.
+    seed
+        Seed of the initial conditions (trajectory ``i`` uses ``seed + i``).
+    substeps
+        Time steps per frame of the reference solve.
+    refine
+        Uniform refinements of the data mesh for the reference solve.
+    initial_condition
+        ``initial_condition(space, seed=...)`` on the *data* space; default: a smooth random
+        field of amplitude 0.8.
+    name, parameters
+        Recorded in the metadata with the seed and the resolution.
+    progress
+        Show a progress bar (rank 0).
+
+    Returns
+    -------
+    Dataset
+
+    """
+    if n_trajectories < 1 or n_frames < 1 or substeps < 1 or refine < 0 or frame_dt <= 0:
+        raise ValueError(
+            "generate_dataset needs n_trajectories, n_frames, substeps >= 1, "
+            "refine >= 0 and frame_dt > 0"
+        )
+    initial_condition = initial_condition or (
+        lambda V, seed: random_smooth_field(V, seed=seed, amplitude=0.8)
+    )
+    mesh = space.mesh()
+    fine_mesh = fd.MeshHierarchy(mesh, refine)[-1] if refine else mesh
+    fine_space = fd.FunctionSpace(fine_mesh, space.ufl_element())
+    model = model_factory(fine_space)
+    trajectories = []
+    bar = _bar(n_trajectories * n_frames, progress and mesh.comm.rank == 0, name)
+    for i in range(n_trajectories):
+        u0 = initial_condition(space, seed=seed + i)
+        # Nested meshes: the coarse vertices are fine vertices, so interpolation between the
+        # meshes is exact there in both directions.
+        u0_fine = fd.Function(fine_space).interpolate(u0) if refine else u0
+        stepper = EnergyStableStepper(model, u0_fine, frame_dt / substeps)
+        to_data = fd.interpolate(stepper.u, space) if refine else None
+        states = [u0.copy(deepcopy=True)]
+        energies = [model.energy_value(stepper.u)]
+        for _ in range(n_frames):
+            stepper.rollout(substeps)
+            frame = fd.Function(space)
+            if refine:
+                fd.assemble(to_data, tensor=frame)
+            else:
+                frame.assign(stepper.u)
+            states.append(frame)
+            energies.append(stepper.records[-1].energy)
+            if bar is not None:
+                bar.update()
+        metadata = {
+            "generator": name,
+            "parameters": parameters or {},
+            "seed": seed + i,
+            "frame_dt": frame_dt,
+            "reference_dt": frame_dt / substeps,
+            "reference_refinements": refine,
+            "reference_energy": energies,
+        }
+        times = np.arange(n_frames + 1) * frame_dt
+        trajectories.append(TrajectoryData(space, times, states, metadata))
+    if bar is not None:
+        bar.close()
+    logger.info("generated %d %s trajectories of %d frames", n_trajectories, name, n_frames)
+    return Dataset(
+        space,
+        trajectories,
+        metadata={"generator": name, "seed": seed, "parameters": parameters or {}},
+    )
+
+
+def _bar(total: int, enabled: bool, name: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"femeso generate {name}", unit="frame")

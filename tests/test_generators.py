@@ -1,0 +1,154 @@
+"""Reference PDE generators: protocols, reproducibility, conservation and convergence."""
+
+import math
+
+import firedrake as fd
+import numpy as np
+import pytest
+
+import femeso
+from femeso.data import load_dataset, save_dataset
+from femeso.data.generators import (
+    allen_cahn_model,
+    cahn_hilliard_model,
+    generate_dataset,
+    kdv_model,
+    paper_sine_initial_condition,
+)
+
+
+def ac_1d(n_cells=64):
+    mesh = fd.PeriodicIntervalMesh(n_cells, 2 * math.pi)
+    return fd.FunctionSpace(mesh, "CG", 1)
+
+
+def values(dataset):
+    return np.array([[s.dat.data_ro.copy() for s in t.states] for t in dataset.trajectories])
+
+
+def test_paper_initial_condition_spans_exactly_minus_one_to_one():
+    V = ac_1d(256)
+    for seed in range(5):
+        u = paper_sine_initial_condition(V, seed=seed)
+        assert u.dat.data_ro.min() == pytest.approx(-1.0, abs=1e-15)
+        assert u.dat.data_ro.max() == pytest.approx(1.0, abs=1e-15)
+
+
+def test_allen_cahn_generator_is_reproducible_and_dissipative():
+    V = ac_1d()
+
+    def make(seed):
+        return generate_dataset(
+            V,
+            allen_cahn_model,
+            n_trajectories=2,
+            n_frames=4,
+            frame_dt=1e-3,
+            seed=seed,
+            substeps=2,
+            initial_condition=paper_sine_initial_condition,
+            name="allen_cahn_1d",
+            progress=False,
+        )
+
+    a, b, c = make(3), make(3), make(4)
+    assert len(a.trajectories) == 2
+    assert np.allclose(a.trajectories[0].times, np.arange(5) * 1e-3)
+    assert np.array_equal(values(a), values(b))
+    assert not np.allclose(values(a), values(c))
+    for t in a.trajectories:
+        energies = np.array(t.metadata["reference_energy"])
+        assert np.all(np.diff(energies) < 0)
+        assert t.metadata["reference_dt"] == pytest.approx(5e-4)
+
+
+def final_state(V, substeps, refine=0, n_frames=4, frame_dt=2e-3):
+    data = generate_dataset(
+        V,
+        allen_cahn_model,
+        n_trajectories=1,
+        n_frames=n_frames,
+        frame_dt=frame_dt,
+        seed=7,
+        substeps=substeps,
+        refine=refine,
+        initial_condition=paper_sine_initial_condition,
+        progress=False,
+    )
+    return data.trajectories[0].states[-1]
+
+
+def test_generator_converges_in_time_at_second_order():
+    V = ac_1d()
+    reference = final_state(V, 32)
+    errors = [fd.errornorm(reference, final_state(V, s)) for s in (1, 2, 4)]
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(rates > 1.8), (errors, rates)
+
+
+def test_generator_converges_under_mesh_refinement():
+    V = ac_1d(32)
+    reference = final_state(V, 4, refine=4)
+    errors = [fd.errornorm(reference, final_state(V, 4, refine=r)) for r in (0, 1, 2)]
+    rates = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(rates > 1.7), (errors, rates)
+
+
+def test_cahn_hilliard_flory_huggins_degenerate_mobility_on_l_shape(tmp_path):
+    V = fd.FunctionSpace(femeso.load_mesh("l_shape"), "CG", 1)
+
+    def model(space):
+        return cahn_hilliard_model(
+            space, kappa=1e-3, density="flory_huggins", mobility="degenerate"
+        )
+
+    data = generate_dataset(
+        V,
+        model,
+        n_trajectories=1,
+        n_frames=3,
+        frame_dt=2e-3,
+        seed=1,
+        substeps=2,
+        initial_condition=lambda V, seed: femeso.random_smooth_field(
+            V, seed=seed, amplitude=0.1, mean=0.5, max_wavenumber=6
+        ),
+        name="cahn_hilliard",
+        progress=False,
+    )
+    traj = data.trajectories[0]
+    masses = [fd.assemble(s * fd.dx) for s in traj.states]
+    assert np.max(np.abs(np.array(masses) - masses[0])) < 1e-13
+    assert np.all(np.diff(traj.metadata["reference_energy"]) < 0)
+    path = save_dataset(tmp_path / "ch.h5", data)
+    again = load_dataset(path)
+    assert np.array_equal(values(again), values(data))
+    assert again.trajectories[0].metadata["generator"] == "cahn_hilliard"
+
+
+def test_kdv_generator_conserves_energy():
+    V = ac_1d(96)
+    data = generate_dataset(
+        V,
+        kdv_model,
+        n_trajectories=1,
+        n_frames=5,
+        frame_dt=1e-3,
+        seed=2,
+        substeps=2,
+        initial_condition=lambda V, seed: femeso.random_smooth_field(V, seed=seed, amplitude=0.5),
+        name="kdv",
+        progress=False,
+    )
+    energies = np.array(data.trajectories[0].metadata["reference_energy"])
+    assert np.max(np.abs(energies - energies[0])) <= 1e-9 * abs(energies[0])
+
+
+def test_bad_generator_arguments_are_rejected():
+    V = ac_1d(8)
+    with pytest.raises(ValueError, match="n_trajectories"):
+        generate_dataset(
+            V, allen_cahn_model, n_trajectories=0, n_frames=1, frame_dt=1e-3, seed=0, progress=False
+        )
+    with pytest.raises(ValueError, match="unknown density"):
+        allen_cahn_model(V, density="quartic")
