@@ -1,8 +1,24 @@
 """Trajectory data: containers, femeso's HDF5 format, users' formats and VTK export.
 
-See :mod:`femeso.data.trajectories` and :mod:`femeso.data.io`.
+See :mod:`femeso.data.trajectories`, :mod:`femeso.data.io`, :mod:`femeso.data.generators`
+(reference PDE data) and :mod:`femeso.data.chains` (microscopic chains, coarse-grained).
 """
 
+from femeso.data.chains import (
+    BondBreakError,
+    coarse_grain_to_mesh,
+    dissipative_chain,
+    fene_chain,
+    fput_chain,
+    generate_chain_dataset,
+)
+from femeso.data.generators import (
+    allen_cahn_model,
+    cahn_hilliard_model,
+    generate_dataset,
+    kdv_model,
+    paper_sine_initial_condition,
+)
 from femeso.data.io import (
     FORMAT_VERSION,
     export_vtk,
@@ -16,10 +32,21 @@ from femeso.data.trajectories import Dataset, DatasetSplit, TrajectoryData
 
 __all__ = [
     "FORMAT_VERSION",
+    "BondBreakError",
     "Dataset",
     "DatasetSplit",
     "TrajectoryData",
+    "allen_cahn_model",
+    "cahn_hilliard_model",
+    "coarse_grain_to_mesh",
+    "dissipative_chain",
     "export_vtk",
+    "fene_chain",
+    "fput_chain",
+    "generate_chain_dataset",
+    "generate_dataset",
+    "kdv_model",
+    "paper_sine_initial_condition",
     "from_grid_arrays",
     "load_dataset",
     "read_meshio_series",

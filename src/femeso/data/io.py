@@ -703,7 +703,7 @@ def from_grid_arrays(
     else:
         mesh = fd.PeriodicRectangleMesh(grid[0], grid[1], L[0], L[1], comm=comm)
     V = fd.FunctionSpace(mesh, "CG", 1)
-    index = _grid_index(V, grid, L)
+    index = grid_index(V, grid, L)
     flat = data.reshape(n_traj, n_times, -1)
     trajectories = []
     for i in range(n_traj):
@@ -716,7 +716,7 @@ def from_grid_arrays(
     return Dataset(V, trajectories, meta)
 
 
-def _grid_index(V: Any, grid: Sequence[int], lengths: np.ndarray) -> np.ndarray:
+def grid_index(V: Any, grid: Sequence[int], lengths: np.ndarray) -> np.ndarray:
     """Return, for each local P1 DoF (with halo), the flat index of its grid point."""
     mesh = mesh_of(V)
     coords = mesh.coordinates
@@ -764,7 +764,7 @@ def to_grid_arrays(dataset: Dataset) -> np.ndarray:
     if len(lengths) > 1:
         raise ValueError(f"to_grid_arrays: trajectories have different numbers of times {lengths}")
     grid = grid_meta["shape"]
-    index = _grid_index(V, grid, np.asarray(grid_meta["lengths"]))
+    index = grid_index(V, grid, np.asarray(grid_meta["lengths"]))
     owned = V.dof_dset.size
     out = np.zeros((len(dataset), lengths.pop() if lengths else 0, int(np.prod(grid))))
     for i, traj in enumerate(dataset):
