@@ -199,17 +199,17 @@ class OnsagerModel(nn.Module):
     def kappa(self) -> torch.Tensor:
         """Return the gradient coefficients at the quadrature points, gauge applied, ``(n, k)``."""
         raw = self.energy.kappa(self.x)
-        if self.gauge == "kappa" and getattr(self.energy.kappa, "learnable", False):
-            mean = self.rule.integrate(raw.sum(dim=1)) / (self._volume * self.n_states)
-            return raw * (self.kappa_ref / mean)
-        return raw
+        return raw * self._gauge_factor(raw)
 
     def kappa_scale(self) -> float:
         """Return the gauge factor applied to the raw gradient coefficients (1 without gauge)."""
-        raw = self.energy.kappa(self.x)
+        return float(self._gauge_factor(self.energy.kappa(self.x)))
+
+    def _gauge_factor(self, raw: torch.Tensor) -> torch.Tensor | float:
+        """``kappa_ref / mean(raw kappa)`` for a learnable kappa under the gauge, else 1."""
         if self.gauge == "kappa" and getattr(self.energy.kappa, "learnable", False):
             mean = self.rule.integrate(raw.sum(dim=1)) / (self._volume * self.n_states)
-            return float(self.kappa_ref / mean)
+            return self.kappa_ref / mean
         return 1.0
 
     def tensor_mobility_values(self) -> torch.Tensor | None:

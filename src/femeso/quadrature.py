@@ -46,7 +46,6 @@ class QuadratureRule:
         self.points = torch.as_tensor(x.reshape(-1, mesh.geometric_dimension).copy(), dtype=DTYPE)
         weights = fd.assemble(fd.TestFunction(self.scalar_space) * self.dx)
         self.weights = torch.as_tensor(weights.dat.data_ro.copy(), dtype=DTYPE)
-        self._samplers: dict = {}
 
     @property
     def n_points(self) -> int:
@@ -82,11 +81,7 @@ class QuadratureRule:
         if out is None:
             out = self.function(shape)
         fd.assemble(fd.interpolate(expression, out.function_space()), tensor=out)
-        return out.dat.data_ro.reshape((self.n_points_of(out),) + shape)
-
-    def n_points_of(self, f: fd.Function) -> int:
-        """Return the number of points owned by this process in a quadrature function."""
-        return f.dat.data_ro.shape[0]
+        return out.dat.data_ro.reshape((out.dat.data_ro.shape[0],) + shape)
 
     def integrate(self, values: torch.Tensor) -> torch.Tensor:
         """Return the global integral of pointwise values ``(n_points,)`` (summed over ranks)."""
