@@ -184,13 +184,13 @@ def test_learned_mobility_tensor_is_positive_semidefinite_for_every_theta(seed):
 
 
 @FAST
-@given(seed=seeds, position=st.booleans(), spread=st.integers(-10, 0))
+@given(seed=seeds, position=st.booleans(), spread=st.integers(-10, 0), depth=st.integers(1, 3))
 def test_closed_form_scalar_discrete_gradient_matches_automatic_differentiation(
-    seed, position, spread
+    seed, position, spread, depth
 ):
     """The stepper's fast path (forward-mode derivatives) equals the autograd reference."""
     density = femeso.CoerciveNeuralDensity(
-        1, width=10, depth=2, dim=2 if position else None, seed=seed
+        1, width=10, depth=depth, dim=2 if position else None, seed=seed
     )
     randomise(density, seed, scale=1.0)
     g = torch.Generator().manual_seed(seed)

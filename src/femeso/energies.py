@@ -258,7 +258,7 @@ class CoerciveNeuralDensity(Density):
         """Return ``F`` and ``F'`` in one pass through the network."""
         if self.n_states != 1:
             return super().value_and_state_derivative(u, x)
-        N, dN, _ = self.network.forward_with_state_derivatives(u, x)
+        N, dN, _ = self.network.forward_with_state_derivatives(u, x, second=False)
         zero = torch.zeros_like(u if self.uses_position else u[:1])
         offset = self.network(zero, x)[:, 0]
         c = u[:, 0]

@@ -216,8 +216,8 @@ class NeuralField(PointwiseField):
         return self.layers[-1](z)
 
     def forward_with_state_derivatives(
-        self, u: torch.Tensor, x: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, u: torch.Tensor, x: torch.Tensor | None = None, *, second: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Return the outputs and their first and second derivatives in a scalar state.
 
         Forward-mode differentiation through the layers (one ``tanh`` per layer), much cheaper
@@ -229,6 +229,8 @@ class NeuralField(PointwiseField):
             ``(n, 1)`` states (the field must read exactly one state component).
         x
             ``(n, d)`` positions when the field uses them.
+        second
+            Also return the second derivative (else ``None`` in its place).
 
         Returns
         -------
@@ -244,6 +246,16 @@ class NeuralField(PointwiseField):
         first = self.layers[0]
         da = (first.weight[:, 0] / self.input_scale[0])[None, :]
         z = torch.tanh(first(z))
+        if len(self.layers) == 2:
+            # One hidden layer: fold da into the output weights, so that each derivative costs
+            # one matrix-vector product and no extra (n, width) arrays.
+            last = self.layers[-1]
+            slope = 1.0 - z * z
+            dy = slope @ (last.weight * da).T
+            if not second:
+                return last(z), dy, None
+            d2y = (z * slope) @ (-2.0 * last.weight * da * da).T
+            return last(z), dy, d2y
         slope = 1.0 - z * z
         dz = slope * da
         d2z = -2.0 * z * dz * da
@@ -256,7 +268,7 @@ class NeuralField(PointwiseField):
             dz = slope * da
             d2z = slope * d2a - 2.0 * z * slope * da * da
         last = self.layers[-1]
-        return last(z), dz @ last.weight.T, d2z @ last.weight.T
+        return last(z), dz @ last.weight.T, (d2z @ last.weight.T) if second else None
 
     def output_bound(self) -> torch.Tensor:
         """Return ``B`` with ``|N_j(z)| <= B_j`` for every input ``z`` (shape ``(n_outputs,)``)."""
