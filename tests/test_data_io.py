@@ -523,3 +523,28 @@ def test_parallel_meshio_and_grid_reads(tmp_path):
     dataset = from_grid_arrays(array, lengths=(2.0, 1.0), comm=comm)
     assert comm.allreduce(dataset.space.dof_dset.size) == 30
     assert np.array_equal(to_grid_arrays(dataset), array)
+
+
+def test_paper_hdf5_grid_layout_round_trip(tmp_path):
+    """trajectories x time x points in one HDF5 array, as the paper stores its data."""
+    import h5py
+
+    from femeso.data import read_grid_hdf5, to_grid_arrays
+
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal((3, 4, 16))
+    path = tmp_path / "paper.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("u", data=array)
+    before = path.read_bytes()
+    data = read_grid_hdf5(path, dataset="u", times=[0.0, 1e-3, 2e-3, 3e-3])
+    assert np.array_equal(to_grid_arrays(data), array)
+    assert path.read_bytes() == before  # the user's file is untouched
+    with pytest.raises(ValueError, match=r"no array 'v' \(arrays: \['u'\]\)"):
+        read_grid_hdf5(path, dataset="v")
+    with pytest.raises(FileNotFoundError, match="missing.h5"):
+        read_grid_hdf5(tmp_path / "missing.h5", dataset="u")
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not hdf5")
+    with pytest.raises(ValueError, match="bad.h5: not a readable HDF5 file"):
+        read_grid_hdf5(bad, dataset="u")

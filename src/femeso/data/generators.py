@@ -113,23 +113,31 @@ def kdv_model(space: fd.FunctionSpace) -> OnsagerModel:
 
 
 def paper_sine_initial_condition(space: fd.FunctionSpace, *, seed: int) -> fd.Function:
-    """Return the paper's 1-D initial condition on a periodic interval of length 2 pi.
+    """Return the paper's initial condition on a periodic box of side 2 pi.
 
-    Three sine modes with wavenumbers drawn from 1..10, amplitudes U(0, 1) and phases
-    U(0, 2 pi), rescaled so that the nodal values span exactly [-1, 1].
+    1-D: three sine modes with wavenumbers drawn from 1..10, amplitudes U(0, 1) and phases
+    U(0, 2 pi), rescaled so that the nodal values span exactly [-1, 1] (the paper's protocol).
+    2-D: the same with wave vectors whose components are drawn from 1..10 (the paper does not
+    spell out its 2-D initial condition; this is the direct analogue).
     """
+    mesh = space.mesh()
+    dim = mesh.geometric_dimension
     rng = np.random.default_rng(seed)
-    k = rng.integers(1, 11, size=3)
+    k = rng.integers(1, 11, size=(3, dim))
     a = rng.uniform(0, 1, size=3)
     phase = rng.uniform(0, 2 * np.pi, size=3)
-    (x,) = ufl.SpatialCoordinate(space.mesh())
+    X = ufl.SpatialCoordinate(mesh)
     u = fd.Function(space).interpolate(
-        sum(float(a[j]) * ufl.sin(int(k[j]) * x + float(phase[j])) for j in range(3))
+        sum(
+            float(a[j]) * ufl.sin(sum(int(k[j, i]) * X[i] for i in range(dim)) + float(phase[j]))
+            for j in range(3)
+        )
     )
-    comm = space.mesh().comm
-    lo = comm.allreduce(float(u.dat.data_ro.min()), op=_mpi_min())
-    hi = comm.allreduce(float(u.dat.data_ro.max()), op=_mpi_max())
-    u.dat.data_wo[...] = 2 * (u.dat.data_ro - lo) / (hi - lo) - 1
+    comm = mesh.comm
+    data = u.dat.data_ro
+    lo = comm.allreduce(float(data.min()) if data.size else np.inf, op=_mpi_min())
+    hi = comm.allreduce(float(data.max()) if data.size else -np.inf, op=_mpi_max())
+    u.dat.data_wo[...] = 2 * (data - lo) / (hi - lo) - 1
     return u
 
 

@@ -716,6 +716,53 @@ def from_grid_arrays(
     return Dataset(V, trajectories, meta)
 
 
+def read_grid_hdf5(
+    path: str | Path,
+    *,
+    dataset: str,
+    lengths: float | Sequence[float] = 2 * np.pi,
+    times: Sequence[float] | None = None,
+    comm: Any = fd.COMM_WORLD,
+    metadata: dict[str, Any] | None = None,
+) -> Dataset:
+    """Read periodic grid data stored as one HDF5 array (the paper's layout) into P1.
+
+    Parameters
+    ----------
+    path
+        The HDF5 file (read only, never modified).
+    dataset
+        The name of the array in the file, of shape ``(trajectories, times, points)`` or
+        ``(trajectories, times, nx, ny)``.
+    lengths, times, comm, metadata
+        As for :func:`from_grid_arrays` (the paper's domain is ``[0, 2 pi]``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not HDF5 or has no such array (the message lists the arrays it has).
+
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as h5:
+            names: list[str] = []
+            h5.visititems(
+                lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None
+            )
+            if dataset not in h5 or not isinstance(h5[dataset], h5py.Dataset):
+                raise ValueError(f"{path}: no array {dataset!r} (arrays: {names})")
+            array = h5[dataset][...]
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    meta = {"source": str(path), "dataset": dataset, **(metadata or {})}
+    return from_grid_arrays(array, lengths=lengths, times=times, comm=comm, metadata=meta)
+
+
 def grid_index(V: Any, grid: Sequence[int], lengths: np.ndarray) -> np.ndarray:
     """Return, for each local P1 DoF (with halo), the flat index of its grid point."""
     mesh = mesh_of(V)
