@@ -46,7 +46,7 @@ def test_neural_density_is_coercive_for_every_theta(seed, k, position):
     # the additive gauge: F(0, x) = 0 (to rounding: N(0, x) is evaluated in batches of
     # different sizes, which BLAS may sum in different orders)
     zero = torch.zeros(50, k, dtype=DTYPE)
-    bound = float(density.network.output_bound()[0])
+    bound = float(density.network.output_bound()[0].detach())
     assert torch.max(density(zero, x[:50] if position else None).abs()) <= 1e-14 * (1 + bound)
 
 

@@ -193,3 +193,17 @@ def test_generator_under_mpi_matches_a_serial_run(tmp_path_factory):
         for a, b in zip(t_par.states, t_ser.states, strict=True):
             b_on_a = fd.Function(a.function_space()).interpolate(b)
             assert fd.errornorm(b_on_a, a) < 1e-10 * (1 + fd.norm(b_on_a))
+
+
+@pytest.mark.parametrize("dim,points", [(1, 256), (2, 128 * 128)])
+def test_paper_allen_cahn_protocol(dim, points):
+    from femeso.data import paper_allen_cahn, to_grid_arrays
+
+    data = paper_allen_cahn(dim, n_trajectories=1, seed=0, n_frames=2, substeps=1, progress=False)
+    traj = data.trajectories[0]
+    assert data.space.dim() == points
+    assert np.allclose(traj.times, [0.0, 1e-3, 2e-3])
+    assert traj.metadata["parameters"]["epsilon"] == 0.1
+    grid = to_grid_arrays(data)
+    assert grid.shape[:2] == (1, 3) and grid[0, 0].min() == pytest.approx(-1.0)
+    assert np.all(np.diff(traj.metadata["reference_energy"]) < 0)

@@ -17,6 +17,7 @@ from femeso.data.generators import (
     cahn_hilliard_model,
     generate_dataset,
     kdv_model,
+    paper_allen_cahn,
     paper_sine_initial_condition,
 )
 from femeso.data.io import (
@@ -47,6 +48,7 @@ __all__ = [
     "generate_chain_dataset",
     "generate_dataset",
     "kdv_model",
+    "paper_allen_cahn",
     "paper_sine_initial_condition",
     "from_grid_arrays",
     "load_dataset",
