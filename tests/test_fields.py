@@ -155,9 +155,12 @@ def test_neural_field_ufl_rendering_matches_torch():
     out = field.ufl([u], X)
     values = [fd.Function(V).interpolate(o).dat.data_ro for o in out]
     x = torch.as_tensor(
-        fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(X).dat.data_ro, dtype=DTYPE
+        fd.Function(fd.VectorFunctionSpace(mesh, "CG", 1)).interpolate(X).dat.data_ro.copy(),
+        dtype=DTYPE,
     )
-    expected = field(torch.as_tensor(u.dat.data_ro, dtype=DTYPE)[:, None], x).detach().numpy()
+    expected = (
+        field(torch.as_tensor(u.dat.data_ro.copy(), dtype=DTYPE)[:, None], x).detach().numpy()
+    )
     for j in range(2):
         assert np.allclose(values[j], expected[:, j], rtol=1e-12, atol=1e-13)
 

@@ -278,7 +278,7 @@ class CoerciveNeuralDensity(Density):
     def ufl(self, u, x=None):
         """Return ``F_theta`` in UFL."""
         sq = sum(ui * ui for ui in u)
-        a, b = float(self.a), float(self.b)
+        a, b = float(self.a.detach()), float(self.b.detach())
         n_u = self.network.ufl(u, x)[0]
         n_0 = self.network.ufl([0.0] * self.n_states, x)[0]
         return 0.5 * a * sq + 0.25 * b * sq * sq + n_u - n_0
