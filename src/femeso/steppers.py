@@ -434,14 +434,37 @@ class EnergyStableStepper:
     def _current_energy(self) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """Energy parts, pointwise state and density of u^n, reused from the accepted step.
 
-        The cache is keyed on the state's values, so a user who changes ``stepper.u`` between
-        steps gets fresh numbers.
+        The cache is keyed on the state's values and on the model's parameters, so a user who
+        changes ``stepper.u`` or an optimiser that updates the parameters gets fresh numbers.
         """
         cache = self._energy_cache
-        if cache is None or not np.array_equal(cache[0], self.u.dat.data_ro):
+        theta = self._parameter_vector()
+        if (
+            cache is None
+            or not np.array_equal(cache[0], self.u.dat.data_ro)
+            or not torch.equal(cache[1], theta)
+        ):
             parts, u_q, F_q = self.model.energy_parts_and_values(self.u)
-            cache = self._energy_cache = (self.u.dat.data_ro.copy(), parts, u_q, F_q)
-        return cache[1], cache[2], cache[3]
+            cache = self._energy_cache = (self.u.dat.data_ro.copy(), theta, parts, u_q, F_q)
+        return cache[2], cache[3], cache[4]
+
+    def _parameter_vector(self) -> torch.Tensor:
+        params = [p.detach().reshape(-1) for p in self.model.parameters()]
+        return torch.cat(params).clone() if params else torch.zeros(0, dtype=DTYPE)
+
+    def reset(self, u: fd.Function, *, t: float = 0.0) -> None:
+        """Restart from the state ``u`` at time ``t`` (records are kept).
+
+        Newton's initial guess becomes ``(u, P(dV/du))``; use it to step from data states, e.g.
+        in training, without building a new stepper (and solver) for each one.
+        """
+        if u.function_space() != self.model.space:
+            raise ValueError("reset: u must live on the model's state space")
+        self.u.assign(u)
+        self.t = float(t)
+        self.w.subfunctions[0].assign(u)
+        self._prepare_step()
+        self._initial_mu()
 
     def _state_values(self) -> tuple[torch.Tensor, torch.Tensor]:
         _, u_q, F_q = self._current_energy()
@@ -587,7 +610,13 @@ class EnergyStableStepper:
                 fd.assemble(self.dissipation_form) if self.dissipation_form is not None else 0.0
             )
             self.u.assign(self.w.subfunctions[0])
-            self._energy_cache = (self.u.dat.data_ro.copy(), parts, u1_q, F1_q)
+            self._energy_cache = (
+                self.u.dat.data_ro.copy(),
+                self._parameter_vector(),
+                parts,
+                u1_q,
+                F1_q,
+            )
             saved.assign(self.w)
             self.t = target if remaining - sub_dt <= 1e-14 * self.dt else self.t + sub_dt
             remaining -= sub_dt
