@@ -145,3 +145,15 @@ def test_bad_mesh_input_is_rejected(tmp_path):
         from femeso.meshes import mesh_path
 
         load_mesh(mesh_path("plate_with_holes"), refinement=1)
+
+
+@pytest.mark.parametrize("name", ["l_shape", "plate_with_holes", "curved_channel"])
+def test_reference_geometries_refine(name):
+    """Refinement re-meshes the true geometry: ~4x the cells per level, same area."""
+    coarse, fine = load_mesh(name), load_mesh(name, refinement=1)
+    ratio = fine.num_cells() / coarse.num_cells()
+    assert 3.0 < ratio < 5.5, ratio
+    one = fd.Constant(1.0)
+    area_c = fd.assemble(one * fd.dx(domain=coarse))
+    area_f = fd.assemble(one * fd.dx(domain=fine))
+    assert abs(area_f - area_c) < 0.02 * area_c
