@@ -444,3 +444,37 @@ def test_iterative_solver_option_keeps_the_energy_law():
     for r in records:
         assert r.linear_iterations >= r.newton_iterations
         assert abs(r.energy_change + 0.05 * r.dissipation) <= REL * energy_scale(V0)
+
+
+def test_weak_form_runs_in_irksome_and_agrees_with_femeso_to_second_order():
+    """model.weak_form with u_t = Dt(u) in Irksome's implicit midpoint rule (GaussLegendre(1)):
+    it and femeso's discrete-gradient scheme are both second order, so they differ by O(dt^2)."""
+    from irksome import Dt, GaussLegendre, TimeStepper
+
+    V = fd.FunctionSpace(mesh("periodic_interval"), "CG", 1)
+    density = femeso.KnownDensity(lambda u, x, ops: 0.25 * (u[0] ** 2 - 1) ** 2)
+    model = femeso.OnsagerModel(
+        V, femeso.Energy(density, kappa=0.5), mobility=femeso.LocalMobility(1.0)
+    )
+    u0 = femeso.random_smooth_field(V, seed=1)
+
+    def difference(dt, n):
+        w = fd.Function(V * V)
+        w.subfunctions[0].assign(u0)
+        u, mu = fd.split(w)
+        v, eta = fd.TestFunctions(V * V)
+        form = model.weak_form(u, mu, v, eta, Dt(u))
+        t = fd.Constant(0.0)
+        irk = TimeStepper(
+            form, GaussLegendre(1), t, fd.Constant(dt), w, solver_parameters=femeso.DIRECT_SOLVER
+        )
+        for _ in range(n):
+            irk.advance()
+            t.assign(float(t) + dt)
+        ours = femeso.EnergyStableStepper(model, u0, dt)
+        ours.rollout(n)
+        return fd.errornorm(ours.u, w.subfunctions[0]) / fd.norm(ours.u)
+
+    d1, d2 = difference(0.02, 5), difference(0.01, 10)
+    assert d1 < 1e-3
+    assert d1 / d2 > 3.0, (d1, d2)
