@@ -5,6 +5,7 @@ import os
 # pytest's own command-line flags reach PETSc's option database too: do not list them as unused.
 os.environ.setdefault("PETSC_OPTIONS", "-options_left no")
 
+import irksome  # noqa: E402, F401  (Irksome must be imported before any UFL algorithm runs)
 import pytest  # noqa: E402
 from firedrake.adjoint import get_working_tape, pause_annotation  # noqa: E402
 
