@@ -1,15 +1,18 @@
 """Shared fixtures. Importing femeso first applies its run-time environment (threads, caches)."""
+# ruff: noqa: I001, E402  -- the import order below is deliberate
 
+import importlib
 import os
 
 # pytest's own command-line flags reach PETSc's option database too: do not list them as unused.
 os.environ.setdefault("PETSC_OPTIONS", "-options_left no")
 
-import irksome  # noqa: E402, F401  (Irksome must be imported before any UFL algorithm runs)
-import pytest  # noqa: E402
-from firedrake.adjoint import get_working_tape, pause_annotation  # noqa: E402
+import femeso  # noqa: F401  (first: sets OMP_NUM_THREADS, kernel caches, Open MPI root permission)
+import pytest
+from firedrake.adjoint import get_working_tape, pause_annotation
 
-import femeso  # noqa: E402, F401  (sets OMP_NUM_THREADS, kernel caches, Open MPI root permission)
+# Irksome after Firedrake (which initialises PETSc) and before any UFL algorithm runs.
+importlib.import_module("irksome")
 
 
 @pytest.fixture(autouse=True)
