@@ -373,7 +373,7 @@ class EnergyStableStepper:
         """Evaluate what stays fixed during a step: u^n at the points, F(u^n), kappa, W, M(u^n)."""
         model, rule = self.model, self.model.rule
         with torch.no_grad():
-            self._u0_t, self._F0 = self._state_values()
+            _, self._u0_t, self._F0 = self._current_energy()
             kappa = model.kappa()
             for i in range(self.k):
                 rule.assign(self.kappa_q[i], kappa[:, i])
@@ -465,10 +465,6 @@ class EnergyStableStepper:
         self.w.subfunctions[0].assign(u)
         self._prepare_step()
         self._initial_mu()
-
-    def _state_values(self) -> tuple[torch.Tensor, torch.Tensor]:
-        _, u_q, F_q = self._current_energy()
-        return u_q, F_q
 
     def _update_pointwise(self, X) -> None:
         """Sample the SNES iterate; refresh pointwise values and derivatives once per iterate."""

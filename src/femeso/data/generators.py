@@ -20,6 +20,7 @@ from typing import Any
 import firedrake as fd
 import numpy as np
 import ufl
+from mpi4py import MPI
 
 from femeso._log import logger
 from femeso.data.trajectories import Dataset, TrajectoryData
@@ -136,22 +137,10 @@ def paper_sine_initial_condition(space: fd.FunctionSpace, *, seed: int) -> fd.Fu
     )
     comm = mesh.comm
     data = u.dat.data_ro
-    lo = comm.allreduce(float(data.min()) if data.size else np.inf, op=_mpi_min())
-    hi = comm.allreduce(float(data.max()) if data.size else -np.inf, op=_mpi_max())
+    lo = comm.allreduce(float(data.min()) if data.size else np.inf, op=MPI.MIN)
+    hi = comm.allreduce(float(data.max()) if data.size else -np.inf, op=MPI.MAX)
     u.dat.data_wo[...] = 2 * (data - lo) / (hi - lo) - 1
     return u
-
-
-def _mpi_min():
-    from mpi4py import MPI
-
-    return MPI.MIN
-
-
-def _mpi_max():
-    from mpi4py import MPI
-
-    return MPI.MAX
 
 
 def generate_dataset(
