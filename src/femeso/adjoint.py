@@ -1,20 +1,24 @@
-r"""Parameter gradients of one implicit step, by the discrete adjoint, bridged to PyTorch.
+r"""Gradients of losses through implicit steps, by the discrete adjoint, bridged to PyTorch.
 
-For a converged step :math:`R(w; \theta) = 0` (:math:`w = (u^{n+1}, \mu)`) and a loss
-:math:`L(u^{n+1})`, the gradient with respect to the parameters :math:`\theta` of the model is
+For a converged step :math:`R(w^{n+1}; u^n, \theta) = 0` (:math:`w = (u^{n+1}, \mu)`) and
+:math:`a = dL/du^{n+1}`, the vector-Jacobian products of the step are
 
 .. math:: \frac{dL}{d\theta} = -\lambda^T \frac{\partial R}{\partial\theta}, \qquad
-          J^T\lambda = \frac{\partial L}{\partial w},
+          \frac{dL}{du^n} = -\lambda^T \frac{\partial R}{\partial u^n}, \qquad
+          J^T\lambda = (a, 0),
 
-with :math:`J` the exact Jacobian the stepper assembles. :math:`R` depends on :math:`\theta` only
-through the values of the pointwise fields at the quadrature points (the discrete gradient of the
-density, the mobility coefficients, :math:`\kappa`, the conservative coefficients), so
+with :math:`J` the exact Jacobian the stepper assembles (one transposed MUMPS solve per step).
+:math:`R` depends on :math:`\theta` only through the values of the pointwise fields at the
+quadrature points :math:`P_q` (the discrete gradient of the density, the mobility coefficients,
+:math:`\kappa`, the conservative coefficients), so
 :math:`\lambda^T\partial R/\partial\theta = \sum_q (\partial R/\partial P_q)^T\lambda\,
 \partial P_q/\partial\theta`: Firedrake assembles the first factor (one form per coefficient),
-PyTorch back-propagates it through the networks. One transposed linear solve per step.
+PyTorch back-propagates it through the networks. :math:`u^n` enters both directly (UFL) and
+through the :math:`P_q`, which depend on :math:`u^n` at the points; the transpose of the point
+sampling :math:`u \mapsto (u(x_q))_q` maps the latter back to the state space.
 
-This is the single-step gradient of the paper's training protocol, where the gradient is cut
-between autoregressive steps.
+Chaining :func:`step_vjp` backwards over a window of steps gives the gradient of an unrolled
+multi-step loss (:mod:`femeso.training`).
 """
 
 from __future__ import annotations
@@ -26,21 +30,36 @@ from firedrake.petsc import PETSc
 from mpi4py import MPI
 
 from femeso.discrete_gradients import DEFAULT_TOL, discrete_gradient
+from femeso.hypothesis import components
 from femeso.mobilities import SkewTransport
+from femeso.quadrature import QuadratureRule
 from femeso.steppers import EnergyStableStepper
 
-__all__ = ["backpropagate_step"]
+__all__ = ["accumulate_gradients", "backpropagate_step", "pullback_from_points", "step_vjp"]
 
 
-def _adjoint_state(stepper: EnergyStableStepper, dL_du1: fd.Cofunction) -> fd.Function:
-    """Solve ``J^T lambda = dL/dw`` at the converged step (MUMPS)."""
-    J = fd.assemble(stepper.jacobian, bcs=stepper.bcs, mat_type="aij")
-    rhs = fd.Cofunction(stepper.W.dual())
+def adjoint_state(W: fd.FunctionSpace, jacobian, bcs, dL_du1: fd.Cofunction) -> fd.Function:
+    """Solve ``J^T lambda = (dL/du1, 0)`` at a converged step (MUMPS LU).
+
+    Parameters
+    ----------
+    W
+        The mixed space of the step's unknowns; ``dL_du1`` goes into its first block.
+    jacobian
+        The Jacobian form at the converged step.
+    bcs
+        Dirichlet conditions of the step (their rows carry no sensitivity).
+    dL_du1
+        The derivative of the loss with respect to the new state.
+
+    """
+    J = fd.assemble(jacobian, bcs=bcs, mat_type="aij")
+    rhs = fd.Cofunction(W.dual())
     rhs.subfunctions[0].assign(dL_du1)
-    for bc in stepper.bcs:  # no sensitivity through constrained values
+    for bc in bcs:
         bc.zero(rhs)
-    lam = fd.Function(stepper.W)
-    ksp = PETSc.KSP().create(comm=stepper.W.mesh().comm)
+    lam = fd.Function(W)
+    ksp = PETSc.KSP().create(comm=W.mesh().comm)
     ksp.setOperators(J.petscmat)
     ksp.setType("preonly")
     pc = ksp.getPC()
@@ -52,38 +71,88 @@ def _adjoint_state(stepper: EnergyStableStepper, dL_du1: fd.Cofunction) -> fd.Fu
     return lam
 
 
-def backpropagate_step(stepper: EnergyStableStepper, dL_du1: fd.Cofunction) -> None:
-    r"""Accumulate :math:`dL/d\theta` of the last step into the model parameters' ``.grad``.
+def pullback_from_points(
+    rule: QuadratureRule, space: fd.FunctionSpace, values: torch.Tensor
+) -> fd.Cofunction:
+    r"""Apply the transpose of point sampling: ``g -> (sum_q g_q v_i(x_q))_i``.
 
-    Call it right after :meth:`~femeso.steppers.EnergyStableStepper.advance` (a step taken
-    without halvings, so that the converged system is the one of the whole step).
+    Parameters
+    ----------
+    rule
+        The quadrature rule whose points sampled the state.
+    space
+        The state space (scalar, or vector of ``k`` components).
+    values
+        ``(n_points, k)`` sensitivities with respect to the sampled values.
+
+    Returns
+    -------
+    firedrake.Cofunction
+        On the dual of ``space``. Implemented as ``assemble((g / w) v dx)`` with the rule's own
+        weights ``w``, which integrates to exactly the sum over the points.
+
+    """
+    k = values.shape[1]
+    scaled = (values / rule.weights[:, None]).detach()
+    v = components(fd.TestFunction(space), k)
+    form = 0
+    for i in range(k):
+        h = rule.function()
+        rule.assign(h, scaled[:, i])
+        form += h * v[i] * rule.dx
+    return fd.assemble(form)
+
+
+def accumulate_gradients(
+    parameters: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...], comm
+) -> None:
+    """Add per-rank gradient contributions, summed over the communicator, into ``.grad``."""
+    for p, g in zip(parameters, grads, strict=True):
+        g = torch.zeros_like(p) if g is None else g.detach()
+        if comm.size > 1:  # each rank holds the sum over its own quadrature points
+            g = torch.as_tensor(comm.allreduce(g.numpy(), op=MPI.SUM))
+        p.grad = g.clone() if p.grad is None else p.grad + g
+
+
+def step_vjp(
+    stepper: EnergyStableStepper, dL_du1: fd.Cofunction, *, wrt_state: bool = True
+) -> fd.Cofunction | None:
+    r"""Back-propagate through the converged step held by ``stepper``.
+
+    Accumulates :math:`dL/d\theta` into the model parameters' ``.grad`` (summed over MPI ranks)
+    and returns :math:`dL/du^n`.
 
     Parameters
     ----------
     stepper
-        The stepper, holding the converged step.
+        The stepper, holding a converged step: right after
+        :meth:`~femeso.steppers.EnergyStableStepper.advance` (a step taken without halvings) or
+        after :meth:`~femeso.steppers.EnergyStableStepper.restore`.
     dL_du1
-        The derivative of the loss with respect to the new state, a ``Cofunction`` on the dual
-        of the state space (e.g. ``assemble(inner(u1 - data, v) * dx)`` for
-        :math:`\frac12\|u^{n+1} - u_{data}\|^2_{L^2}`).
+        :math:`dL/du^{n+1}`, a ``Cofunction`` on the dual of the state space (e.g.
+        ``assemble(inner(u1 - data, v) * dx)`` for :math:`\frac12\|u^{n+1} - u_{data}\|^2`).
+    wrt_state
+        Also compute :math:`dL/du^n` (skip it for the last step of a chain).
+
+    Returns
+    -------
+    firedrake.Cofunction or None
+        :math:`dL/du^n` on the dual of the state space, or ``None`` without ``wrt_state``.
 
     """
-    if stepper.records and stepper.records[-1].halvings:
-        raise ValueError("backpropagate_step needs a step taken without halvings")
     if stepper.n_moments:
         raise NotImplementedError("adjoint of the nonlocal energy part is not implemented yet")
-    model, k = stepper.model, stepper.k
-    lam = _adjoint_state(stepper, dL_du1)
+    model, k, rule = stepper.model, stepper.k, stepper.model.rule
+    lam = adjoint_state(stepper.W, stepper.jacobian, stepper.bcs, dL_du1)
     residual_lambda = ufl.action(stepper.residual, lam)
 
     def sensitivity(coefficient: fd.Function) -> torch.Tensor:
         """``(dR/dP_q)^T lambda`` for a coefficient on the quadrature points."""
         cof = fd.assemble(fd.derivative(residual_lambda, coefficient))
-        shape = coefficient.ufl_shape
-        return torch.as_tensor(cof.dat.data_ro.copy()).reshape((-1,) + shape)
+        return torch.as_tensor(cof.dat.data_ro.copy()).reshape((-1,) + coefficient.ufl_shape)
 
     x = model.x
-    u0 = stepper._u0_t
+    u0 = stepper._u0_t.detach().clone().requires_grad_(wrt_state)
     u1 = torch.as_tensor(stepper._u1_q.dat.data_ro.reshape(-1, k).copy())
     total = torch.zeros((), dtype=u1.dtype)
     with torch.enable_grad():
@@ -108,11 +177,36 @@ def backpropagate_step(stepper: EnergyStableStepper, dL_du1: fd.Cofunction) -> N
             coefficient = w(x) if isinstance(w, SkewTransport) else w(x)[:, 0]
             total = total + (coefficient * sensitivity(target)).sum()
         parameters = [p for p in model.parameters() if p.requires_grad]
-        if parameters and total.requires_grad:
-            grads = torch.autograd.grad(-total, parameters, allow_unused=True)
-            comm = model.mesh.comm
-            for p, g in zip(parameters, grads, strict=True):
-                g = torch.zeros_like(p) if g is None else g.detach()
-                if comm.size > 1:  # each rank holds the sum over its own quadrature points
-                    g = torch.as_tensor(comm.allreduce(g.numpy(), op=MPI.SUM))
-                p.grad = g.clone() if p.grad is None else p.grad + g
+        inputs = parameters + ([u0] if wrt_state else [])
+        if inputs and total.requires_grad:
+            grads = torch.autograd.grad(-total, inputs, allow_unused=True)
+        else:
+            grads = (None,) * len(inputs)
+    accumulate_gradients(parameters, grads[: len(parameters)], model.mesh.comm)
+    if not wrt_state:
+        return None
+    dL_du0 = fd.assemble(fd.derivative(residual_lambda, stepper.u))
+    dL_du0.dat.data[...] *= -1
+    if grads[-1] is not None:
+        through_points = pullback_from_points(rule, model.space, grads[-1])
+        dL_du0.dat.data[...] += through_points.dat.data_ro
+    return dL_du0
+
+
+def backpropagate_step(stepper: EnergyStableStepper, dL_du1: fd.Cofunction) -> None:
+    r"""Accumulate :math:`dL/d\theta` of the last step into the model parameters' ``.grad``.
+
+    The single-step gradient of the paper's protocol (the gradient is cut between steps). Call it
+    right after :meth:`~femeso.steppers.EnergyStableStepper.advance`.
+
+    Parameters
+    ----------
+    stepper
+        The stepper, holding the converged step (taken without halvings).
+    dL_du1
+        :math:`dL/du^{n+1}` on the dual of the state space.
+
+    """
+    if stepper.records and stepper.records[-1].halvings:
+        raise ValueError("backpropagate_step needs a step taken without halvings")
+    step_vjp(stepper, dL_du1, wrt_state=False)

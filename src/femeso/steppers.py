@@ -466,6 +466,35 @@ class EnergyStableStepper:
         self._prepare_step()
         self._initial_mu()
 
+    def restore(self, u0: fd.Function, w1: fd.Function, dt: float | None = None) -> None:
+        """Put the stepper in the converged state of a step from ``u0`` to ``w1`` (for adjoints).
+
+        Parameters
+        ----------
+        u0
+            The state the step started from.
+        w1
+            The converged unknowns ``(u^{n+1}, mu)`` of the step (a copy of :attr:`w` taken
+            after :meth:`advance`).
+        dt
+            The step's size (default: :attr:`dt`).
+
+        """
+        if u0.function_space() != self.model.space or w1.function_space() != self.W:
+            raise ValueError("restore: u0 must live on the state space and w1 on the mixed space")
+        self._dt.assign(self.dt if dt is None else dt)
+        self.u.assign(u0)
+        self._prepare_step()
+        self.w.assign(w1)
+        with w1.dat.vec_ro as x:
+            self._update_pointwise(x)
+
+    def vjp(self, dL_du1: fd.Cofunction, *, wrt_state: bool = True) -> fd.Cofunction | None:
+        """Back-propagate dL/du1 through the held step (:func:`~femeso.adjoint.step_vjp`)."""
+        from femeso.adjoint import step_vjp
+
+        return step_vjp(self, dL_du1, wrt_state=wrt_state)
+
     def _update_pointwise(self, X) -> None:
         """Sample the SNES iterate; refresh pointwise values and derivatives once per iterate."""
         with self.w.dat.vec_wo as w_vec:
