@@ -1,51 +1,269 @@
-"""First learning test: one-step adjoint gradients fit a neural density to Allen-Cahn data."""
+"""Training: unrolled adjoint gradients, checkpoints and exact resume, validation, MPI."""
 
+import json
 import math
 
 import firedrake as fd
+import numpy as np
 import pytest
+import torch
 
 import femeso
 from femeso.data.generators import allen_cahn_model, generate_dataset
-from femeso.training import fit, one_step_pairs
+from femeso.training import (
+    Trainer,
+    TrainingConfig,
+    fit,
+    one_step_pairs,
+    window_loss_and_gradient,
+)
 
 
-def test_fit_lowers_the_one_step_loss_on_allen_cahn_data():
-    mesh = fd.PeriodicIntervalMesh(48, 2 * math.pi)
+def allen_cahn_data(comm=fd.COMM_WORLD, n_trajectories=2, n_frames=5):
+    mesh = fd.PeriodicIntervalMesh(48, 2 * math.pi, comm=comm)
     V = fd.FunctionSpace(mesh, "CG", 1)
-    data = generate_dataset(
+    return generate_dataset(
         V,
         lambda space: allen_cahn_model(space, epsilon=1.0),
-        n_trajectories=2,
-        n_frames=4,
+        n_trajectories=n_trajectories,
+        n_frames=n_frames,
         frame_dt=0.05,
         seed=0,
         substeps=2,
         progress=False,
         initial_condition=lambda V, seed: femeso.random_smooth_field(V, seed=seed, amplitude=1.2),
     )
+
+
+def neural_model(V, seed=0):
+    energy = femeso.Energy(femeso.CoerciveNeuralDensity(width=8, seed=seed), kappa=1.0)
+    return femeso.OnsagerModel(V, energy, mobility=femeso.LocalMobility(1.0))
+
+
+def flat_grad(model):
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+            for p in model.parameters()
+        ]
+    )
+
+
+def test_fit_lowers_the_one_step_loss_on_allen_cahn_data():
+    data = allen_cahn_data(n_frames=4)
     assert len(one_step_pairs(data)) == 8
-    energy = femeso.Energy(femeso.CoerciveNeuralDensity(width=8, seed=0), kappa=1.0)
-    model = femeso.OnsagerModel(V, energy, mobility=femeso.LocalMobility(1.0))
+    model = neural_model(data.space)
     history = fit(
         model,
         data,
         epochs=15,
         batch_size=4,
         progress=False,
-        optimizer=__import__("torch").optim.Adam(model.parameters(), lr=0.05),
+        optimizer=torch.optim.Adam(model.parameters(), lr=0.05),
     )
     assert history[-1] < 0.3 * history[0], history
 
 
+def test_unrolled_training_lowers_the_loss():
+    data = allen_cahn_data()
+    model = neural_model(data.space)
+    config = TrainingConfig(
+        iterations=12, batch_size=2, unroll=3, learning_rate=0.05, validate_every=0
+    )
+    history = Trainer(model, data, config=config, progress=False).run()
+    assert np.mean(history.losses[-3:]) < 0.2 * history.losses[0], history.losses
+
+
+def test_checkpoint_stride_gives_the_same_gradient_as_storing_every_state():
+    data = allen_cahn_data(n_trajectories=1, n_frames=7)
+    model = neural_model(data.space, seed=3)
+    window = data.trajectories[0].states
+    stepper = femeso.EnergyStableStepper(model, window[0], 0.05)
+    grads = {}
+    for stride in (1, 2, 4):
+        model.zero_grad()
+        loss, clean = window_loss_and_gradient(stepper, window, checkpoint_stride=stride)
+        assert clean
+        grads[stride] = flat_grad(model).clone()
+    assert float(grads[1].abs().max()) > 0
+    for stride in (2, 4):
+        assert torch.allclose(grads[stride], grads[1], rtol=1e-9, atol=1e-14), stride
+
+
+def test_cut_gradient_differs_from_the_full_gradient_and_equals_per_step_sums():
+    """'cut' is the paper's protocol: sum of one-step gradients from the model's own states."""
+    data = allen_cahn_data(n_trajectories=1, n_frames=2)
+    model = neural_model(data.space, seed=4)
+    window = data.trajectories[0].states
+    stepper = femeso.EnergyStableStepper(model, window[0], 0.05)
+    model.zero_grad()
+    window_loss_and_gradient(stepper, window, gradient="full")
+    full = flat_grad(model).clone()
+    model.zero_grad()
+    window_loss_and_gradient(stepper, window, gradient="cut")
+    cut = flat_grad(model).clone()
+    assert float((full - cut).norm()) > 1e-6 * float(full.norm())
+    # the cut gradient of step 2 alone is a one-step gradient from the model's state u_1
+    stepper.reset(window[0])
+    stepper.advance()
+    u1 = stepper.u.copy(deepcopy=True)
+    model.zero_grad()
+    window_loss_and_gradient(stepper, [window[0], window[1]], weight=0.5)
+    first = flat_grad(model).clone()
+    model.zero_grad()
+    window_loss_and_gradient(stepper, [u1, window[2]], weight=0.5)
+    second = flat_grad(model).clone()
+    assert torch.allclose(cut, first + second, rtol=1e-9, atol=1e-14)
+
+
+def test_resume_continues_exactly(tmp_path):
+    data = allen_cahn_data()
+    config = dict(batch_size=2, unroll=2, learning_rate=0.05, validate_every=2, checkpoint_every=3)
+    straight = neural_model(data.space)
+    reference = Trainer(
+        straight, data, data, TrainingConfig(iterations=6, **config), progress=False
+    ).run()
+    first = neural_model(data.space)
+    Trainer(
+        first,
+        data,
+        data,
+        TrainingConfig(iterations=3, **config),
+        directory=tmp_path,
+        progress=False,
+    ).run()
+    resumed_model = neural_model(data.space, seed=99)  # other initial values: all overwritten
+    resumed = Trainer(
+        resumed_model,
+        data,
+        data,
+        TrainingConfig(iterations=6, **config),
+        directory=tmp_path,
+        progress=False,
+    ).run(resume=True)
+    assert resumed.losses == reference.losses
+    assert resumed.best_iteration == reference.best_iteration
+    for a, b in zip(straight.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert len(saved["records"]) == 6
+    assert (tmp_path / "best_model.npz").exists()
+
+
+class Interrupting:
+    """A stepper factory whose steppers raise KeyboardInterrupt at the n-th step overall."""
+
+    def __init__(self, model, n):
+        self.model, self.n, self.count = model, n, 0
+
+    def __call__(self, u0, dt):
+        stepper = femeso.EnergyStableStepper(self.model, u0, dt)
+        advance = stepper.advance
+
+        def counted():
+            self.count += 1
+            if self.count == self.n:
+                raise KeyboardInterrupt
+            return advance()
+
+        stepper.advance = counted
+        return stepper
+
+
+def test_a_crash_keeps_the_last_completed_iteration_and_resumes_exactly(tmp_path):
+    data = allen_cahn_data()
+    config = TrainingConfig(
+        iterations=5,
+        batch_size=2,
+        unroll=2,
+        learning_rate=0.05,
+        validate_every=0,
+        checkpoint_every=0,
+    )
+    straight = neural_model(data.space)
+    reference = Trainer(straight, data, config=config, progress=False).run()
+    model = neural_model(data.space)
+    crashing = Trainer(
+        model,
+        data,
+        config=config,
+        directory=tmp_path,
+        progress=False,
+        make_stepper=Interrupting(model, n=15),  # 4 steps per iteration: dies in iteration 4
+    )
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run()
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] == 3
+    resumed_model = neural_model(data.space, seed=5)
+    resumed = Trainer(resumed_model, data, config=config, directory=tmp_path, progress=False).run(
+        resume=True
+    )
+    assert resumed.losses == reference.losses
+    for a, b in zip(straight.parameters(), resumed_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    data = allen_cahn_data(n_trajectories=1, n_frames=3)
+    base = dict(iterations=1, batch_size=1, validate_every=0)
+    Trainer(
+        neural_model(data.space),
+        data,
+        config=TrainingConfig(**base),
+        directory=tmp_path,
+        progress=False,
+    ).run()
+    other = Trainer(
+        neural_model(data.space),
+        data,
+        config=TrainingConfig(**base, learning_rate=0.5),
+        directory=tmp_path,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="other settings.*learning_rate"):
+        other.run(resume=True)
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"iterations": 0}, "iterations must be an integer >= 1"),
+        ({"unroll": 1.5}, "unroll must be an integer"),
+        ({"norm": "L1"}, "norm must be one of"),
+        ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+        ({"learning_rate": -1.0}, "learning_rate must be a number > 0"),
+        ({"gradient": "truncated"}, "gradient must be one of"),
+    ],
+)
+def test_bad_training_settings_are_rejected(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**settings)
+
+
+def test_trainer_rejects_data_without_windows():
+    data = allen_cahn_data(n_trajectories=1, n_frames=2)
+    with pytest.raises(ValueError, match="no window of 3 uniform step"):
+        Trainer(neural_model(data.space), data, config=TrainingConfig(unroll=3), progress=False)
+
+
 def test_fit_rejects_bad_arguments():
-    mesh = fd.PeriodicIntervalMesh(8, 1.0)
-    V = fd.FunctionSpace(mesh, "CG", 1)
-    model = femeso.OnsagerModel(
-        V, femeso.Energy(femeso.CoerciveNeuralDensity()), mobility=femeso.LocalMobility(1.0)
-    )
-    data = generate_dataset(
-        V, allen_cahn_model, n_trajectories=1, n_frames=1, frame_dt=1e-3, seed=0, progress=False
-    )
+    data = allen_cahn_data(n_trajectories=1, n_frames=2)
     with pytest.raises(ValueError, match="epochs >= 1"):
-        fit(model, data, epochs=0)
+        fit(neural_model(data.space), data, epochs=0)
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_parallel_training_gives_the_serial_loss_history():
+    """The distributed run and a serial run of the same problem on each rank agree."""
+    config = TrainingConfig(
+        iterations=4, batch_size=2, unroll=2, learning_rate=0.05, validate_every=2
+    )
+    histories = []
+    for comm in (fd.COMM_WORLD, fd.COMM_SELF):
+        data = allen_cahn_data(comm=comm)
+        model = neural_model(data.space)
+        histories.append(Trainer(model, data, data, config=config, progress=False).run())
+    parallel, serial = histories
+    np.testing.assert_allclose(parallel.losses, serial.losses, rtol=1e-8)
+    np.testing.assert_allclose(parallel.best_validation, serial.best_validation, rtol=1e-8)

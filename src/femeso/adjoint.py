@@ -35,40 +35,77 @@ from femeso.mobilities import SkewTransport
 from femeso.quadrature import QuadratureRule
 from femeso.steppers import EnergyStableStepper
 
-__all__ = ["accumulate_gradients", "backpropagate_step", "pullback_from_points", "step_vjp"]
+__all__ = [
+    "accumulate_gradients",
+    "adjoint_forms",
+    "backpropagate_step",
+    "pullback_from_points",
+    "step_vjp",
+]
 
 
-def adjoint_state(W: fd.FunctionSpace, jacobian, bcs, dL_du1: fd.Cofunction) -> fd.Function:
-    """Solve ``J^T lambda = (dL/du1, 0)`` at a converged step (MUMPS LU).
+class _AdjointForms:
+    """The forms of a stepper's adjoint, built once: the adjoint state and its solver live here."""
 
-    Parameters
-    ----------
-    W
-        The mixed space of the step's unknowns; ``dL_du1`` goes into its first block.
-    jacobian
-        The Jacobian form at the converged step.
-    bcs
-        Dirichlet conditions of the step (their rows carry no sensitivity).
-    dL_du1
-        The derivative of the loss with respect to the new state.
+    def __init__(self, stepper) -> None:
+        self.W = stepper.W
+        self.lam = fd.Function(self.W, name="adjoint")
+        self.rhs = fd.Cofunction(self.W.dual())
+        self.residual_lambda = ufl.action(stepper.residual, self.lam)
+        self.sensitivities: dict[fd.Function, tuple[ufl.Form, fd.Cofunction]] = {}
+        self.direct = fd.derivative(self.residual_lambda, stepper.u)
+        self.jacobian = stepper.jacobian
+        self.bcs = stepper.bcs
+        rule, k = stepper.model.rule, stepper.k
+        self.rule = rule
+        self.points = [rule.function() for _ in range(k)]
+        v = components(fd.TestFunction(stepper.model.space), k)
+        self.pullback = sum(h * v[i] * rule.dx for i, h in enumerate(self.points))
+        self.matrix = None
+        self.ksp = PETSc.KSP().create(comm=self.W.mesh().comm)
+        self.ksp.setType("preonly")
+        pc = self.ksp.getPC()
+        pc.setType("lu")
+        pc.setFactorSolverType("mumps")
 
-    """
-    J = fd.assemble(jacobian, bcs=bcs, mat_type="aij")
-    rhs = fd.Cofunction(W.dual())
-    rhs.subfunctions[0].assign(dL_du1)
-    for bc in bcs:
-        bc.zero(rhs)
-    lam = fd.Function(W)
-    ksp = PETSc.KSP().create(comm=W.mesh().comm)
-    ksp.setOperators(J.petscmat)
-    ksp.setType("preonly")
-    pc = ksp.getPC()
-    pc.setType("lu")
-    pc.setFactorSolverType("mumps")
-    with rhs.dat.vec_ro as b, lam.dat.vec_wo as x:
-        ksp.solveTranspose(b, x)
-    ksp.destroy()
-    return lam
+    def solve(self, dL_du1: fd.Cofunction) -> fd.Function:
+        """Solve ``J^T lambda = (dL/du1, 0)`` at the converged step (MUMPS LU)."""
+        self.matrix = fd.assemble(self.jacobian, bcs=self.bcs, mat_type="aij", tensor=self.matrix)
+        self.rhs.dat.zero()
+        self.rhs.subfunctions[0].assign(dL_du1)
+        for bc in self.bcs:  # no sensitivity through constrained values
+            bc.zero(self.rhs)
+        self.ksp.setOperators(self.matrix.petscmat)
+        with self.rhs.dat.vec_ro as b, self.lam.dat.vec_wo as x:
+            self.ksp.solveTranspose(b, x)
+        return self.lam
+
+    def sensitivity(self, coefficient: fd.Function) -> torch.Tensor:
+        """``(dR/dP_q)^T lambda`` for a coefficient on the quadrature points."""
+        if coefficient not in self.sensitivities:
+            form = fd.derivative(self.residual_lambda, coefficient)
+            self.sensitivities[coefficient] = (
+                form,
+                fd.Cofunction(coefficient.function_space().dual()),
+            )
+        form, tensor = self.sensitivities[coefficient]
+        fd.assemble(form, tensor=tensor)
+        return torch.as_tensor(tensor.dat.data_ro.copy()).reshape((-1,) + coefficient.ufl_shape)
+
+    def pull_back(self, values: torch.Tensor) -> fd.Cofunction:
+        """:func:`pullback_from_points` with forms built once."""
+        scaled = (values / self.rule.weights[:, None]).detach()
+        for i, h in enumerate(self.points):
+            self.rule.assign(h, scaled[:, i])
+        return fd.assemble(self.pullback)
+
+
+def adjoint_forms(stepper) -> _AdjointForms:
+    """Return the stepper's adjoint forms, built on first use."""
+    forms = getattr(stepper, "_adjoint_forms", None)
+    if forms is None:
+        forms = stepper._adjoint_forms = _AdjointForms(stepper)
+    return forms
 
 
 def pullback_from_points(
@@ -142,14 +179,10 @@ def step_vjp(
     """
     if stepper.n_moments:
         raise NotImplementedError("adjoint of the nonlocal energy part is not implemented yet")
-    model, k, rule = stepper.model, stepper.k, stepper.model.rule
-    lam = adjoint_state(stepper.W, stepper.jacobian, stepper.bcs, dL_du1)
-    residual_lambda = ufl.action(stepper.residual, lam)
-
-    def sensitivity(coefficient: fd.Function) -> torch.Tensor:
-        """``(dR/dP_q)^T lambda`` for a coefficient on the quadrature points."""
-        cof = fd.assemble(fd.derivative(residual_lambda, coefficient))
-        return torch.as_tensor(cof.dat.data_ro.copy()).reshape((-1,) + coefficient.ufl_shape)
+    model, k = stepper.model, stepper.k
+    forms = adjoint_forms(stepper)
+    forms.solve(dL_du1)
+    sensitivity = forms.sensitivity
 
     x = model.x
     u0 = stepper._u0_t.detach().clone().requires_grad_(wrt_state)
@@ -185,10 +218,10 @@ def step_vjp(
     accumulate_gradients(parameters, grads[: len(parameters)], model.mesh.comm)
     if not wrt_state:
         return None
-    dL_du0 = fd.assemble(fd.derivative(residual_lambda, stepper.u))
+    dL_du0 = fd.assemble(forms.direct)
     dL_du0.dat.data[...] *= -1
     if grads[-1] is not None:
-        through_points = pullback_from_points(rule, model.space, grads[-1])
+        through_points = forms.pull_back(grads[-1])
         dL_du0.dat.data[...] += through_points.dat.data_ro
     return dL_du0
 

@@ -1,28 +1,139 @@
-"""Fitting a model to trajectory data with one-step losses (the paper's protocol, first cut).
+r"""Fitting a model to trajectory data: unrolled windows, discrete adjoints, PyTorch optimisers.
 
-Each training pair is a data state :math:`u_k` and the next one :math:`u_{k+1}`, a time ``dt``
-apart. The model takes one energy-stable step from :math:`u_k`; the loss is the squared
-:math:`L^2` mismatch relative to the data norm, summed over a minibatch. Gradients come from the
-discrete adjoint (:func:`femeso.adjoint.backpropagate_step`) into the parameters' ``.grad``,
-so any PyTorch optimiser and scheduler applies. The gradient is cut between steps, as in the paper.
+A training *window* is a data state :math:`d_0` and the next ``unroll`` states
+:math:`d_1, \dots, d_K` of the same trajectory, a step ``dt`` apart. The model takes ``K`` implicit
+steps from :math:`d_0`; the window's loss is the mean relative squared mismatch
 
-Not yet here (see the learning issue): unrolled multi-step losses, checkpoints and resume,
-validation and the command line.
+.. math:: \ell = \frac1K \sum_{j=1}^K \frac{\|u_j - d_j\|_X^2}{\|d_j\|_X^2}
+
+in :math:`X = L^2` (default) or :math:`H^1`, and a minibatch's loss is the mean over its windows.
+Gradients come from the discrete adjoint (:func:`femeso.adjoint.step_vjp`) chained backwards over
+the window -- the full gradient of the unrolled loss, or with ``gradient="cut"`` the paper's
+protocol, where each step's loss is differentiated through that step only. Long windows can
+store only every ``checkpoint_stride``-th state and recompute the rest in the reverse sweep
+(memory ``K/s + s`` states instead of ``K``, one extra forward solve per step).
+
+:class:`Trainer` runs the loop: seeded minibatches, any ``torch.optim`` optimiser and scheduler,
+validation and the best model, atomic checkpoints every ``checkpoint_every`` iterations and on a
+crash, and an exact :meth:`Trainer.run` ``(resume=True)``. Under ``mpiexec`` every rank computes
+the same losses and gradients (assembled and summed over the distributed mesh).
 """
 
 from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import firedrake as fd
 import numpy as np
 import torch
 
 from femeso._log import logger
-from femeso.adjoint import backpropagate_step
 from femeso.data.trajectories import Dataset
-from femeso.hypothesis import OnsagerModel
-from femeso.steppers import EnergyStableStepper
+from femeso.steppers import EnergyStableStepper, StepFailure
 
-__all__ = ["fit", "one_step_pairs"]
+__all__ = [
+    "Trainer",
+    "TrainingConfig",
+    "fit",
+    "one_step_pairs",
+    "window_loss",
+    "window_loss_and_gradient",
+]
+
+NORMS = ("L2", "H1")
+GRADIENTS = ("full", "cut")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
+
+
+@dataclass
+class TrainingConfig:
+    """What :class:`Trainer` does; every field is validated on construction.
+
+    Attributes
+    ----------
+    iterations
+        Optimiser steps in total (a resumed run continues up to this number).
+    batch_size
+        Windows per minibatch (drawn without replacement; all windows if fewer).
+    unroll
+        Steps per window (the paper: 3-5).
+    norm
+        ``"L2"`` or ``"H1"``: the norm of the mismatch.
+    gradient
+        ``"full"`` (the exact gradient of the unrolled loss) or ``"cut"`` (each step's loss
+        through that step only, the paper's protocol).
+    checkpoint_stride
+        Store every ``s``-th state of a window in the forward sweep and recompute the others in
+        the reverse sweep; 1 stores all.
+    optimizer, learning_rate, weight_decay
+        ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"lbfgs"`` (full-batch quasi-Newton; one closure
+        evaluation per line-search step), and its settings.
+    lr_decay
+        Multiply the learning rate by this factor over the whole run (exponential schedule; 1 is
+        constant).
+    gradient_clip
+        Clip the gradient's norm to this value (0: off).
+    validate_every
+        Evaluate the validation windows every this many iterations (0: never).
+    validation_windows
+        At most this many validation windows (a fixed, seeded choice).
+    checkpoint_every
+        Write a checkpoint every this many iterations (0: only at the end and on a crash).
+    seed
+        Seed of the minibatch draws (iteration ``i`` draws with ``default_rng([seed, i])``).
+
+    """
+
+    iterations: int = 100
+    batch_size: int = 8
+    unroll: int = 1
+    norm: str = "L2"
+    gradient: str = "full"
+    checkpoint_stride: int = 1
+    optimizer: str = "adam"
+    learning_rate: float = 1e-2
+    weight_decay: float = 0.0
+    lr_decay: float = 1.0
+    gradient_clip: float = 0.0
+    validate_every: int = 10
+    validation_windows: int = 16
+    checkpoint_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("iterations", "batch_size", "unroll", "checkpoint_stride")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"training.{name} must be an integer >= 1, got {value!r}")
+        for name in ("validate_every", "validation_windows", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"training.{name} must be an integer >= 0, got {value!r}")
+        for name, allowed in (
+            ("norm", NORMS),
+            ("gradient", GRADIENTS),
+            ("optimizer", OPTIMIZERS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"training.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        for name, low in (("learning_rate", 0.0), ("lr_decay", 0.0)):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= low:
+                raise ValueError(f"training.{name} must be a number > {low}, got {value!r}")
+        for name in ("weight_decay", "gradient_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"training.{name} must be a number >= 0, got {value!r}")
 
 
 def one_step_pairs(dataset: Dataset) -> list[tuple[fd.Function, fd.Function, float]]:
@@ -36,8 +147,549 @@ def one_step_pairs(dataset: Dataset) -> list[tuple[fd.Function, fd.Function, flo
     return pairs
 
 
+def windows_of(dataset: Dataset, unroll: int) -> list[tuple[int, int]]:
+    """Return ``(trajectory, start)`` of every window of ``unroll`` steps with a uniform step."""
+    windows = []
+    for i, traj in enumerate(dataset.trajectories):
+        steps = np.diff(traj.times)
+        for start in range(len(traj.times) - unroll):
+            chunk = steps[start : start + unroll]
+            if np.allclose(chunk, chunk[0], rtol=1e-9, atol=0):
+                windows.append((i, start))
+    return windows
+
+
+class _Mismatch:
+    """Relative squared mismatch ``||u - d||^2 / ||d||^2`` in L2 or H1, and its derivative.
+
+    The forms are built once on work copies of ``u`` and ``d`` (assembling a fresh form costs
+    its symbolic preprocessing every time).
+    """
+
+    def __init__(self, space: fd.FunctionSpace, norm: str) -> None:
+        self.norm = norm
+        self.u, self.d = fd.Function(space), fd.Function(space)
+        error = self.u - self.d
+        self.scale_form = self._inner(self.d, self.d)
+        self.error_form = self._inner(error, error)
+        self.factor = fd.Function(fd.FunctionSpace(space.mesh(), "R", 0))
+        self.derivative_form = self._inner(2 * self.factor * error, fd.TestFunction(space))
+
+    def _inner(self, a: Any, b: Any) -> Any:
+        value = fd.inner(a, b) * fd.dx
+        if self.norm == "H1":
+            value += fd.inner(fd.grad(a), fd.grad(b)) * fd.dx
+        return value
+
+    def value(self, u: fd.Function, d: fd.Function) -> float:
+        """Return the relative squared mismatch."""
+        self.u.assign(u)
+        self.d.assign(d)
+        return fd.assemble(self.error_form) / fd.assemble(self.scale_form)
+
+    def derivative(self, u: fd.Function, d: fd.Function, factor: float) -> fd.Cofunction:
+        """Return ``factor * d/du ||u - d||^2 / ||d||^2``."""
+        self.u.assign(u)
+        self.d.assign(d)
+        self.factor.assign(factor / fd.assemble(self.scale_form))
+        return fd.assemble(self.derivative_form)
+
+
+_MISMATCH: dict[tuple[Any, str], _Mismatch] = {}
+
+
+def _mismatch(space: fd.FunctionSpace, norm: str) -> _Mismatch:
+    key = (space, norm)
+    if key not in _MISMATCH:
+        _MISMATCH[key] = _Mismatch(space, norm)
+    return _MISMATCH[key]
+
+
+def window_loss(stepper, data: list[fd.Function], *, norm: str = "L2") -> tuple[float, bool]:
+    """Roll out over a window; return its loss (no gradient) and whether no step needed halving.
+
+    Parameters
+    ----------
+    stepper
+        A stepper (:class:`~femeso.steppers.EnergyStableStepper` or the black-box baseline's) at
+        the window's step size.
+    data
+        The window's data states ``d_0, ..., d_K``.
+    norm
+        ``"L2"`` or ``"H1"``.
+
+    """
+    mismatch = _mismatch(stepper.model.space, norm)
+    stepper.reset(data[0])
+    total, clean = 0.0, True
+    for target in data[1:]:
+        record = stepper.advance()
+        clean = clean and record.halvings == 0
+        total += mismatch.value(stepper.u, target)
+    return total / (len(data) - 1), clean
+
+
+def window_loss_and_gradient(
+    stepper,
+    data: list[fd.Function],
+    *,
+    norm: str = "L2",
+    gradient: str = "full",
+    checkpoint_stride: int = 1,
+    weight: float = 1.0,
+) -> tuple[float, bool]:
+    r"""Return a window's loss and add ``weight`` times its parameter gradient into ``.grad``.
+
+    Parameters
+    ----------
+    stepper
+        A stepper with the adjoint protocol (``restore``, ``vjp``) at the window's step.
+    data
+        The window's data states ``d_0, ..., d_K``.
+    norm, gradient, checkpoint_stride
+        See :class:`TrainingConfig`.
+    weight
+        Factor of the gradient (e.g. ``1 / batch size`` for a mean over windows).
+
+    Returns
+    -------
+    loss, clean
+        The window's loss; ``clean`` is False when a step needed halvings, in which case no
+        gradient was accumulated (the converged systems are not those of whole steps).
+
+    """
+    K = len(data) - 1
+    mismatch = _mismatch(stepper.model.space, norm)
+    stride = max(1, checkpoint_stride)
+    stored: dict[int, fd.Function] = {}  # start states of the steps kept in the forward sweep
+    unknowns: dict[int, fd.Function] = {}
+    stepper.reset(data[0])
+    total, clean = 0.0, True
+    for j in range(K):
+        if j % stride == 0:
+            stored[j] = stepper.u.copy(deepcopy=True)
+        record = stepper.advance()
+        clean = clean and record.halvings == 0
+        if stride == 1:
+            unknowns[j] = stepper.w.copy(deepcopy=True)
+        total += mismatch.value(stepper.u, data[j + 1])
+    loss = total / K
+    if not clean:
+        return loss, False
+    factor = weight / K
+    adjoint: fd.Cofunction | None = None
+    for segment_start in reversed(range(0, K, stride)):
+        segment = range(segment_start, min(segment_start + stride, K))
+        if stride > 1:  # recompute the segment's steps from its stored start state
+            unknowns = {}
+            stepper.reset(stored[segment_start])
+            for j in segment:
+                record = stepper.advance()
+                if record.halvings:
+                    logger.debug("window recompute needed halvings; gradient skipped")
+                    return loss, False
+                unknowns[j] = stepper.w.copy(deepcopy=True)
+        for j in reversed(segment):
+            u_next = unknowns[j].subfunctions[0]
+            seed = mismatch.derivative(u_next, data[j + 1], factor)
+            if adjoint is not None and gradient == "full":
+                seed.dat.data[...] += adjoint.dat.data_ro
+            start = stored[j] if j in stored else unknowns[j - 1].subfunctions[0]
+            stepper.restore(start, unknowns[j])
+            adjoint = stepper.vjp(seed, wrt_state=gradient == "full" and j > 0)
+    return loss, True
+
+
+@dataclass
+class IterationRecord:
+    """One optimiser step of a :class:`Trainer`."""
+
+    iteration: int
+    loss: float
+    validation: float | None
+    seconds: float
+    skipped: int
+    learning_rate: float
+
+
+@dataclass
+class TrainingHistory:
+    """Records of every iteration and the best validation result so far."""
+
+    records: list[IterationRecord] = field(default_factory=list)
+    best_validation: float = math.inf
+    best_iteration: int = -1
+
+    @property
+    def losses(self) -> list[float]:
+        """Minibatch loss of every iteration."""
+        return [r.loss for r in self.records]
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return {
+            "records": [asdict(r) for r in self.records],
+            "best_validation": self.best_validation,
+            "best_iteration": self.best_iteration,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingHistory:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            [IterationRecord(**r) for r in data["records"]],
+            float(data["best_validation"]),
+            int(data["best_iteration"]),
+        )
+
+
+StepperFactory = Callable[[fd.Function, float], Any]
+
+
+class Trainer:
+    """Fit a model (Onsager or black-box) to trajectory data with adjoint gradients.
+
+    Parameters
+    ----------
+    model
+        A ``torch.nn.Module`` with ``space`` and ``mesh`` (an
+        :class:`~femeso.hypothesis.OnsagerModel` or :class:`~femeso.baseline.BlackBoxModel`).
+    train, validation
+        Datasets on the model's space; ``validation`` may be ``None``.
+    config
+        A :class:`TrainingConfig`.
+    make_stepper
+        ``make_stepper(u0, dt)`` returns a stepper for the model; default
+        ``EnergyStableStepper(model, u0, dt, solver_parameters=solver_parameters)``.
+    directory
+        Where checkpoints (``checkpoint.pt``), the best model and ``history.json`` go; ``None``
+        keeps nothing on disk.
+    solver_parameters
+        PETSc options of the default stepper.
+    progress
+        Show a progress bar with the loss and the ETA (rank 0).
+
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train: Dataset,
+        validation: Dataset | None = None,
+        config: TrainingConfig | None = None,
+        *,
+        make_stepper: StepperFactory | None = None,
+        directory: str | Path | None = None,
+        solver_parameters: dict | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.config = config or TrainingConfig()
+        for name, data in (("train", train), ("validation", validation)):
+            if data is not None and data.space != model.space:
+                raise ValueError(f"the {name} data and the model must share one function space")
+        self.train, self.validation = train, validation
+        self.windows = windows_of(train, self.config.unroll)
+        if not self.windows:
+            raise ValueError(
+                f"the training data has no window of {self.config.unroll} uniform step(s)"
+            )
+        self.validation_windows: list[tuple[int, int]] = []
+        if validation is not None and self.config.validate_every:
+            candidates = windows_of(validation, self.config.unroll)
+            rng = np.random.default_rng([self.config.seed, 7919])
+            chosen = rng.permutation(len(candidates))[: self.config.validation_windows]
+            self.validation_windows = [candidates[i] for i in sorted(chosen)]
+        self._make_stepper = make_stepper or (
+            lambda u0, dt: EnergyStableStepper(model, u0, dt, solver_parameters=solver_parameters)
+        )
+        self._steppers: dict[float, Any] = {}
+        self.directory = Path(directory) if directory is not None else None
+        self.progress = progress
+        self.comm = model.mesh.comm
+        self.optimizer = self._build_optimizer()
+        gamma = self.config.lr_decay ** (1.0 / self.config.iterations)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
+        self.history = TrainingHistory()
+        self.iteration = 0
+        self.timings = {"forward_and_adjoint": 0.0, "optimizer": 0.0, "validation": 0.0}
+
+    # ------------------------------------------------------------------ set-up
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        return torch.optim.LBFGS(
+            params, lr=c.learning_rate, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
+        )
+
+    def _stepper(self, u0: fd.Function, dt: float):
+        key = round(dt, 12)
+        if key not in self._steppers:
+            self._steppers[key] = self._make_stepper(u0, dt)
+        return self._steppers[key]
+
+    @staticmethod
+    def _window_data(dataset: Dataset, window: tuple[int, int], unroll: int):
+        traj = dataset.trajectories[window[0]]
+        start = window[1]
+        dt = float(traj.times[start + 1] - traj.times[start])
+        return traj.states[start : start + unroll + 1], dt
+
+    # ------------------------------------------------------------------ one iteration
+    def batch(self, iteration: int) -> list[tuple[int, int]]:
+        """Return the windows of an iteration (a function of the seed and the iteration only)."""
+        rng = np.random.default_rng([self.config.seed, iteration])
+        n = len(self.windows)
+        chosen = rng.choice(n, size=min(self.config.batch_size, n), replace=False)
+        return [self.windows[i] for i in chosen]
+
+    def loss_and_gradient(self, windows: list[tuple[int, int]]) -> tuple[float, int]:
+        """Zero the gradients, then return the mean window loss and the number of skipped windows.
+
+        The gradient of the mean over the windows that completed without halvings is left in
+        the parameters' ``.grad``.
+        """
+        c = self.config
+        self.optimizer.zero_grad()
+        losses, skipped = [], 0
+        for window in windows:
+            data, dt = self._window_data(self.train, window, c.unroll)
+            stepper = self._stepper(data[0], dt)
+            try:
+                loss, clean = window_loss_and_gradient(
+                    stepper,
+                    data,
+                    norm=c.norm,
+                    gradient=c.gradient,
+                    checkpoint_stride=c.checkpoint_stride,
+                    weight=1.0 / len(windows),
+                )
+            except StepFailure as exc:
+                logger.warning("window %s: %s; skipped", window, exc)
+                skipped += 1
+                continue
+            losses.append(loss)
+            skipped += not clean
+        if not losses:
+            raise StepFailure("every window of the minibatch failed")
+        if skipped and skipped < len(windows):  # the mean over the windows that gave gradients
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad *= len(windows) / (len(windows) - skipped)
+        return float(np.mean(losses)), skipped
+
+    def validate(self) -> float:
+        """Return the mean loss over the validation windows (forward only)."""
+        losses = []
+        for window in self.validation_windows:
+            data, dt = self._window_data(self.validation, window, self.config.unroll)
+            try:
+                stepper = self._stepper(data[0], dt)
+                losses.append(window_loss(stepper, data, norm=self.config.norm)[0])
+            except StepFailure:
+                losses.append(math.inf)
+        return float(np.mean(losses)) if losses else math.nan
+
+    def step(self) -> IterationRecord:
+        """Take one optimiser step (iteration ``self.iteration + 1``) and record it."""
+        c = self.config
+        t0 = time.perf_counter()
+        windows = self.batch(self.iteration + 1)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        result: dict[str, Any] = {}
+
+        def closure() -> torch.Tensor:
+            loss, skipped = self.loss_and_gradient(windows)
+            if c.gradient_clip:
+                torch.nn.utils.clip_grad_norm_(params, c.gradient_clip)
+            result.setdefault("loss", loss)
+            result["skipped"] = skipped
+            return torch.tensor(loss, dtype=torch.float64)
+
+        if c.optimizer == "lbfgs":
+            self.optimizer.step(closure)
+        else:
+            closure()
+            t1 = time.perf_counter()
+            self.optimizer.step()
+            self.timings["optimizer"] += time.perf_counter() - t1
+        self.scheduler.step()
+        self.iteration += 1
+        validation = None
+        if self.validation_windows and c.validate_every and self.iteration % c.validate_every == 0:
+            t1 = time.perf_counter()
+            validation = self.validate()
+            self.timings["validation"] += time.perf_counter() - t1
+            if validation < self.history.best_validation:
+                self.history.best_validation, self.history.best_iteration = (
+                    validation,
+                    self.iteration,
+                )
+                self._save_best()
+        record = IterationRecord(
+            iteration=self.iteration,
+            loss=result["loss"],
+            validation=validation,
+            seconds=time.perf_counter() - t0,
+            skipped=result["skipped"],
+            learning_rate=self.optimizer.param_groups[0]["lr"],
+        )
+        self.timings["forward_and_adjoint"] += record.seconds
+        self.history.records.append(record)
+        return record
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, *, resume: bool = False) -> TrainingHistory:
+        """Train up to ``config.iterations`` iterations; returns the history.
+
+        Parameters
+        ----------
+        resume
+            Continue from ``directory/checkpoint.pt`` exactly where it stopped (parameters,
+            optimiser and scheduler state, iteration, history; minibatches are a function of the
+            seed and the iteration). Without a checkpoint, start from scratch.
+
+        """
+        if resume:
+            if self.directory is None:
+                raise ValueError("resume needs a checkpoint directory")
+            if self.checkpoint_path.exists():
+                self.load_checkpoint(self.checkpoint_path)
+            else:
+                logger.info("no checkpoint in %s: starting from scratch", self.directory)
+        c = self.config
+        bar = None
+        if self.progress and self.comm.rank == 0 and self.iteration < c.iterations:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=c.iterations, initial=self.iteration, desc="femeso train", unit="it")
+        try:
+            while self.iteration < c.iterations:
+                record = self.step()
+                if bar is not None:
+                    postfix = {"loss": f"{record.loss:.3e}"}
+                    if self.history.best_iteration > 0:
+                        postfix["val"] = f"{self.history.best_validation:.3e}"
+                    bar.set_postfix(postfix, refresh=False)
+                    bar.update()
+                if (
+                    self.directory is not None
+                    and c.checkpoint_every
+                    and self.iteration % c.checkpoint_every == 0
+                ):
+                    self.save_checkpoint()
+        except BaseException:
+            # nothing lost on a crash or Ctrl-C: the last completed iteration is kept
+            if self.directory is not None and self.history.records:
+                self.save_checkpoint()
+                logger.warning(
+                    "training stopped at iteration %d; checkpoint in %s (resume with resume=True)",
+                    self.iteration,
+                    self.checkpoint_path,
+                )
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.directory is not None:
+            self.save_checkpoint()
+        if self.history.records:
+            first, last = self.history.records[0], self.history.records[-1]
+            logger.info(
+                "train: loss %.3e -> %.3e over %d iterations%s",
+                first.loss,
+                last.loss,
+                self.iteration,
+                f"; best validation {self.history.best_validation:.3e} at iteration "
+                f"{self.history.best_iteration}"
+                if self.history.best_iteration > 0
+                else "",
+            )
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        """``directory/checkpoint.pt``."""
+        if self.directory is None:
+            raise ValueError("this trainer has no directory")
+        return self.directory / "checkpoint.pt"
+
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs (tensors and plain Python values only)."""
+        return {
+            "format": "femeso-checkpoint-1",
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "config": asdict(self.config),
+            "history": json.dumps(self.history.to_dict()),
+            "best_model": getattr(self, "_best_state", None),
+        }
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write :meth:`state_dict` atomically (rank 0) and the history as JSON beside it."""
+        path = Path(path) if path is not None else self.checkpoint_path
+        if self.comm.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, path)
+            history = path.with_name("history.json")
+            tmp = history.with_name(f".{history.name}.tmp")
+            tmp.write_text(json.dumps(self.history.to_dict(), indent=1))
+            os.replace(tmp, history)
+        self.comm.barrier()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a :meth:`save_checkpoint` (same configuration but for ``iterations``)."""
+        state = torch.load(path, weights_only=True)
+        if state.get("format") != "femeso-checkpoint-1":
+            raise ValueError(f"{path}: not a femeso training checkpoint")
+        saved = dict(state["config"])
+        mine = asdict(self.config)
+        saved.pop("iterations"), mine.pop("iterations")
+        if saved != mine:
+            changed = sorted(k for k in mine if saved.get(k) != mine[k])
+            raise ValueError(f"{path}: the checkpoint was written with other settings: {changed}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration = int(state["iteration"])
+        self.history = TrainingHistory.from_dict(json.loads(state["history"]))
+        self._best_state = state["best_model"]
+        self._steppers.clear()
+        logger.info("resumed from %s at iteration %d", path, self.iteration)
+
+    def _save_best(self) -> None:
+        self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.directory is not None and hasattr(self.model, "save"):
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.model.save(self.directory / "best_model.npz")
+
+    def load_best(self) -> bool:
+        """Load the best-on-validation parameters into the model; False when there are none."""
+        best = getattr(self, "_best_state", None)
+        if best is None:
+            return False
+        self.model.load_state_dict(best)
+        return True
+
+
 def fit(
-    model: OnsagerModel,
+    model: torch.nn.Module,
     dataset: Dataset,
     *,
     epochs: int,
@@ -47,75 +699,37 @@ def fit(
     progress: bool = True,
     solver_parameters: dict | None = None,
 ) -> list[float]:
-    """Fit the model's parameters to one-step transitions of a dataset.
+    """Fit one-step transitions with the paper's protocol (kept for scripts; see :class:`Trainer`).
 
-    Parameters
-    ----------
-    model
-        The model (on the dataset's space).
-    dataset
-        Training trajectories.
-    epochs, batch_size
-        Passes over all one-step pairs, and pairs per optimiser step.
-    optimizer
-        Default: ``torch.optim.Adam(model.parameters(), lr=1e-2)``.
-    seed
-        Seed of the minibatch shuffling.
-    progress
-        Show a progress bar (rank 0).
-    solver_parameters
-        PETSc options of the stepper.
-
-    Returns
-    -------
-    list of float
-        The mean loss of each epoch.
-
+    Returns the mean loss of each epoch (a pass over all one-step pairs in seeded order).
     """
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"fit needs epochs >= 1 and batch_size >= 1, got {epochs}, {batch_size}")
     if dataset.space != model.space:
         raise ValueError("fit: the dataset and the model must share one function space")
-    pairs = one_step_pairs(dataset)
-    if not pairs:
+    windows = windows_of(dataset, 1)
+    if not windows:
         raise ValueError("fit: the dataset has no one-step pairs")
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-2)
-    steppers: dict[float, EnergyStableStepper] = {}
-    v = fd.TestFunction(model.space)
+    steppers: dict[float, Any] = {}
     rng = np.random.default_rng(seed)
     history: list[float] = []
-    bar = None
-    if progress and model.mesh.comm.rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=epochs, desc="femeso fit", unit="epoch")
     for _ in range(epochs):
-        order = rng.permutation(len(pairs))
+        order = rng.permutation(len(windows))
         losses = []
         for start in range(0, len(order), batch_size):
             optimizer.zero_grad()
-            for index in order[start : start + batch_size]:
-                u0, u1_data, dt = pairs[index]
-                stepper = steppers.get(dt)
-                if stepper is None:
-                    stepper = steppers[dt] = EnergyStableStepper(
-                        model, u0, dt, solver_parameters=solver_parameters
+            batch = [windows[i] for i in order[start : start + batch_size]]
+            for window in batch:
+                data, dt = Trainer._window_data(dataset, window, 1)
+                key = round(dt, 12)
+                if key not in steppers:
+                    steppers[key] = EnergyStableStepper(
+                        model, data[0], dt, solver_parameters=solver_parameters
                     )
-                stepper.reset(u0)
-                record = stepper.advance()
-                scale = fd.assemble(u1_data**2 * fd.dx)
-                error = stepper.u - u1_data
-                losses.append(0.5 * fd.assemble(error**2 * fd.dx) / scale)
-                if record.halvings:  # the converged system is not the whole step's: no gradient
-                    logger.debug("fit: step needed %d halvings, skipped", record.halvings)
-                    continue
-                backpropagate_step(stepper, fd.assemble((1.0 / scale) * error * v * fd.dx))
+                loss, _ = window_loss_and_gradient(steppers[key], data, weight=1.0)
+                losses.append(loss)
             optimizer.step()
         history.append(float(np.mean(losses)))
-        if bar is not None:
-            bar.set_postfix(loss=f"{history[-1]:.3e}", refresh=False)
-            bar.update()
-    if bar is not None:
-        bar.close()
     logger.info("fit: loss %.3e -> %.3e over %d epochs", history[0], history[-1], epochs)
     return history
