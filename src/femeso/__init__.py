@@ -13,6 +13,7 @@ from femeso._runtime import configure_environment
 configure_environment()
 
 # Imports follow the environment set-up on purpose (threads, kernel caches).
+from femeso.baseline import BlackBoxModel, BlackBoxStepper  # noqa: E402
 from femeso.energies import (  # noqa: E402
     CoerciveNeuralDensity,
     ConstantKappa,
@@ -40,12 +41,15 @@ from femeso.steppers import (  # noqa: E402
     StepRecord,
     Trajectory,
 )
+from femeso.training import Trainer, TrainingConfig  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DIRECT_SOLVER",
     "ITERATIVE_SOLVER",
+    "BlackBoxModel",
+    "BlackBoxStepper",
     "CanonicalCoupling",
     "CoerciveNeuralDensity",
     "ConservedMobility",
@@ -62,6 +66,8 @@ __all__ = [
     "SkewTransport",
     "StepFailure",
     "StepRecord",
+    "Trainer",
+    "TrainingConfig",
     "TensorMobility",
     "Trajectory",
     "__version__",

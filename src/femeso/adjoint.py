@@ -38,7 +38,6 @@ from femeso.steppers import EnergyStableStepper
 __all__ = [
     "accumulate_gradients",
     "adjoint_forms",
-    "backpropagate_step",
     "pullback_from_points",
     "step_vjp",
 ]
@@ -162,9 +161,9 @@ def step_vjp(
     Parameters
     ----------
     stepper
-        The stepper, holding a converged step: right after
-        :meth:`~femeso.steppers.EnergyStableStepper.advance` (a step taken without halvings) or
-        after :meth:`~femeso.steppers.EnergyStableStepper.restore`.
+        The stepper, holding a converged step put in place by
+        :meth:`~femeso.steppers.EnergyStableStepper.restore` (the start state and the converged
+        unknowns of a step taken without halvings).
     dL_du1
         :math:`dL/du^{n+1}`, a ``Cofunction`` on the dual of the state space (e.g.
         ``assemble(inner(u1 - data, v) * dx)`` for :math:`\frac12\|u^{n+1} - u_{data}\|^2`).
@@ -177,6 +176,8 @@ def step_vjp(
         :math:`dL/du^n` on the dual of the state space, or ``None`` without ``wrt_state``.
 
     """
+    if not stepper.holds_step:
+        raise ValueError("step_vjp: call stepper.restore(u0, w1) first (after advance, u is u1)")
     if stepper.n_moments:
         raise NotImplementedError("adjoint of the nonlocal energy part is not implemented yet")
     model, k = stepper.model, stepper.k
@@ -224,22 +225,3 @@ def step_vjp(
         through_points = forms.pull_back(grads[-1])
         dL_du0.dat.data[...] += through_points.dat.data_ro
     return dL_du0
-
-
-def backpropagate_step(stepper: EnergyStableStepper, dL_du1: fd.Cofunction) -> None:
-    r"""Accumulate :math:`dL/d\theta` of the last step into the model parameters' ``.grad``.
-
-    The single-step gradient of the paper's protocol (the gradient is cut between steps). Call it
-    right after :meth:`~femeso.steppers.EnergyStableStepper.advance`.
-
-    Parameters
-    ----------
-    stepper
-        The stepper, holding the converged step (taken without halvings).
-    dL_du1
-        :math:`dL/du^{n+1}` on the dual of the state space.
-
-    """
-    if stepper.records and stepper.records[-1].halvings:
-        raise ValueError("backpropagate_step needs a step taken without halvings")
-    step_vjp(stepper, dL_du1, wrt_state=False)

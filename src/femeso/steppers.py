@@ -244,8 +244,6 @@ class EnergyStableStepper:
         # ---- values at the quadrature points, refreshed from PyTorch
         state_shape = () if k == 1 else (k,)
         self._u1_q = rule.function(state_shape)
-        u1 = fd.split(self.w)[0]
-        self._u1_sampler = fd.interpolate(u1, self._u1_q.function_space())
         self.dg = [rule.function(name=f"dg{i}") for i in range(k)]
         self.ddg = [[rule.function() for _ in range(k)] for _ in range(k)]
         self.lin = [rule.function() for _ in range(k)]
@@ -301,6 +299,8 @@ class EnergyStableStepper:
         )
         self._last_u1: np.ndarray | None = None
         self._energy_cache: tuple | None = None
+        #: Whether :meth:`restore` put a converged step in place for :meth:`vjp`.
+        self.holds_step = False
         self._prepare_step()
         self._initial_mu()
         self.records: list[StepRecord] = []
@@ -465,6 +465,7 @@ class EnergyStableStepper:
         self.w.subfunctions[0].assign(u)
         self._prepare_step()
         self._initial_mu()
+        self.holds_step = False
 
     def restore(self, u0: fd.Function, w1: fd.Function, dt: float | None = None) -> None:
         """Put the stepper in the converged state of a step from ``u0`` to ``w1`` (for adjoints).
@@ -483,11 +484,14 @@ class EnergyStableStepper:
         if u0.function_space() != self.model.space or w1.function_space() != self.W:
             raise ValueError("restore: u0 must live on the state space and w1 on the mixed space")
         self._dt.assign(self.dt if dt is None else dt)
+        if w1 is self.w:
+            w1 = w1.copy(deepcopy=True)
         self.u.assign(u0)
         self._prepare_step()
         self.w.assign(w1)
         with w1.dat.vec_ro as x:
             self._update_pointwise(x)
+        self.holds_step = True
 
     def vjp(self, dL_du1: fd.Cofunction, *, wrt_state: bool = True) -> fd.Cofunction | None:
         """Back-propagate dL/du1 through the held step (:func:`~femeso.adjoint.step_vjp`)."""
@@ -501,7 +505,7 @@ class EnergyStableStepper:
             X.copy(w_vec)
         if self.n_moments:
             self._update_nonlocal()
-        fd.assemble(self._u1_sampler, tensor=self._u1_q)
+        self.model.rule.sample(self.w.subfunctions[0], out=self._u1_q)
         u1 = self._u1_q.dat.data_ro.reshape(-1, self.k)
         if self._last_u1 is not None and np.array_equal(u1, self._last_u1):
             return
@@ -600,6 +604,7 @@ class EnergyStableStepper:
             If the step cannot be completed; the message names the time and the reason.
 
         """
+        self.holds_step = False
         V0_parts = self._current_energy()[0]
         V_start = V0_parts["total"]
         target, remaining, sub_dt = self.t + self.dt, self.dt, self.dt

@@ -1,0 +1,406 @@
+"""Figures for evaluations: fields side by side, curves over time, learned against true densities.
+
+matplotlib (Agg backend) is imported inside the functions, so ``import femeso`` does not need it.
+Every function writes a PNG (dpi 120) on rank 0 of the communicator and returns its path on every
+rank. Field plots need the whole mesh on one process (``firedrake.pyplot``): on several ranks
+:func:`plot_fields` logs a warning and writes nothing (it returns ``None``); the curves and
+densities are plain arrays and are plotted in parallel too (by rank 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import firedrake as fd
+import numpy as np
+from mpi4py import MPI
+
+from femeso._log import logger
+from femeso.data.trajectories import mesh_of
+
+__all__ = ["plot_curves", "plot_density", "plot_fields"]
+
+DPI = 120
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    _pyplot().close(fig)
+    logger.debug("wrote %s", path)
+    return path
+
+
+def _scalar(f: fd.Function, component: int) -> fd.Function:
+    """Return the scalar field to draw: ``f`` itself, or one component of a vector-valued ``f``."""
+    if f.ufl_shape == ():
+        return f
+    V = f.function_space()
+    mesh = mesh_of(V)
+    element = V.ufl_element()
+    sub = element.sub_elements[0] if element.sub_elements else element
+    return fd.Function(fd.FunctionSpace(mesh, sub)).interpolate(f[component])
+
+
+def _line_data(f: fd.Function) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``(x, f(x))`` of a 1-D field, sorted by ``x`` (periodic meshes included)."""
+    mesh = mesh_of(f.function_space())
+    degree = max(f.function_space().ufl_element().embedded_superdegree, 1)
+    # Discontinuous nodes: on a periodic interval x then runs over [0, L] without wrapping.
+    D = fd.FunctionSpace(mesh, "DG", degree)
+    x = fd.Function(D).interpolate(fd.SpatialCoordinate(mesh)[0]).dat.data_ro.copy()
+    y = fd.Function(D).interpolate(f).dat.data_ro.copy()
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+def _select_rows(n: int, rows: int | Sequence[int] | None) -> list[int]:
+    if rows is None:
+        rows = min(n, 4)
+    if isinstance(rows, int | np.integer):
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows}")
+        return sorted({int(round(r)) for r in np.linspace(0, n - 1, min(int(rows), n))})
+    rows = [int(r) for r in rows]
+    if not rows or any(not -n <= r < n for r in rows):
+        raise ValueError(f"row indices must be in [{-n}, {n}), got {rows}")
+    return [r % n for r in rows]
+
+
+def plot_fields(
+    path: str | Path,
+    fields: Mapping[str, Sequence[fd.Function]],
+    times: Sequence[float],
+    labels: Mapping[str, str] | None = None,
+    *,
+    rows: int | Sequence[int] | None = None,
+    reference: str | None = None,
+    errors: bool = True,
+    component: int = 0,
+    title: str | None = None,
+    cmap: str = "viridis",
+) -> Path | None:
+    """Draw fields side by side at selected times: true, learned, (black box), errors.
+
+    On a 2-D mesh every panel is ``firedrake.pyplot.tripcolor``; a row (one time) shares one
+    colour scale over the field columns, and the error columns (``field - reference``, signed,
+    ``RdBu_r``) share a symmetric scale of their own; each group has a colour bar. On a 1-D mesh
+    a row has two panels: all fields as lines, and all errors as lines.
+
+    Parameters
+    ----------
+    path
+        The PNG file.
+    fields
+        Column name -> one ``Function`` per time (all on one mesh), e.g.
+        ``{"true": data.states, "learned": report.rollouts[0].states}``.
+    times
+        The times of the entries (titles of the rows).
+    labels
+        Optional display names for the columns (default: the keys).
+    rows
+        Number of evenly spread times to show (default ``min(4, len(times))``), or the indices.
+    reference
+        The key the errors are taken against (default: the first key).
+    errors
+        Draw the error columns.
+    component
+        The component drawn for vector-valued fields.
+    title
+        Figure title.
+    cmap
+        Colour map of the fields.
+
+    Returns
+    -------
+    pathlib.Path or None
+        ``path``; ``None`` (nothing written, a warning logged) on several ranks or a 3-D mesh.
+
+    Raises
+    ------
+    ValueError
+        If ``fields`` is empty, the lists do not all have ``len(times)`` entries, ``reference``
+        is not a key, or the row selection is invalid.
+
+    """
+    path = Path(path)
+    if not fields:
+        raise ValueError("plot_fields: no fields")
+    n = len(times)
+    for name, seq in fields.items():
+        if len(seq) != n:
+            raise ValueError(f"plot_fields: {name!r} has {len(seq)} entries for {n} times")
+    names = list(fields)
+    reference = names[0] if reference is None else reference
+    if reference not in fields:
+        raise ValueError(f"plot_fields: reference {reference!r} is not one of {names}")
+    mesh = mesh_of(fields[reference][0].function_space())
+    if mesh.comm.size > 1:
+        logger.warning("plot_fields: field plots need the whole mesh on one rank; skipped")
+        return None
+    dim = mesh.geometric_dimension
+    if dim not in (1, 2):
+        logger.warning("plot_fields: no field plots for %d-D meshes; skipped", dim)
+        return None
+    labels = {k: (labels or {}).get(k, k) for k in names}
+    others = [k for k in names if k != reference] if errors else []
+    selected = _select_rows(n, rows)
+    plt = _pyplot()
+
+    def scalar(name: str, r: int) -> fd.Function:
+        return _scalar(fields[name][r], component)
+
+    def difference(name: str, r: int) -> fd.Function:
+        a, b = scalar(name, r), scalar(reference, r)
+        return fd.Function(a.function_space()).interpolate(a - b)
+
+    if dim == 1:
+        ncols = 2 if others else 1
+        fig, axes = plt.subplots(
+            len(selected),
+            ncols,
+            figsize=(5 * ncols, 2.6 * len(selected)),
+            squeeze=False,
+            layout="constrained",
+        )
+        for row, r in enumerate(selected):
+            ax = axes[row, 0]
+            for name in names:
+                ax.plot(*_line_data(scalar(name, r)), label=labels[name])
+            ax.set_title(f"t = {times[r]:.4g}")
+            ax.set_ylabel("u")
+            if others:
+                ax_e = axes[row, 1]
+                for name in others:
+                    ax_e.plot(*_line_data(difference(name, r)), label=f"{labels[name]} - true")
+                ax_e.axhline(0.0, color="0.6", lw=0.5)
+                ax_e.set_title(f"error, t = {times[r]:.4g}")
+        axes[0, 0].legend(fontsize="small")
+        if others:
+            axes[0, 1].legend(fontsize="small")
+        for ax in axes[-1]:
+            ax.set_xlabel("x")
+    else:
+        from firedrake.pyplot import tripcolor
+
+        ncols = len(names) + len(others)
+        fig, axes = plt.subplots(
+            len(selected),
+            ncols,
+            figsize=(3.0 * ncols + 1.2, 2.8 * len(selected)),
+            squeeze=False,
+            layout="constrained",
+        )
+        for row, r in enumerate(selected):
+            values = [scalar(name, r) for name in names]
+            lo = min(float(v.dat.data_ro.min()) for v in values)
+            hi = max(float(v.dat.data_ro.max()) for v in values)
+            if hi <= lo:
+                hi = lo + 1e-12
+            for col, (name, v) in enumerate(zip(names, values, strict=True)):
+                art = tripcolor(v, axes=axes[row, col], vmin=lo, vmax=hi, cmap=cmap)
+                axes[row, col].set_title(f"{labels[name]}, t = {times[r]:.4g}", fontsize="small")
+            fig.colorbar(art, ax=list(axes[row, : len(names)]), shrink=0.85)
+            if others:
+                diffs = [difference(name, r) for name in others]
+                bound = max(float(np.abs(d.dat.data_ro).max()) for d in diffs) or 1e-12
+                for j, (name, d) in enumerate(zip(others, diffs, strict=True)):
+                    ax = axes[row, len(names) + j]
+                    art = tripcolor(d, axes=ax, vmin=-bound, vmax=bound, cmap="RdBu_r")
+                    ax.set_title(
+                        f"{labels[name]} - {labels[reference]}, t = {times[r]:.4g}",
+                        fontsize="small",
+                    )
+                fig.colorbar(art, ax=list(axes[row, len(names) :]), shrink=0.85)
+            for ax in axes[row]:
+                ax.set_aspect("equal")
+                ax.set_xticks([])
+                ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _finite(x: np.ndarray, y: np.ndarray, logy: bool) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(x) & np.isfinite(y)
+    if logy:
+        ok &= y > 0
+    return x[ok], y[ok]
+
+
+def plot_curves(
+    path: str | Path,
+    times: Sequence[float] | np.ndarray | Mapping[str, Any],
+    series: Mapping[str, Any],
+    ylabel: str = "",
+    logy: bool = False,
+    title: str | None = None,
+    *,
+    xlabel: str = "t",
+    train_end: float | None = None,
+    comm: Any = MPI.COMM_WORLD,
+) -> Path:
+    """Plot curves over time: energies, errors, mass drift.
+
+    Non-finite points (and non-positive ones with ``logy``) are left out of each curve, so the
+    ``nan`` entries of a :class:`~femeso.evaluation.RolloutReport` (steps between data frames,
+    steps beyond the data) do not break a line. A 2-D series ``(n_trajectories, n_times)`` is
+    drawn as its mean over the trajectories with a band of one standard deviation.
+
+    Parameters
+    ----------
+    path
+        The PNG file.
+    times
+        The times, shared by every series, or a mapping series name -> its own times.
+    series
+        Name -> values ``(n_times,)`` or ``(n_trajectories, n_times)``.
+    ylabel, xlabel, title
+        Axis labels and title.
+    logy
+        Logarithmic y axis.
+    train_end
+        If given, a vertical dashed line marks the end of the training window.
+    comm
+        Only rank 0 of it writes.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` (on every rank).
+
+    Raises
+    ------
+    ValueError
+        If ``series`` is empty or a series' length differs from its times'.
+
+    """
+    path = Path(path)
+    if not series:
+        raise ValueError("plot_curves: no series")
+    data = {}
+    for name, values in series.items():
+        t = np.asarray(times[name] if isinstance(times, Mapping) else times, dtype=float)
+        y = np.asarray(values, dtype=float)
+        if y.shape[-1] != t.shape[0] or y.ndim not in (1, 2):
+            raise ValueError(
+                f"plot_curves: series {name!r} has shape {y.shape}, times have {t.shape[0]} entries"
+            )
+        data[name] = (t, y)
+    if comm.rank != 0:
+        return path
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    for name, (t, y) in data.items():
+        if y.ndim == 2:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=RuntimeWarning)
+                mean, std = np.nanmean(y, axis=0), np.nanstd(y, axis=0)
+            tm, m = _finite(t, mean, logy)
+            (line,) = ax.plot(tm, m, marker="." if tm.size < 40 else None, label=name)
+            ok = np.isfinite(t) & np.isfinite(mean) & np.isfinite(std)
+            lower = mean - std
+            if logy:
+                ok &= mean > 0
+                lower = np.where(lower > 0, lower, mean)
+            ax.fill_between(t[ok], lower[ok], (mean + std)[ok], color=line.get_color(), alpha=0.2)
+        else:
+            tt, yy = _finite(t, y, logy)
+            ax.plot(tt, yy, marker="." if tt.size < 40 else None, label=name)
+    if train_end is not None:
+        ax.axvline(train_end, color="0.3", ls="--", lw=1, label="end of training window")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_density(
+    path: str | Path,
+    u_grid: Sequence[float] | np.ndarray,
+    curves: Mapping[str, Any],
+    *,
+    mobility: Mapping[str, Any] | None = None,
+    xlabel: str = "u",
+    title: str | None = None,
+    comm: Any = MPI.COMM_WORLD,
+) -> Path:
+    """Plot learned against true densities ``F(u)`` (and mobilities ``m(u)``) on a grid of states.
+
+    Typically ``curves = femeso.evaluation.density_curves(model, u_grid, true_density=...,
+    fit=density_comparison(...))``: the learned density mapped back through the gauge fit, so
+    that it lies on the true one when the dynamics are right.
+
+    Parameters
+    ----------
+    path
+        The PNG file.
+    u_grid
+        The states ``(n,)``.
+    curves
+        Name -> ``F`` values ``(n,)`` (left panel).
+    mobility
+        Optional name -> ``m`` values ``(n,)`` (right panel).
+    xlabel, title
+        Axis label and title.
+    comm
+        Only rank 0 of it writes.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` (on every rank).
+
+    Raises
+    ------
+    ValueError
+        If ``curves`` is empty or a curve's length differs from the grid's.
+
+    """
+    path = Path(path)
+    u = np.asarray(u_grid, dtype=float).ravel()
+    panels = [("F(u)", curves)] + ([("m(u)", mobility)] if mobility else [])
+    if not curves:
+        raise ValueError("plot_density: no curves")
+    for _, group in panels:
+        for name, values in group.items():
+            if np.asarray(values).ravel().shape != u.shape:
+                raise ValueError(
+                    f"plot_density: {name!r} has {np.asarray(values).size} values for "
+                    f"{u.size} grid points"
+                )
+    if comm.rank != 0:
+        return path
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False, layout="constrained"
+    )
+    styles = ["-", "--", ":", "-."]
+    for ax, (ylabel, group) in zip(axes[0], panels, strict=True):
+        for j, (name, values) in enumerate(group.items()):
+            ax.plot(u, np.asarray(values, dtype=float).ravel(), styles[j % 4], label=name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
