@@ -8,9 +8,10 @@ The public surface::
     trajectory = stepper.rollout(100)
 """
 
-from femeso._runtime import configure_environment
+from femeso._runtime import configure_environment, keep_command_line_from_petsc
 
 configure_environment()
+keep_command_line_from_petsc()
 
 # Imports follow the environment set-up on purpose (threads, kernel caches).
 from femeso.baseline import BlackBoxModel, BlackBoxStepper  # noqa: E402

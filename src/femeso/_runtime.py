@@ -47,3 +47,20 @@ def configure_environment() -> None:
     """Apply :func:`runtime_environment` to ``os.environ`` without overriding user settings."""
     for name, value in runtime_environment().items():
         os.environ.setdefault(name, value)
+
+
+def keep_command_line_from_petsc() -> None:
+    """Initialise PETSc without the command line when running the ``femeso`` program.
+
+    PETSc reads ``sys.argv`` on initialisation; the ``femeso`` command's own arguments are not
+    PETSc options (``-o``, ``-q`` ...). PETSc options for the command go in ``PETSC_OPTIONS``.
+    Scripts that import femeso keep PETSc's usual command-line options.
+    """
+    import sys
+    from pathlib import Path
+
+    if Path(sys.argv[0]).name != "femeso":
+        return
+    import petsc4py
+
+    petsc4py.init([sys.argv[0]])

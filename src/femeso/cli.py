@@ -1,26 +1,130 @@
-"""``femeso <command>``: the command-line entry points."""
+"""``femeso <command>``: the command-line entry points.
+
+``femeso run job.toml`` runs a whole job (generate the data, train the Onsager model and the
+black-box baseline, roll out, report); ``generate``, ``train``, ``rollout`` and ``report`` run
+one stage each; ``femeso demo`` runs the built-in default job; ``femeso config`` prints every
+configuration key with its default and meaning. User errors (a bad configuration, a missing
+file) are one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
+
+from mpi4py import MPI
 
 from femeso._log import logger
 
 __all__ = ["main"]
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from femeso.demo import run_demo
+def _config(args: argparse.Namespace):
+    from femeso.config import load_config
 
-    run_demo(mesh=args.mesh, steps=args.steps, dt=args.dt)
+    config = load_config(getattr(args, "config", None))
+    if getattr(args, "output", None):
+        config["job"]["output"] = str(args.output)
+    return config
+
+
+def _emit(lines: list[str]) -> None:
+    """Write result lines to stdout on rank 0."""
+    if MPI.COMM_WORLD.rank == 0:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+
+def _targets_met(results: dict) -> bool:
+    return all(t["met"] for t in results.get("targets", {}).values())
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from femeso.jobs import run, summary_lines
+
+    results = run(_config(args), resume=args.resume, progress=not args.quiet)
+    _emit(summary_lines(results))
+    _emit([f"results: {Path(_config(args)['job']['output']) / 'report' / 'results.json'}"])
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from femeso.config import validate
+    from femeso.jobs import run, summary_lines
+
+    config = validate({"job": {"name": "demo", "output": str(args.output)}}, "<demo>")
+    t0 = time.perf_counter()
+    results = run(config, resume=args.resume, progress=not args.quiet)
+    _emit(summary_lines(results))
+    _emit(
+        [
+            f"demo finished in {time.perf_counter() - t0:.0f} s; results "
+            f"{config.output / 'report' / 'results.json'}, plots in {config.output / 'report'}, "
+            f"VTK in {config.output / 'rollouts'}"
+        ]
+    )
+    return 0 if _targets_met(results) else 1
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from femeso.jobs import generate
+
+    paths = generate(_config(args), progress=not args.quiet)
+    _emit([f"{split}: {path}" for split, path in paths.items()])
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from femeso.jobs import train
+
+    models = ("onsager", "baseline") if args.model == "both" else (args.model,)
+    out = train(_config(args), resume=args.resume, models=models, progress=not args.quiet)
+    _emit(
+        [
+            f"{name}: {r['iterations']} iterations, loss {r['loss_first']:.3e} -> "
+            f"{r['loss_last']:.3e}, {r['model']}, {r['seconds']:.0f} s"
+            for name, r in out.items()
+        ]
+    )
+    return 0
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from femeso.jobs import rollout
+
+    out = rollout(_config(args), progress=not args.quiet)
+    _emit(
+        [
+            f"{name}: error first {r['error_first']:.3e}, last {r['error_last']:.3e}, "
+            f"energy increases {r['energy_increases']}"
+            for name, r in out.items()
+        ]
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from femeso.jobs import report, summary_lines
+
+    results = report(_config(args), progress=not args.quiet)
+    _emit(summary_lines(results))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from femeso.config import default_toml, load_config
+
+    if args.check:
+        load_config(args.check)
+        _emit([f"{args.check}: valid"])
+        return 0
+    _emit([default_toml()])
     return 0
 
 
 def _cmd_mesh(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from femeso.meshes import generate_mesh
 
     geo = Path(args.geo)
@@ -39,11 +143,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the built-in default job and print what it did")
-    demo.add_argument("--mesh", default="plate_with_holes", help="reference geometry or .msh file")
-    demo.add_argument("--steps", type=int, default=20, help="number of time steps")
-    demo.add_argument("--dt", type=float, default=2e-3, help="time step")
+    def job_command(name: str, func, help: str, *, resume: bool = False):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("config", help="the job's TOML file (see `femeso config`)")
+        p.add_argument("-o", "--output", help="override job.output")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        if resume:
+            p.add_argument(
+                "--resume", action="store_true", help="continue from the last checkpoints"
+            )
+        p.set_defaults(func=func)
+        return p
+
+    job_command("run", _cmd_run, "the whole job: generate, train, roll out, report", resume=True)
+    job_command("generate", _cmd_generate, "generate the train/validation/test data")
+    train = job_command(
+        "train", _cmd_train, "train the Onsager model and the baseline", resume=True
+    )
+    train.add_argument("--model", choices=("onsager", "baseline", "both"), default="both")
+    job_command("rollout", _cmd_rollout, "roll out the test data; VTK files for ParaView")
+    job_command("report", _cmd_report, "evaluate, write results.json and plots")
+
+    demo = sub.add_parser("demo", help="run the built-in default job (Cahn-Hilliard on a plate)")
+    demo.add_argument("-o", "--output", default="femeso-demo", help="output directory")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
     demo.set_defaults(func=_cmd_demo)
+
+    config = sub.add_parser("config", help="print every configuration key with its default")
+    config.add_argument("--check", metavar="TOML", help="only validate this file")
+    config.set_defaults(func=_cmd_config)
 
     mesh = sub.add_parser("mesh", help="mesh a gmsh .geo geometry into a .msh file")
     mesh.add_argument("geo", help="the .geo file")
@@ -60,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, TypeError, KeyError) as exc:
-        print(f"femeso {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if MPI.COMM_WORLD.rank == 0:
+            print(f"femeso {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

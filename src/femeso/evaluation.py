@@ -908,6 +908,7 @@ def density_comparison(
     u_samples: torch.Tensor | np.ndarray,
     *,
     conserved: bool,
+    gauge_slope: float | None = None,
 ) -> dict[str, Any]:
     r"""Compare the learned density with the true one, modulo the identifiability gauge.
 
@@ -949,13 +950,19 @@ def density_comparison(
         values (the same on every rank) for position-independent densities.
     conserved
         Whether the mobility is conserved (fit the linear term ``e``).
+    gauge_slope
+        The slope the gauge implies (the ``gauge`` entry of the result).
 
     Returns
     -------
     dict
         ``slope`` (``s``), ``offset`` (``o``), ``linear`` (``e``: a float for one component, a
         list for several, ``None`` unless ``conserved``), ``r2`` and ``relative_rms`` of the fit,
-        ``second_derivative`` (``{"slope", "r2", "relative_rms"}``), ``n_samples`` (all ranks),
+        ``second_derivative`` (``{"slope", "r2", "relative_rms"}``), ``gauge`` (with
+        ``gauge_slope``: the slope fixed to the gauge's value, e.g.
+        :math:`\kappa_{\rm ref}/\kappa_{\rm true}`, only the invisible constant and linear
+        terms fitted, and R² against the visible, non-affine part of the true density -- the
+        strict test; ``None`` without ``gauge_slope``), ``n_samples`` (all ranks),
         ``conserved``.
 
     Raises
@@ -989,6 +996,26 @@ def density_comparison(
     coef, *_ = np.linalg.lstsq(A, F_l, rcond=None)
     residual = F_l - A @ coef
     slope2, r2_2, rel2 = _scale_fit(H_l.ravel(), H_t.ravel())
+    gauge = None
+    if gauge_slope is not None:
+        # The slope is fixed by the gauge; only what the dynamics cannot see (a constant, and a
+        # linear term for conserved dynamics) is fitted. R^2 is taken against the part of the
+        # true density the dynamics do see (what remains after removing those terms).
+        invisible = A[:, 1:]
+        target = gauge_slope * F_t
+
+        def visible(y: np.ndarray) -> np.ndarray:
+            c, *_ = np.linalg.lstsq(invisible, y, rcond=None)
+            return y - invisible @ c, c
+
+        residual_g, c_g = visible(F_l - target)
+        signal, _ = visible(target)
+        gauge = {
+            "slope": float(gauge_slope),
+            "offset": float(c_g[0]),
+            "linear": [float(c) for c in c_g[1:]] if conserved else None,
+            "r2": 1.0 - float(np.sum(residual_g**2)) / max(float(np.sum(signal**2)), 1e-300),
+        }
     linear = None
     if conserved:
         linear = float(coef[2]) if k == 1 else [float(c) for c in coef[2:]]
@@ -1002,6 +1029,7 @@ def density_comparison(
                 float(np.sum(residual**2)) / max(float(np.sum((F_l - F_l.mean()) ** 2)), 1e-300)
             ),
             "second_derivative": {"slope": slope2, "r2": r2_2, "relative_rms": rel2},
+            "gauge": gauge,
             "n_samples": int(A.shape[0]),
             "conserved": bool(conserved),
         }

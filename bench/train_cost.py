@@ -1,0 +1,310 @@
+"""Cost of a training iteration: forward solves / adjoint / PyTorch, and memory over the run.
+
+Cahn--Hilliard data (Flory--Huggins energy, degenerate mobility) on the plate with holes; a
+neural model (coercive density, learnable kappa, neural mobility) fitted with femeso's Trainer.
+Time is split by wrapping, in this script only, the stepper's ``advance`` / ``restore`` /
+``vjp``, the adjoint's transposed solve and sensitivity assembly, ``torch.autograd.grad`` inside
+the VJP and the optimiser's ``step``; each second goes to the innermost wrapper running. The
+resident memory is sampled after every iteration. Figures are ratios measured in one run.
+
+    python bench/train_cost.py                         # 100 iterations, batch 4, unroll 2
+    python bench/train_cost.py --refinement 1 --iterations 200 --json cost.json
+"""
+
+from __future__ import annotations
+
+from femeso._runtime import configure_environment
+
+configure_environment()  # before Firedrake: threads, kernel caches
+
+import argparse
+import functools
+import json
+import os
+import resource
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import firedrake as fd
+import numpy as np
+import torch
+from firedrake.petsc import PETSc
+
+import femeso
+import femeso.adjoint
+from femeso.data.generators import cahn_hilliard_model, generate_dataset
+from femeso.steppers import EnergyStableStepper
+from femeso.training import _Mismatch
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MiB = 1024.0**2
+
+
+class Clock:
+    """Exclusive wall-clock accumulators: time goes to the innermost open category."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.stack: list[str] = []
+        self.mark = time.perf_counter()
+
+    def push(self, category: str) -> None:
+        now = time.perf_counter()
+        if self.stack:
+            self.totals[self.stack[-1]] += now - self.mark
+        self.stack.append(category)
+        self.mark = now
+
+    def pop(self) -> None:
+        now = time.perf_counter()
+        self.totals[self.stack.pop()] += now - self.mark
+        self.mark = now
+
+    def wrap(self, owner, name: str, category: str, *, inside: str | None = None) -> None:
+        """Time ``owner.name`` as ``category`` (only when called directly under ``inside``)."""
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            if inside is not None and (not self.stack or self.stack[-1] != inside):
+                return original(*args, **kwargs)
+            self.push(category)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.pop()
+
+        setattr(owner, name, timed)
+
+
+def rss_bytes() -> int:
+    """Current resident set size."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def build(args):
+    mesh = femeso.load_mesh("plate_with_holes", refinement=args.refinement)
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    data = generate_dataset(
+        V,
+        lambda space: cahn_hilliard_model(
+            space, kappa=5e-3, density="flory_huggins", mobility="degenerate"
+        ),
+        n_trajectories=args.trajectories,
+        n_frames=args.frames,
+        frame_dt=0.01,
+        seed=args.seed,
+        initial_condition=lambda space, seed: femeso.random_smooth_field(
+            space, seed=seed, amplitude=0.2, mean=0.5, max_wavenumber=5
+        ),
+        name="cahn_hilliard",
+        progress=False,
+    )
+    energy = femeso.Energy(
+        femeso.CoerciveNeuralDensity(width=16, seed=0),
+        femeso.ConstantKappa(1.0, learnable=True),
+    )
+    mobility = femeso.ConservedMobility(
+        femeso.NeuralField(1, 1, width=16, seed=1, input_center=0.5, input_scale=0.25)
+    )
+    model = femeso.OnsagerModel(V, energy, mobility=mobility, kappa_ref=5e-3)
+    return V, data, model
+
+
+def instrument(clock: Clock, trainer: femeso.Trainer) -> None:
+    forms = femeso.adjoint._AdjointForms
+    clock.wrap(EnergyStableStepper, "advance", "forward")
+    clock.wrap(EnergyStableStepper, "_update_pointwise", "forward_pointwise", inside="forward")
+    clock.wrap(EnergyStableStepper, "reset", "reset")
+    clock.wrap(EnergyStableStepper, "restore", "restore")
+    clock.wrap(EnergyStableStepper, "vjp", "vjp_torch")  # what the wrappers below leave
+    clock.wrap(forms, "solve", "adjoint_solve")
+    clock.wrap(forms, "sensitivity", "adjoint_sensitivity")
+    clock.wrap(forms, "pull_back", "adjoint_state")
+    clock.wrap(fd, "assemble", "adjoint_state", inside="vjp_torch")  # dR/du0 (wrt_state)
+    clock.wrap(torch.autograd, "grad", "vjp_autograd", inside="vjp_torch")
+    clock.wrap(_Mismatch, "value", "loss")
+    clock.wrap(_Mismatch, "derivative", "loss")
+    # the instance's step (already wrapped by the scheduler, which must still see the call)
+    clock.wrap(trainer.optimizer, "step", "optimizer")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--refinement", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--unroll", type=int, default=2)
+    parser.add_argument("--trajectories", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=10, help="iterations left out of means")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args, _ = parser.parse_known_args()  # the rest goes to PETSc (e.g. -log_view)
+    if args.iterations <= args.warmup:
+        parser.error("--iterations must exceed --warmup")
+    options = PETSc.Options()  # PETSc read the command line too: drop this script's flags
+    for action in parser._actions:
+        for flag in action.option_strings:
+            options.delValue(flag)
+
+    V, data, model = build(args)
+    config = femeso.TrainingConfig(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        unroll=args.unroll,
+        validate_every=0,
+        checkpoint_every=0,
+        seed=args.seed,
+    )
+    trainer = femeso.Trainer(model, data, config=config, progress=False)
+    clock = Clock()
+    instrument(clock, trainer)
+
+    snapshots: list[dict[str, float]] = []  # accumulators after each iteration
+    walls: list[float] = []
+    rss: list[int] = []
+    peak: list[int] = []
+    skipped: list[int] = []
+    step = trainer.step
+
+    def measured_step():
+        t0 = time.perf_counter()
+        record = step()
+        walls.append(time.perf_counter() - t0)
+        snapshots.append(dict(clock.totals))
+        rss.append(rss_bytes())
+        peak.append(peak_rss_bytes())
+        skipped.append(record.skipped)
+        return record
+
+    trainer.step = measured_step
+    rss_before = rss_bytes()
+    history = trainer.run()
+
+    n, w = args.iterations, args.warmup
+    measured = n - w
+
+    start = snapshots[w - 1] if w else {}
+
+    def per_iteration(*names: str) -> float:
+        return sum(snapshots[-1].get(c, 0.0) - start.get(c, 0.0) for c in names) / measured
+
+    wall = float(np.sum(walls[w:])) / measured
+    forward = per_iteration("forward", "forward_pointwise")
+    pointwise = per_iteration("forward_pointwise")
+    solve = per_iteration("adjoint_solve")
+    sens = per_iteration("adjoint_sensitivity")
+    state = per_iteration("adjoint_state")
+    restore = per_iteration("restore")
+    adjoint = solve + sens + state + restore
+    vjp_net = per_iteration("vjp_torch")
+    vjp_grad = per_iteration("vjp_autograd")
+    optim = per_iteration("optimizer")
+    torch_total = vjp_net + vjp_grad + optim
+    reset = per_iteration("reset")
+    loss = per_iteration("loss")
+    other = wall - forward - adjoint - torch_total
+    steps = args.batch_size * args.unroll
+
+    if fd.COMM_WORLD.rank != 0:
+        return
+
+    def row(label: str, seconds: float, indent: int = 2) -> None:
+        label = f"{' ' * indent}{label}"
+        print(f"{label:<48} {seconds:8.4f} s  {100 * seconds / wall:5.1f} %")
+
+    print(
+        f"state DoFs {V.dim()} (mixed {2 * V.dim()}), refinement {args.refinement}, "
+        f"{len(trainer.windows)} windows, batch {args.batch_size} x unroll {args.unroll} "
+        f"= {steps} steps/iteration"
+    )
+    print(
+        f"iterations {n} (means over {w + 1}..{n}); first iteration {walls[0]:.2f} s; "
+        f"loss {history.records[0].loss:.3e} -> {history.records[-1].loss:.3e}; "
+        f"skipped windows {sum(skipped)}"
+    )
+    print(f"{'mean per iteration':<48} {wall:8.4f} s  100.0 %")
+    row("forward solves (advance)", forward)
+    row("of which pointwise refresh (SNES callbacks)", pointwise, 4)
+    row("adjoint (Firedrake/PETSc)", adjoint)
+    row("transposed solve (J assembly + MUMPS)", solve, 4)
+    row("parameter sensitivities (dR/dP_q)", sens, 4)
+    row("state sensitivities (dR/du0 + pull-back)", state, 4)
+    row("restore (pointwise values at w1)", restore, 4)
+    row("PyTorch", torch_total)
+    row("networks + tensors in vjp", vjp_net, 4)
+    row("autograd.grad in vjp", vjp_grad, 4)
+    row("optimiser step", optim, 4)
+    row("other", other)
+    row("reset (incl. initial mu solve)", reset, 4)
+    row("mismatch (loss + derivative)", loss, 4)
+    print(
+        f"per step: forward {forward / steps:.4f} s, adjoint {adjoint / steps:.4f} s, "
+        f"PyTorch in vjp {(vjp_net + vjp_grad) / steps:.4f} s"
+    )
+    print(f"adjoint/forward {adjoint / forward:.2f} (target <= 2)")
+    print(f"(adjoint + PyTorch in vjp)/forward {(adjoint + vjp_net + vjp_grad) / forward:.2f}")
+
+    print(f"RSS before training {rss_before / MiB:.1f} MiB")
+    marks = sorted({i for i in (10, 25, 50, 75, n) if i <= n})
+    for i in marks:
+        print(
+            f"  iteration {i:>4}: RSS {rss[i - 1] / MiB:8.1f} MiB, "
+            f"peak {peak[i - 1] / MiB:8.1f} MiB"
+        )
+    base = max(1, min(10, n - 1))  # after warm-up
+    growth = rss[-1] - rss[base - 1]
+    peak_growth = peak[-1] - peak[base - 1]
+    print(
+        f"RSS growth iteration {base} -> {n}: {growth / MiB:+.1f} MiB "
+        f"({growth / 1024 / (n - base):+.1f} KiB/iteration); "
+        f"peak {peak_growth / MiB:+.1f} MiB ({peak_growth / 1024 / (n - base):+.1f} KiB/iteration)"
+    )
+
+    if args.json is not None:
+        figures = {
+            "dofs": V.dim(),
+            "refinement": args.refinement,
+            "iterations": n,
+            "warmup": w,
+            "batch_size": args.batch_size,
+            "unroll": args.unroll,
+            "seconds_per_iteration": wall,
+            "first_iteration_seconds": walls[0],
+            "split": {
+                "forward": forward,
+                "forward_pointwise": pointwise,
+                "adjoint_solve": solve,
+                "adjoint_sensitivity": sens,
+                "adjoint_state": state,
+                "restore": restore,
+                "adjoint": adjoint,
+                "torch_vjp_networks": vjp_net,
+                "torch_vjp_autograd": vjp_grad,
+                "optimizer": optim,
+                "torch": torch_total,
+                "reset": reset,
+                "mismatch": loss,
+                "other": other,
+            },
+            "adjoint_over_forward": adjoint / forward,
+            "backward_over_forward": (adjoint + vjp_net + vjp_grad) / forward,
+            "rss_mib": [r / MiB for r in rss],
+            "peak_rss_mib": [p / MiB for p in peak],
+            "rss_growth_kib_per_iteration": growth / 1024 / (n - base),
+            "skipped_windows": sum(skipped),
+            "losses": history.losses,
+        }
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,600 @@
+"""The stages of a femeso job -- generate, train, rollout, report -- driven by a :mod:`config`.
+
+Every stage reads what the previous ones wrote under ``job.output``:
+
+``data/{train,validation,test}.h5``
+    the trajectories (:func:`femeso.data.save_dataset`), test trajectories reaching
+    ``evaluation.horizon_factor`` times the training horizon;
+``onsager/``, ``baseline/``
+    checkpoints (``checkpoint.pt``, resumable), ``history.json``, ``best_model.npz`` and the
+    final ``model.npz`` of the Onsager model and of the black-box baseline;
+``rollouts/``
+    VTK files of the test rollouts (true, learned, baseline, error) for ParaView;
+``report/``
+    ``results.json`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import firedrake as fd
+import numpy as np
+import torch
+
+from femeso._log import logger
+from femeso.baseline import BlackBoxModel, BlackBoxStepper
+from femeso.config import JobConfig
+from femeso.data.generators import (
+    allen_cahn_model,
+    cahn_hilliard_model,
+    generate_dataset,
+)
+from femeso.data.io import export_vtk, load_dataset, save_dataset
+from femeso.data.trajectories import Dataset, TrajectoryData
+from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy
+from femeso.fields import NeuralField
+from femeso.hypothesis import OnsagerModel
+from femeso.initial_conditions import random_smooth_field
+from femeso.meshes import load_mesh
+from femeso.mobilities import ConservedMobility, LocalMobility
+from femeso.steppers import EnergyStableStepper
+from femeso.training import Trainer, TrainingConfig
+
+__all__ = ["generate", "report", "rollout", "run", "train"]
+
+SPLITS = ("train", "validation", "test")
+
+
+# ---------------------------------------------------------------------- building blocks
+def build_space(config: JobConfig) -> fd.FunctionSpace:
+    """Return the job's state space (scalar CG of ``mesh.degree`` on the job's mesh)."""
+    m = config["mesh"]
+    if m["name"] == "periodic_interval":
+        mesh = fd.PeriodicIntervalMesh(m["cells"], m["length"])
+    elif m["name"] == "periodic_square":
+        mesh = fd.PeriodicSquareMesh(m["cells"], m["cells"], m["length"])
+    else:
+        mesh = load_mesh(m["name"], refinement=m["refinement"])
+    return fd.FunctionSpace(mesh, "CG", m["degree"])
+
+
+def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
+    """Return the model that generates the job's data."""
+    d = config["data"]
+    if d["equation"] == "cahn_hilliard":
+        return cahn_hilliard_model(
+            space, kappa=d["kappa"], density=d["density"], mobility=d["mobility"]
+        )
+    return allen_cahn_model(
+        space, epsilon=d["epsilon"], density=d["density"], mobility=d["mobility"]
+    )
+
+
+def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
+    """Return the (untrained) Onsager model of the job: neural F, gauge-normalised kappa, m(u)."""
+    m, seed = config["model"], config["job"]["seed"]
+    density = CoerciveNeuralDensity(width=m["width"], depth=m["depth"], seed=seed)
+    energy = Energy(density, ConstantKappa(1.0, learnable=True))
+    if m["mobility"] == "neural":
+        coefficient: Any = NeuralField(
+            1,
+            1,
+            width=m["width"],
+            depth=m["depth"],
+            seed=seed + 1,
+            input_center=m["input_center"],
+            input_scale=m["input_scale"],
+        )
+    else:
+        coefficient = 1.0
+    cls = ConservedMobility if config["data"]["equation"] == "cahn_hilliard" else LocalMobility
+    return OnsagerModel(space, energy, mobility=cls(coefficient), kappa_ref=m["kappa_ref"])
+
+
+def baseline_model(config: JobConfig, space: fd.FunctionSpace) -> BlackBoxModel:
+    """Return the (untrained) black-box baseline of the job."""
+    return BlackBoxModel(space, width=config["baseline"]["width"], seed=config["job"]["seed"])
+
+
+def stepper_factory(model):
+    """``make_stepper(u0, dt)`` for an Onsager model or the black-box baseline."""
+    if isinstance(model, BlackBoxModel):
+        return lambda u0, dt: BlackBoxStepper(model, u0, dt)
+    return lambda u0, dt: EnergyStableStepper(model, u0, dt)
+
+
+def _data_path(config: JobConfig, split: str) -> Path:
+    return config.output / "data" / f"{split}.h5"
+
+
+def load_data(config: JobConfig, space: fd.FunctionSpace) -> dict[str, Dataset]:
+    """Load the job's datasets onto ``space`` (written by :func:`generate`)."""
+    out = {}
+    for split in SPLITS:
+        path = _data_path(config, split)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `femeso generate` first")
+        data = load_dataset(path, comm=space.mesh().comm)
+        out[split] = _on_space(data, space)
+    return out
+
+
+def _on_space(data: Dataset, space: fd.FunctionSpace) -> Dataset:
+    """Move a loaded dataset's states onto ``space`` (same mesh layout, values copied)."""
+    trajectories = []
+    for traj in data.trajectories:
+        states = []
+        for state in traj.states:
+            f = fd.Function(space)
+            f.dat.data[...] = state.dat.data_ro
+            states.append(f)
+        trajectories.append(TrajectoryData(space, traj.times, states, traj.metadata))
+    return Dataset(space, trajectories, data.metadata)
+
+
+def _drop_frames(data: Dataset, n: int) -> Dataset:
+    """Drop the first ``n`` frames of every trajectory."""
+    if n == 0:
+        return data
+    trajectories = [
+        TrajectoryData(t.space, t.times[n:], t.states[n:], {**t.metadata, "burn_in_frames": n})
+        for t in data.trajectories
+    ]
+    return Dataset(data.space, trajectories, data.metadata)
+
+
+# ---------------------------------------------------------------------- stages
+def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
+    """Generate the train / validation / test trajectories and save them under ``data/``."""
+    t0 = time.perf_counter()
+    d, seed = config["data"], config["job"]["seed"]
+    space = build_space(config)
+
+    def initial(V, seed):
+        return random_smooth_field(
+            V, seed=seed, amplitude=d["amplitude"], mean=d["mean"], max_wavenumber=d["wavenumber"]
+        )
+
+    frames = {
+        "train": d["frames"],
+        "validation": d["frames"],
+        "test": d["frames"] * config["evaluation"]["horizon_factor"],
+    }
+    seeds = {"train": seed, "validation": seed + 1000, "test": seed + 2000}
+    paths = {}
+    for split in SPLITS:
+        count = d[split]
+        path = _data_path(config, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if count == 0:
+            data = Dataset(space, [], {"split": split})
+        else:
+            data = generate_dataset(
+                space,
+                lambda V: true_model(config, V),
+                n_trajectories=count,
+                n_frames=frames[split] + d["burn_in"],
+                frame_dt=d["frame_dt"],
+                seed=seeds[split],
+                substeps=d["substeps"],
+                refine=d["refine"],
+                initial_condition=initial,
+                name=d["equation"],
+                parameters={k: d[k] for k in ("density", "mobility", "kappa", "epsilon")},
+                progress=progress,
+            )
+            data = _drop_frames(data, d["burn_in"])
+        paths[split] = save_dataset(path, data, overwrite=True)
+    logger.info("generate: data in %s (%.1f s)", config.output / "data", time.perf_counter() - t0)
+    return paths
+
+
+def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
+    settings = dict(config["training"], seed=config["job"]["seed"])
+    if baseline:
+        settings["iterations"] = config["baseline"]["iterations"]
+        settings["learning_rate"] = config["baseline"]["learning_rate"]
+    return TrainingConfig(**settings)
+
+
+def _model_path(config: JobConfig, which: str) -> Path:
+    return config.output / which / "model.npz"
+
+
+def train(
+    config: JobConfig,
+    *,
+    resume: bool = False,
+    models: tuple[str, ...] = ("onsager", "baseline"),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the Onsager model (and the baseline); keep the best-on-validation parameters.
+
+    Each model's directory receives ``checkpoint.pt`` every ``training.checkpoint_every``
+    iterations (``resume=True`` continues exactly from it), ``history.json``, ``best_model.npz``
+    and ``model.npz`` (the parameters the later stages use: best on validation when validated).
+    """
+    space = build_space(config)
+    data = load_data(config, space)
+    validation = data["validation"] if len(data["validation"]) else None
+    out = {}
+    for which in models:
+        if which == "baseline" and not config["baseline"]["enabled"]:
+            continue
+        t0 = time.perf_counter()
+        model = (
+            baseline_model(config, space) if which == "baseline" else learned_model(config, space)
+        )
+        trainer = Trainer(
+            model,
+            data["train"],
+            validation,
+            _training_config(config, baseline=which == "baseline"),
+            make_stepper=stepper_factory(model),
+            directory=config.output / which,
+            progress=progress,
+        )
+        history = trainer.run(resume=resume)
+        used_best = trainer.load_best()
+        model.save(_model_path(config, which))
+        seconds = time.perf_counter() - t0
+        out[which] = {
+            "iterations": trainer.iteration,
+            "loss_first": history.records[0].loss if history.records else math.nan,
+            "loss_last": history.records[-1].loss if history.records else math.nan,
+            "best_validation": history.best_validation,
+            "best_iteration": history.best_iteration,
+            "model": "best on validation" if used_best else "last iteration",
+            "seconds": seconds,
+        }
+        logger.info(
+            "train %s: %d iterations in %.0f s, loss %.3e -> %.3e, %s model kept",
+            which,
+            trainer.iteration,
+            seconds,
+            out[which]["loss_first"],
+            out[which]["loss_last"],
+            out[which]["model"],
+        )
+    return out
+
+
+def load_trained(config: JobConfig, space: fd.FunctionSpace, which: str):
+    """Return the trained Onsager model or baseline saved by :func:`train`."""
+    path = _model_path(config, which)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `femeso train` first")
+    model = baseline_model(config, space) if which == "baseline" else learned_model(config, space)
+    model.load_parameters(path)
+    return model
+
+
+def _rollouts(config: JobConfig, space, data, *, progress: bool) -> dict[str, Any]:
+    """Roll the classical solver, the Onsager model and the baseline out over the test data."""
+    from femeso.evaluation import rollout_errors
+
+    truth = true_model(config, space)
+    steppers = {
+        "classical": stepper_factory(truth),
+        "onsager": stepper_factory(load_trained(config, space, "onsager")),
+    }
+    if config["baseline"]["enabled"]:
+        steppers["baseline"] = stepper_factory(load_trained(config, space, "baseline"))
+    reports = {}
+    for name, make in steppers.items():
+        reports[name] = rollout_errors(
+            make, data["test"], reference_energy=truth.energy_value, progress=progress
+        )
+    return reports
+
+
+def rollout(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Roll out the test trajectories with every model and write them as VTK under ``rollouts/``."""
+    space = build_space(config)
+    data = load_data(config, space)
+    reports = _rollouts(config, space, data, progress=progress)
+    _write_vtk(config, data, reports)
+    return {name: r.summary() for name, r in reports.items()}
+
+
+def _write_vtk(config: JobConfig, data, reports) -> list[Path]:
+    directory = config.output / "rollouts"
+    directory.mkdir(parents=True, exist_ok=True)
+    first = data["test"].trajectories[0]
+    paths = [export_vtk(first, directory / "data_0.pvd", names=["u"], overwrite=True)]
+    for name, r in reports.items():
+        paths.append(
+            export_vtk(
+                r.trajectory_data(0), directory / f"{name}_0.pvd", names=["u"], overwrite=True
+            )
+        )
+    logger.info("rollout: VTK files in %s", directory)
+    return paths
+
+
+#: The demo's acceptance targets (the learning issue).
+TARGETS = {
+    "error_at_training_horizon": 2e-2,
+    "energy_increases": 0,
+    "density_r2": 0.99,
+}
+
+
+def _error_at(report, t: float) -> float:
+    """Mean error at the elapsed time ``t`` of a rollout report."""
+    i = int(np.argmin(np.abs(np.asarray(report.times) - t)))
+    return float(report.error_mean[i])
+
+
+def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Evaluate the trained models on the test data; write ``report/results.json`` and plots.
+
+    Returns the results (also printed as a table by the command line), including ``targets``:
+    relative L2 error at the training horizon, energy increases and the density fit's R².
+    """
+    from femeso.evaluation import (
+        density_comparison,
+        energy_scaling_exponent,
+        mobility_comparison,
+        step_size_study,
+        write_json,
+    )
+
+    t0 = time.perf_counter()
+    space = build_space(config)
+    data = load_data(config, space)
+    truth = true_model(config, space)
+    model = load_trained(config, space, "onsager")
+    reports = _rollouts(config, space, data, progress=progress)
+    d = config["data"]
+    horizon = d["frames"] * d["frame_dt"]
+    results: dict[str, Any] = {
+        "job": config["job"]["name"],
+        "config": dict(config),
+        "training_horizon": horizon,
+        "long_horizon": horizon * config["evaluation"]["horizon_factor"],
+        "dofs": space.dim(),
+        "cells": space.mesh().num_cells(),
+        "ranks": space.mesh().comm.size,
+    }
+    for name, r in reports.items():
+        summary = r.summary()
+        summary["error_at_training_horizon"] = _error_at(r, horizon)
+        results[name] = summary
+
+    # interpretability: learned F and m against the truth, after the gauge
+    samples = torch.cat([model.state_at_points(s) for t in data["train"] for s in t.states])
+    conserved = d["equation"] == "cahn_hilliard"
+    # the gauge normalises kappa to kappa_ref: a model with the true dynamics has
+    # F_learned = (kappa_ref / kappa_true) F_true + invisible terms
+    kappa_true = float(truth.kappa()[0, 0])
+    density = density_comparison(
+        model,
+        truth.energy.density,
+        samples,
+        conserved=conserved,
+        gauge_slope=config["model"]["kappa_ref"] / kappa_true,
+    )
+    results["density"] = {k: v for k, v in density.items() if k != "linear" or np.ndim(v) == 0}
+    true_m = _true_mobility(config)
+    mobility = mobility_comparison(
+        model,
+        true_m,
+        samples,
+        kind="conserved" if conserved else "local",
+        density_slope=density["slope"],
+    )
+    results["mobility"] = {k: v for k, v in mobility.items() if np.ndim(v) == 0}
+    results["energy_scaling"] = {
+        k: v
+        for k, v in energy_scaling_exponent(model, data["test"].trajectories[0].states[:1]).items()
+        if np.ndim(v) == 0
+    }
+    factors = config["evaluation"]["step_factors"]
+    results["step_sizes"] = step_size_study(
+        stepper_factory(model), data["test"].trajectories[0], factors=factors, reference="finest"
+    )
+    targets = {
+        "error_at_training_horizon": (
+            results["onsager"]["error_at_training_horizon"],
+            TARGETS["error_at_training_horizon"],
+            results["onsager"]["error_at_training_horizon"] <= TARGETS["error_at_training_horizon"],
+        ),
+        "energy_increases": (
+            results["onsager"]["energy_increases"],
+            0,
+            results["onsager"]["energy_increases"] == 0,
+        ),
+        "density_r2": (
+            density["gauge"]["r2"],
+            TARGETS["density_r2"],
+            density["gauge"]["r2"] >= TARGETS["density_r2"],
+        ),
+    }
+    results["targets"] = {
+        k: {"value": v, "target": t, "met": bool(ok)} for k, (v, t, ok) in targets.items()
+    }
+    directory = config.output / "report"
+    directory.mkdir(parents=True, exist_ok=True)
+    if config["evaluation"]["vtk"]:
+        _write_vtk(config, data, reports)
+    if config["evaluation"]["plots"]:
+        results["plots"] = [
+            str(p)
+            for p in _plots(config, data, reports, model, truth, density, mobility, samples)
+            if p
+        ]
+    results["seconds"] = time.perf_counter() - t0
+    write_json(directory / "results.json", results)
+    logger.info("report: %s", directory / "results.json")
+    return results
+
+
+def _rescaled(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Affinely map ``values`` onto the range of ``like`` (to overlay energies of other gauges)."""
+    a, b = np.nanmin(values), np.nanmax(values)
+    c, d = np.nanmin(like), np.nanmax(like)
+    return c + (values - a) * (d - c) / (b - a) if b > a else values
+
+
+def _true_mobility(config: JobConfig):
+    mobility = config["data"]["mobility"]
+    if mobility == "degenerate":
+        return lambda u, x=None: u[:, :1] * (1 - u[:, :1])
+    return float(mobility)
+
+
+def _plots(config, data, reports, model, truth, density, mobility, samples) -> list[Path | None]:
+    from femeso.evaluation import density_curves
+    from femeso.plots import plot_curves, plot_density, plot_fields
+
+    directory = config.output / "report"
+    d = config["data"]
+    horizon = d["frames"] * d["frame_dt"]
+    paths: list[Path | None] = []
+    onsager = reports["onsager"]
+    states = onsager.rollouts[0].states
+    n = len(states)
+    picks = sorted({0, min(d["frames"], n - 1), (n - 1) // 2, n - 1})
+    truth_states = data["test"].trajectories[0].states
+    fields = {"true": [truth_states[i] for i in picks], "onsager": [states[i] for i in picks]}
+    labels = {"true": "data", "onsager": "Onsager model"}
+    if "baseline" in reports and reports["baseline"].rollouts[0].states:
+        base = reports["baseline"].rollouts[0].states
+        if len(base) == n:
+            fields["baseline"] = [base[i] for i in picks]
+            labels["baseline"] = "black-box baseline"
+    times = [float(onsager.rollouts[0].times[i]) for i in picks]
+    paths.append(
+        plot_fields(
+            directory / "fields.png",
+            fields,
+            times,
+            labels,
+            reference="true",
+            title=f"{config['job']['name']}: test trajectory 0",
+        )
+    )
+    series = {name: r.error_mean for name, r in reports.items()}
+    paths.append(
+        plot_curves(
+            directory / "error.png",
+            {name: r.times for name, r in reports.items()},
+            series,
+            "relative L2 error",
+            logy=True,
+            train_end=horizon,
+            title="rollout error against the data (mean over test trajectories)",
+        )
+    )
+    energies = {
+        f"{name} (true V)": np.nanmean(r.reference_energies, axis=0) for name, r in reports.items()
+    }
+    energy_times = {k: onsager.times for k in energies}
+    energies["data (true V)"] = np.nanmean(onsager.reference_energies_data, axis=0)
+    energy_times["data (true V)"] = onsager.data_times
+    energies["Onsager model (own V, rescaled)"] = _rescaled(
+        np.nanmean(onsager.energies, axis=0), energies["data (true V)"]
+    )
+    energy_times["Onsager model (own V, rescaled)"] = onsager.times
+    paths.append(
+        plot_curves(
+            directory / "energy.png",
+            energy_times,
+            energies,
+            "true energy V",
+            train_end=horizon,
+            title="energy along the rollouts",
+        )
+    )
+    u_grid = np.linspace(float(samples.min()), float(samples.max()), 200)
+    curves = density_curves(model, u_grid, true_density=truth.energy.density, fit=density)
+    u_t = torch.as_tensor(u_grid[:, None])
+    scale = mobility.get("scale") or 1.0
+    with torch.no_grad():
+        learned = model.mobility_values(u_t)
+    kind = next(iter(learned))
+    true_m = _true_mobility(config)
+    mob = {
+        "learned / fitted scale": learned[kind][:, 0].numpy() / scale,
+        "true": true_m(u_t)[:, 0].numpy() if callable(true_m) else np.full_like(u_grid, true_m),
+    }
+    paths.append(
+        plot_density(
+            directory / "density.png",
+            u_grid,
+            curves,
+            mobility=mob,
+            title="learned F(u) and m(u) after the gauge fit",
+        )
+    )
+    return paths
+
+
+def run(config: JobConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the whole job: generate (unless the data exist and ``resume``), train, report."""
+    t0 = time.perf_counter()
+    have_data = all(_data_path(config, split).exists() for split in SPLITS)
+    if not (resume and have_data):
+        generate(config, progress=progress)
+    training = train(config, resume=resume, progress=progress)
+    results = report(config, progress=progress)
+    results["training"] = training
+    results["seconds_total"] = time.perf_counter() - t0
+    from femeso.evaluation import write_json
+
+    write_json(config.output / "report" / "results.json", results)
+    return results
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """Return the report as lines of text (the command line prints them)."""
+    lines = [
+        f"job {results['job']}: {results['cells']} cells, {results['dofs']} DoFs, "
+        f"{results['ranks']} rank(s); training horizon {results['training_horizon']:g}, "
+        f"long horizon {results['long_horizon']:g}",
+        f"{'':<11}{'err@1 step':>11}{'err@train T':>12}{'err@10x T':>11}{'max err':>10}"
+        f"{'V incr.':>8}{'true V incr.':>13}{'mass drift':>11}",
+    ]
+    for name in ("onsager", "baseline", "classical"):
+        if name not in results:
+            continue
+        r = results[name]
+
+        def f(x):
+            return "-" if x is None else f"{x:.2e}" if isinstance(x, float) else str(x)
+
+        lines.append(
+            f"{name:<11}{f(r['error_first']):>11}{f(r['error_at_training_horizon']):>12}"
+            f"{f(r['error_last']):>11}{f(r['error_max']):>10}{f(r['energy_increases']):>8}"
+            f"{f(r['reference_energy_increases']):>13}{f(r['max_mass_drift']):>11}"
+        )
+    d, m = results["density"], results["mobility"]
+    g = d["gauge"]
+    lines.append(
+        f"learned F vs true, in the gauge (F ~ {g['slope']:.4g} F_true + o + e u, only o, e "
+        f"fitted): R2={g['r2']:.5f}; free fit: s={d['slope']:.4g}, R2={d['r2']:.5f}; "
+        f"F'' slope {d['second_derivative']['slope']:.4g}, R2={d['second_derivative']['r2']:.4f}"
+    )
+    lines.append(
+        f"learned m vs true (m ~ c m_true): c={m.get('scale', float('nan')):.4g} "
+        f"R2={m.get('r2', float('nan')):.4f}; s*c={m.get('product') or float('nan'):.4g}"
+    )
+    steps = results["step_sizes"]
+    lines.append(
+        "inference at other steps, error against the finest (t_end={:g}): ".format(steps["t_end"])
+        + ", ".join(
+            f"{fac:g}x dt: err {err:.2e}"
+            for fac, err in zip(steps["factors"], steps["error"], strict=True)
+        )
+        + f"; order {steps['order']:.2f}"
+    )
+    relations = {"error_at_training_horizon": "<=", "energy_increases": "==", "density_r2": ">="}
+    for key, t in results["targets"].items():
+        verdict = "MET" if t["met"] else "NOT MET"
+        lines.append(f"target {key}: {t['value']} (needs {relations[key]} {t['target']}) {verdict}")
+    return lines
