@@ -342,7 +342,9 @@ def test_tensor_mobility_must_be_positive_semidefinite():
 def test_logarithmic_energy_with_degenerate_mobility_keeps_the_law_tightly():
     """Flory-Huggins + m(u) = u(1-u) (the demo's model): the singular density's high derivatives
     are where a too-coarse discrete-gradient fallback shows; the law must hold to 1e-12."""
-    from femeso.demo import flory_huggins
+    from femeso.data.generators import DENSITIES
+
+    flory_huggins = DENSITIES["flory_huggins"]
 
     msh = mesh("plate")
     V = fd.FunctionSpace(msh, "CG", 1)

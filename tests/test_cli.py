@@ -1,0 +1,116 @@
+"""The femeso command: validated TOML jobs, one-line errors, the whole job end to end."""
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from femeso.cli import main
+from femeso.config import ConfigError, default_toml, load_config, validate
+
+
+def write(tmp_path, text):
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[data]\nfram_dt = 0.1\n", "unknown key data.fram_dt"),
+        ("[dat]\nframe_dt = 0.1\n", r"unknown section \[dat\]"),
+        ('[data]\nframe_dt = "fast"\n', "data.frame_dt must be a number, got str"),
+        ("[data]\nframe_dt = -1.0\n", "data.frame_dt must be > 0"),
+        ("[training]\niterations = 2.5\n", "training.iterations must be an integer"),
+        ('[training]\nnorm = "L1"\n', "training.norm must be one of"),
+        ("[baseline]\nenabled = 1\n", "baseline.enabled must be true or false"),
+        ('[data]\nmobility = "fast"\n', "data.mobility must be 'degenerate' or a number"),
+        ("[data\n", "not valid TOML"),
+    ],
+)
+def test_bad_configurations_are_rejected_with_one_line(tmp_path, capsys, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    assert main(["generate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("femeso generate: error:") and "\n" not in err
+    assert str(path) in err
+
+
+def test_the_documented_defaults_are_a_valid_job_file(tmp_path):
+    text = default_toml()
+    raw = tomllib.loads(text)
+    assert validate(raw) == load_config(None)
+    assert text.count("# ") >= sum(len(section) for section in raw.values())
+
+
+def test_missing_config_file_is_a_user_error(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "no such configuration file" in capsys.readouterr().err
+
+
+TINY = """
+[job]
+name = "tiny"
+output = "{out}"
+[data]
+train = 2
+validation = 1
+test = 1
+frames = 4
+burn_in = 2
+[training]
+iterations = 4
+batch_size = 2
+validate_every = 2
+checkpoint_every = 2
+[baseline]
+iterations = 2
+learning_rate = 0.001
+[evaluation]
+horizon_factor = 2
+step_factors = [0.5, 1.0, 2.0]
+"""
+
+
+def test_a_whole_job_runs_end_to_end(tmp_path):
+    """generate -> train -> report on the plate with holes, at toy sizes, through the CLI."""
+    out = tmp_path / "job"
+    path = write(tmp_path, TINY.format(out=out))
+    assert main(["run", str(path), "--quiet"]) == 0
+    results = json.loads((out / "report" / "results.json").read_text())
+    onsager, classical = results["onsager"], results["classical"]
+    # the class's guarantees along the learned model's rollout, even after 4 iterations
+    assert onsager["energy_increases"] == 0
+    assert onsager["max_mass_drift"] < 1e-12
+    assert classical["error_max"] < 1e-2  # the true equation at the data step
+    history = json.loads((out / "onsager" / "history.json").read_text())
+    assert len(history["records"]) == 4
+    for name in ("fields", "error", "energy", "density"):
+        assert (out / "report" / f"{name}.png").stat().st_size > 10_000
+    for name in ("data", "onsager", "baseline", "classical"):
+        assert (out / "rollouts" / f"{name}_0.pvd").exists()
+    for name in ("onsager", "baseline"):
+        assert (out / name / "model.npz").exists() and (out / name / "checkpoint.pt").exists()
+    # resuming a finished job trains nothing more and reproduces the report's training record
+    assert main(["train", str(path), "--resume", "--quiet", "--model", "onsager"]) == 0
+    assert len(json.loads((out / "onsager" / "history.json").read_text())["records"]) == 4
+
+
+def test_the_console_script_keeps_its_arguments_from_petsc(tmp_path):
+    """PETSc would report the command's own options as unused (or take them as its own)."""
+    femeso = Path(sys.executable).with_name("femeso")
+    result = subprocess.run(
+        [str(femeso), "config", "--check", str(write(tmp_path, ""))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+    assert "unused database option" not in result.stdout + result.stderr
