@@ -19,6 +19,7 @@ configure_environment()  # before Firedrake: threads, kernel caches
 
 import argparse
 import functools
+import gc
 import json
 import os
 import resource
@@ -146,6 +147,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=10, help="iterations left out of means")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--gc-collect",
+        action="store_true",
+        help="gc.collect() after every iteration (not timed): tells leaks from cyclic garbage",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args, _ = parser.parse_known_args()  # the rest goes to PETSc (e.g. -log_view)
     if args.iterations <= args.warmup:
@@ -180,14 +186,25 @@ def main() -> None:
         record = step()
         walls.append(time.perf_counter() - t0)
         snapshots.append(dict(clock.totals))
+        if args.gc_collect:
+            gc.collect()
         rss.append(rss_bytes())
         peak.append(peak_rss_bytes())
         skipped.append(record.skipped)
         return record
 
+    full_collections = [0]
+
+    def count_full(phase: str, info: dict) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full_collections[0] += 1
+
     trainer.step = measured_step
+    gc.callbacks.append(count_full)
     rss_before = rss_bytes()
     history = trainer.run()
+    gc.callbacks.remove(count_full)
+    records = sum(len(s.records) for s in trainer._steppers.values())
 
     n, w = args.iterations, args.warmup
     measured = n - w
@@ -269,6 +286,12 @@ def main() -> None:
         f"peak {peak_growth / MiB:+.1f} MiB ({peak_growth / 1024 / (n - base):+.1f} KiB/iteration)"
     )
 
+    print(
+        f"full (generation-2) garbage collections during training: {full_collections[0]}"
+        f"{' (+ one per iteration, --gc-collect)' if args.gc_collect else ''}; "
+        f"StepRecords kept by the trainer's steppers: {records}"
+    )
+
     if args.json is not None:
         figures = {
             "dofs": V.dim(),
@@ -300,6 +323,9 @@ def main() -> None:
             "rss_mib": [r / MiB for r in rss],
             "peak_rss_mib": [p / MiB for p in peak],
             "rss_growth_kib_per_iteration": growth / 1024 / (n - base),
+            "gc_collect_every_iteration": args.gc_collect,
+            "full_gc_collections": full_collections[0],
+            "step_records_kept": records,
             "skipped_windows": sum(skipped),
             "losses": history.losses,
         }

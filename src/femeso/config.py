@@ -150,9 +150,9 @@ DEFAULTS: dict[str, dict[str, Key]] = {
             1, "store every s-th state of a window (recompute the rest)", minimum=1
         ),
         "optimizer": Key("adam", "PyTorch optimiser", choices=OPTIMIZERS),
-        "learning_rate": Key(1e-2, "initial learning rate", positive=True),
+        "learning_rate": Key(3e-3, "initial learning rate", positive=True),
         "lr_decay": Key(
-            0.1, "learning-rate factor over the whole run (exponential)", positive=True
+            0.3, "learning-rate factor over the whole run (exponential)", positive=True
         ),
         "weight_decay": Key(0.0, "weight decay", minimum=0),
         "gradient_clip": Key(0.0, "clip the gradient norm to this (0: off)", minimum=0),
@@ -166,7 +166,7 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         "enabled": Key(True, "also train the black-box baseline (unconstrained neural RHS)"),
         "width": Key(16, "hidden width of the baseline's network", minimum=1),
         "iterations": Key(150, "optimiser steps of the baseline", minimum=1),
-        "learning_rate": Key(1e-2, "initial learning rate of the baseline", positive=True),
+        "learning_rate": Key(3e-3, "initial learning rate of the baseline", positive=True),
     },
     "evaluation": {
         "horizon_factor": Key(10, "roll out to this many times the training horizon", minimum=1),
