@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ from torch import nn
 from femeso._log import logger
 from femeso.fields import DTYPE, NeuralField
 from femeso.quadrature import QuadratureRule
-from femeso.steppers import DIRECT_SOLVER, StepFailure, StepRecord, Trajectory, _progress
+from femeso.steppers import DIRECT_SOLVER, StepFailure, SteppingLoop, StepRecord
 
 __all__ = ["BlackBoxModel", "BlackBoxStepper"]
 
@@ -221,7 +220,7 @@ class BlackBoxModel(nn.Module):
         self.load_state_dict(state)
 
 
-class BlackBoxStepper:
+class BlackBoxStepper(SteppingLoop):
     r"""Implicit-midpoint stepper for a :class:`BlackBoxModel`, with the one-step adjoint.
 
     Newton (PETSc SNES, :data:`~femeso.steppers.DIRECT_SOLVER` by default) on the mixed unknown
@@ -497,69 +496,9 @@ class BlackBoxStepper:
         self.records.append(record)
         return record
 
-    def rollout(
-        self,
-        n_steps: int | None = None,
-        *,
-        t_end: float | None = None,
-        store_every: int = 1,
-        progress: bool = False,
-    ) -> Trajectory:
-        """Advance ``n_steps`` steps (or up to ``t_end``) and return the trajectory.
-
-        Parameters
-        ----------
-        n_steps, t_end
-            How far to go (exactly one of them).
-        store_every
-            Keep every ``store_every``-th state (records are kept for every step).
-        progress
-            Show a progress bar (rank 0).
-
-        """
-        if (n_steps is None) == (t_end is None):
-            raise ValueError("give exactly one of n_steps and t_end")
-        if n_steps is None:
-            n_steps = int(round((t_end - self.t) / self.dt))
-            if n_steps < 0 or not math.isclose(
-                self.t + n_steps * self.dt, t_end, rel_tol=1e-9, abs_tol=1e-12
-            ):
-                raise ValueError(
-                    f"t_end={t_end} is not a whole number of steps dt={self.dt} after t={self.t}"
-                )
-        if store_every < 1:
-            raise ValueError(f"store_every must be >= 1, got {store_every}")
-        traj = Trajectory(
-            times=np.array([self.t]),
-            states=[self.u.copy(deepcopy=True)],
-            initial_energy=float("nan"),
-        )
-        times = [self.t]
-        bar = _progress(n_steps, progress and self.model.mesh.comm.rank == 0)
-        t0 = time.perf_counter()
-        for n in range(1, n_steps + 1):
-            record = self.advance()
-            traj.records.append(record)
-            if n % store_every == 0 or n == n_steps:
-                traj.states.append(self.u.copy(deepcopy=True))
-                times.append(self.t)
-            if bar is not None:
-                bar.set_postfix(t=f"{self.t:.4g}", refresh=False)
-                bar.update()
-        if bar is not None:
-            bar.close()
-        traj.times = np.array(times)
-        logger.debug("rollout of %d steps in %.2f s", n_steps, time.perf_counter() - t0)
-        return traj
-
-    def solver_stats(self) -> dict[str, int]:
-        """Return total Newton and linear iterations and halvings over all steps so far."""
-        return {
-            "steps": len(self.records),
-            "newton_iterations": sum(r.newton_iterations for r in self.records),
-            "linear_iterations": sum(r.linear_iterations for r in self.records),
-            "halvings": sum(r.halvings for r in self.records),
-        }
+    def _initial_energy(self) -> float:
+        """Return nan: the baseline has no energy."""
+        return float("nan")
 
     # ------------------------------------------------------------------ adjoint protocol
     def restore(self, u0: fd.Function, w1: fd.Function, dt: float | None = None) -> None:

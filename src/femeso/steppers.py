@@ -158,7 +158,78 @@ class Trajectory:
     initial_energy: float = float("nan")
 
 
-class EnergyStableStepper:
+class SteppingLoop:
+    """Rollouts and solver statistics of any stepper with ``advance``, ``u``, ``t``, ``dt``."""
+
+    def rollout(
+        self,
+        n_steps: int | None = None,
+        *,
+        t_end: float | None = None,
+        store_every: int = 1,
+        progress: bool = False,
+    ) -> Trajectory:
+        """Advance ``n_steps`` steps (or up to ``t_end``) and return the trajectory.
+
+        Parameters
+        ----------
+        n_steps, t_end
+            How far to go (exactly one of them).
+        store_every
+            Keep every ``store_every``-th state (records are kept for every step).
+        progress
+            Show a progress bar (rank 0).
+
+        """
+        if (n_steps is None) == (t_end is None):
+            raise ValueError("give exactly one of n_steps and t_end")
+        if n_steps is None:
+            n_steps = int(round((t_end - self.t) / self.dt))
+            if n_steps < 0 or not math.isclose(
+                self.t + n_steps * self.dt, t_end, rel_tol=1e-9, abs_tol=1e-12
+            ):
+                raise ValueError(
+                    f"t_end={t_end} is not a whole number of steps dt={self.dt} after t={self.t}"
+                )
+        if store_every < 1:
+            raise ValueError(f"store_every must be >= 1, got {store_every}")
+        traj = Trajectory(
+            times=np.array([self.t]),
+            states=[self.u.copy(deepcopy=True)],
+            initial_energy=self._initial_energy(),
+        )
+        times = [self.t]
+        bar = _progress(n_steps, progress and self.model.mesh.comm.rank == 0)
+        t0 = time.perf_counter()
+        for n in range(1, n_steps + 1):
+            record = self.advance()
+            traj.records.append(record)
+            if n % store_every == 0 or n == n_steps:
+                traj.states.append(self.u.copy(deepcopy=True))
+                times.append(self.t)
+            if bar is not None:
+                postfix = {"t": f"{self.t:.4g}"}
+                if math.isfinite(record.energy):
+                    postfix["V"] = f"{record.energy:.5g}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update()
+        if bar is not None:
+            bar.close()
+        traj.times = np.array(times)
+        logger.debug("rollout of %d steps in %.2f s", n_steps, time.perf_counter() - t0)
+        return traj
+
+    def solver_stats(self) -> dict[str, int]:
+        """Return total Newton and linear iterations and halvings over all steps so far."""
+        return {
+            "steps": len(self.records),
+            "newton_iterations": sum(r.newton_iterations for r in self.records),
+            "linear_iterations": sum(r.linear_iterations for r in self.records),
+            "halvings": sum(r.halvings for r in self.records),
+        }
+
+
+class EnergyStableStepper(SteppingLoop):
     r"""Discrete-gradient time stepper for an :class:`~femeso.hypothesis.OnsagerModel`.
 
     Parameters
@@ -673,69 +744,9 @@ class EnergyStableStepper:
         """The chemical potential of the last step (a view into the mixed solution)."""
         return self.w.subfunctions[1]
 
-    def rollout(
-        self,
-        n_steps: int | None = None,
-        *,
-        t_end: float | None = None,
-        store_every: int = 1,
-        progress: bool = False,
-    ) -> Trajectory:
-        """Advance ``n_steps`` steps (or up to ``t_end``) and return the trajectory.
-
-        Parameters
-        ----------
-        n_steps, t_end
-            How far to go (exactly one of them).
-        store_every
-            Keep every ``store_every``-th state (records are kept for every step).
-        progress
-            Show a progress bar (rank 0).
-
-        """
-        if (n_steps is None) == (t_end is None):
-            raise ValueError("give exactly one of n_steps and t_end")
-        if n_steps is None:
-            n_steps = int(round((t_end - self.t) / self.dt))
-            if n_steps < 0 or not math.isclose(
-                self.t + n_steps * self.dt, t_end, rel_tol=1e-9, abs_tol=1e-12
-            ):
-                raise ValueError(
-                    f"t_end={t_end} is not a whole number of steps dt={self.dt} after t={self.t}"
-                )
-        if store_every < 1:
-            raise ValueError(f"store_every must be >= 1, got {store_every}")
-        traj = Trajectory(
-            times=np.array([self.t]),
-            states=[self.u.copy(deepcopy=True)],
-            initial_energy=self.model.energy_value(self.u),
-        )
-        times = [self.t]
-        bar = _progress(n_steps, progress and self.model.mesh.comm.rank == 0)
-        t0 = time.perf_counter()
-        for n in range(1, n_steps + 1):
-            record = self.advance()
-            traj.records.append(record)
-            if n % store_every == 0 or n == n_steps:
-                traj.states.append(self.u.copy(deepcopy=True))
-                times.append(self.t)
-            if bar is not None:
-                bar.set_postfix(t=f"{self.t:.4g}", V=f"{record.energy:.5g}", refresh=False)
-                bar.update()
-        if bar is not None:
-            bar.close()
-        traj.times = np.array(times)
-        logger.debug("rollout of %d steps in %.2f s", n_steps, time.perf_counter() - t0)
-        return traj
-
-    def solver_stats(self) -> dict[str, int]:
-        """Return total Newton and linear iterations and halvings over all steps so far."""
-        return {
-            "steps": len(self.records),
-            "newton_iterations": sum(r.newton_iterations for r in self.records),
-            "linear_iterations": sum(r.linear_iterations for r in self.records),
-            "halvings": sum(r.halvings for r in self.records),
-        }
+    def _initial_energy(self) -> float:
+        """Energy of the current state (the first entry of a rollout's energies)."""
+        return self.model.energy_value(self.u)
 
 
 def _progress(total: int, enabled: bool):
