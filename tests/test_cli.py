@@ -69,6 +69,8 @@ iterations = 4
 batch_size = 2
 validate_every = 2
 checkpoint_every = 2
+refine_iterations = 2
+refine_batch_size = 4
 [baseline]
 iterations = 2
 learning_rate = 0.001
@@ -91,6 +93,8 @@ def test_a_whole_job_runs_end_to_end(tmp_path):
     assert classical["error_max"] < 1e-2  # the true equation at the data step
     history = json.loads((out / "onsager" / "history.json").read_text())
     assert len(history["records"]) == 4
+    refine = json.loads((out / "onsager" / "refine" / "history.json").read_text())["records"]
+    assert len(refine) == 2 and refine[-1]["learning_rate"] == 1.0  # Levenberg-Marquardt phase
     for name in ("fields", "error", "energy", "density"):
         assert (out / "report" / f"{name}.png").stat().st_size > 10_000
     for name in ("data", "onsager", "baseline", "classical"):
@@ -100,6 +104,9 @@ def test_a_whole_job_runs_end_to_end(tmp_path):
     # resuming a finished job trains nothing more and reproduces the report's training record
     assert main(["train", str(path), "--resume", "--quiet", "--model", "onsager"]) == 0
     assert len(json.loads((out / "onsager" / "history.json").read_text())["records"]) == 4
+    assert (
+        len(json.loads((out / "onsager" / "refine" / "history.json").read_text())["records"]) == 2
+    )
 
 
 def test_the_console_script_keeps_its_arguments_from_petsc(tmp_path):

@@ -150,6 +150,15 @@ DEFAULTS: dict[str, dict[str, Key]] = {
             1, "store every s-th state of a window (recompute the rest)", minimum=1
         ),
         "optimizer": Key("adam", "PyTorch optimiser", choices=OPTIMIZERS),
+        "refine_iterations": Key(
+            20,
+            "Levenberg-Marquardt iterations after the optimiser (Gauss-Newton curvature of "
+            "one-step windows, validated every 5; 0: off)",
+            minimum=0,
+        ),
+        "refine_batch_size": Key(
+            16, "one-step windows per Levenberg-Marquardt iteration", minimum=1
+        ),
         "learning_rate": Key(3e-3, "initial learning rate", positive=True),
         "lr_decay": Key(
             0.3, "learning-rate factor over the whole run (exponential)", positive=True

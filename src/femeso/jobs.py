@@ -193,11 +193,36 @@ def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
     return paths
 
 
+REFINE_KEYS = ("refine_iterations", "refine_batch_size")
+
+
 def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
     settings = dict(config["training"], seed=config["job"]["seed"])
+    for key in REFINE_KEYS:
+        settings.pop(key)
     if baseline:
         settings["iterations"] = config["baseline"]["iterations"]
         settings["learning_rate"] = config["baseline"]["learning_rate"]
+    return TrainingConfig(**settings)
+
+
+def _refine_config(config: JobConfig) -> TrainingConfig:
+    """Return the Levenberg--Marquardt phase that follows the first-order optimiser."""
+    settings = dict(config["training"], seed=config["job"]["seed"])
+    for key in REFINE_KEYS:
+        settings.pop(key)
+    settings.update(
+        optimizer="levenberg_marquardt",
+        iterations=config["training"]["refine_iterations"],
+        batch_size=config["training"]["refine_batch_size"],
+        unroll=1,
+        learning_rate=1.0,
+        lr_decay=1.0,
+        weight_decay=0.0,
+        gradient_clip=0.0,
+        validate_every=5,
+        checkpoint_every=5,
+    )
     return TrainingConfig(**settings)
 
 
@@ -240,11 +265,26 @@ def train(
         )
         history = trainer.run(resume=resume)
         used_best = trainer.load_best()
+        first_loss = history.records[0].loss if history.records else math.nan
+        refined = which == "onsager" and config["training"]["refine_iterations"] > 0
+        if refined:  # second phase: Levenberg-Marquardt from the first phase's model
+            trainer = Trainer(
+                model,
+                data["train"],
+                validation,
+                _refine_config(config),
+                make_stepper=stepper_factory(model),
+                directory=config.output / which / "refine",
+                progress=progress,
+            )
+            history = trainer.run(resume=resume)
+            used_best = trainer.load_best() or used_best
         model.save(_model_path(config, which))
         seconds = time.perf_counter() - t0
         out[which] = {
             "iterations": trainer.iteration,
-            "loss_first": history.records[0].loss if history.records else math.nan,
+            "refine_iterations": config["training"]["refine_iterations"] if refined else 0,
+            "loss_first": first_loss,
             "loss_last": history.records[-1].loss if history.records else math.nan,
             "best_validation": history.best_validation,
             "best_iteration": history.best_iteration,

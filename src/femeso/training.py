@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import torch
 
 from femeso._log import logger
 from femeso.data.trajectories import Dataset
+from femeso.gauss_newton import LevenbergMarquardt, WindowCurvature, window_curvature
 from femeso.steppers import EnergyStableStepper, StepFailure
 
 __all__ = [
@@ -50,7 +52,7 @@ __all__ = [
 
 NORMS = ("L2", "H1")
 GRADIENTS = ("full", "cut")
-OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs", "levenberg_marquardt")
 
 
 @dataclass
@@ -74,8 +76,11 @@ class TrainingConfig:
         Store every ``s``-th state of a window in the forward sweep and recompute the others in
         the reverse sweep; 1 stores all.
     optimizer, learning_rate, weight_decay
-        ``"adam"``, ``"adamw"``, ``"sgd"`` or ``"lbfgs"`` (full-batch quasi-Newton; one closure
-        evaluation per line-search step), and its settings.
+        ``"adam"``, ``"adamw"``, ``"sgd"``, ``"lbfgs"`` (full-batch quasi-Newton; one closure
+        evaluation per line-search step) or ``"levenberg_marquardt"`` (damped Gauss--Newton with
+        the exact tangent of each step, :mod:`femeso.gauss_newton`; one-step windows; the
+        learning rate is the fraction of the step taken, 1 is the classical method), and its
+        settings.
     lr_decay
         Multiply the learning rate by this factor over the whole run (exponential schedule; 1 is
         constant).
@@ -131,6 +136,11 @@ class TrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= low:
                 raise ValueError(f"training.{name} must be a number > {low}, got {value!r}")
+        if self.optimizer == "levenberg_marquardt" and self.unroll != 1:
+            raise ValueError(
+                "training.optimizer levenberg_marquardt needs training.unroll = 1, "
+                f"got {self.unroll}"
+            )
         for name in ("weight_decay", "gradient_clip"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
@@ -427,6 +437,8 @@ class Trainer:
             return torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
         if c.optimizer == "sgd":
             return torch.optim.SGD(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        if c.optimizer == "levenberg_marquardt":
+            return LevenbergMarquardt(params, lr=c.learning_rate)
         return torch.optim.LBFGS(
             params, lr=c.learning_rate, max_iter=1, history_size=20, line_search_fn="strong_wolfe"
         )
@@ -489,6 +501,42 @@ class Trainer:
                     p.grad *= len(windows) / (len(windows) - skipped)
         return float(np.mean(losses)), skipped
 
+    def _lm_closure(self, windows: list[tuple[int, int]], curvature: bool, bound: float):
+        """Mean loss (and Gauss--Newton curvature) of one-step windows, for Levenberg--Marquardt.
+
+        Windows whose step fails or needs halvings are left out of the curvature; a loss-only
+        evaluation (a trial step) stops as soon as its mean must exceed ``bound``.
+        """
+        total: WindowCurvature | None = None
+        used, loss_sum = 0, 0.0
+        for window in windows:
+            data, dt = self._window_data(self.train, window, 1)
+            stepper = self._stepper(data[0], dt)
+            try:
+                if curvature:
+                    part = window_curvature(stepper, data, norm=self.config.norm)
+                    total = part if total is None else total.__iadd__(part)
+                    used += 1
+                else:  # a trial step: a step that needs halvings already rejects it
+                    saved, stepper.max_halvings = stepper.max_halvings, 0
+                    try:
+                        loss_sum += window_loss(stepper, data, norm=self.config.norm)[0]
+                    finally:
+                        stepper.max_halvings = saved
+            except (StepFailure, ValueError) as exc:
+                if not curvature:
+                    return math.inf  # the trial parameters do not step: reject them
+                logger.warning("window %s: %s; skipped", window, exc)
+            finally:
+                stepper.records.clear()
+            if not curvature and loss_sum >= bound * len(windows):
+                return math.inf
+        if not curvature:
+            return loss_sum / len(windows)
+        if total is None:
+            raise StepFailure("every window of the minibatch failed")
+        return WindowCurvature(total.loss / used, total.gradient / used, total.hessian / used)
+
     def validate(self) -> float:
         """Return the mean loss over the validation windows (forward only)."""
         losses = []
@@ -518,7 +566,10 @@ class Trainer:
             result["skipped"] = skipped
             return torch.tensor(loss, dtype=torch.float64)
 
-        if c.optimizer == "lbfgs":
+        if c.optimizer == "levenberg_marquardt":
+            result["loss"] = self.optimizer.step(partial(self._lm_closure, windows))
+            result["skipped"] = 0
+        elif c.optimizer == "lbfgs":
             self.optimizer.step(closure)
         else:
             closure()

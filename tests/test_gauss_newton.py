@@ -1,0 +1,202 @@
+"""Gauss-Newton curvature: the tangent of a step is Taylor-tested, its gradient is the adjoint's,
+and Levenberg-Marquardt fits a member of the class from its own data."""
+
+import firedrake as fd
+import numpy as np
+import pytest
+import torch
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+import femeso
+from femeso.gauss_newton import (
+    LevenbergMarquardt,
+    WindowCurvature,
+    step_jacobian,
+    trainable,
+    window_curvature,
+)
+from femeso.training import TrainingConfig, window_loss, window_loss_and_gradient
+from models import dissipative_model, mesh, neural_energy
+
+
+def conservative_model(seed: int) -> femeso.OnsagerModel:
+    """A random KdV-like member: neural F(u), learned transport velocity b(x), M = 0."""
+    V = fd.FunctionSpace(mesh("periodic_interval"), "CG", 1)
+    velocity = femeso.NeuralField(0, 1, width=4, dim=1, seed=seed + 3)
+    return femeso.OnsagerModel(
+        V, neural_energy(1, seed), conservative=femeso.SkewTransport(velocity, dim=1)
+    )
+
+
+def models():
+    return {
+        "plate-both": dissipative_model(mesh("plate"), "both", seed=3),
+        "periodic-conservative": conservative_model(seed=4),
+    }
+
+
+def window(model, seed):
+    V = model.space
+    u0 = femeso.random_smooth_field(V, seed=seed, amplitude=0.8)
+    u1 = femeso.random_smooth_field(V, seed=seed + 1, amplitude=0.8)
+    return [u0, u1]
+
+
+def step_state(model, u0, dt):
+    stepper = femeso.EnergyStableStepper(model, u0, dt)
+    record = stepper.advance()
+    assert record.halvings == 0
+    return stepper
+
+
+def jacobian_rates(model, dt=0.02):
+    params = [p for _, p in trainable(model)]
+    u0 = window(model, 11)[0]
+    stepper = step_state(model, u0, dt)
+    u1 = stepper.u.copy(deepcopy=True)
+    stepper.restore(u0, stepper.w)
+    J = step_jacobian(stepper)
+    theta = parameters_to_vector(params).detach().clone()
+    direction = torch.randn(
+        theta.shape, generator=torch.Generator().manual_seed(2), dtype=theta.dtype
+    )
+    tangent = fd.Function(model.space)
+    with tangent.dat.vec_wo as t:
+        t.array[:] = J @ direction.numpy()
+    residuals = []
+    for eps in [1e-2 / 2**i for i in range(4)]:
+        with torch.no_grad():
+            vector_to_parameters(theta + eps * direction, params)
+        moved = step_state(model, u0, dt).u
+        residuals.append(fd.norm(moved - u1 - eps * tangent))
+    with torch.no_grad():
+        vector_to_parameters(theta, params)
+    return np.log2(np.array(residuals[:-1]) / np.array(residuals[1:])), residuals, fd.norm(tangent)
+
+
+@pytest.mark.parametrize("name", ["plate-both", "periodic-conservative"])
+def test_step_jacobian_passes_taylor_test(name):
+    rates, residuals, size = jacobian_rates(models()[name])
+    assert size > 0
+    assert np.all(rates > 1.9), (residuals, rates)
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_step_jacobian_passes_taylor_test_in_parallel():
+    rates, residuals, size = jacobian_rates(dissipative_model(mesh("plate"), "both", seed=3))
+    assert np.all(rates > 1.9), (residuals, rates)
+
+
+def curvature_against_adjoint(model, norm):
+    data = window(model, 21)
+    stepper = femeso.EnergyStableStepper(model, data[0], 0.02)
+    params = [p for _, p in trainable(model)]
+    for p in params:
+        p.grad = None
+    loss, clean = window_loss_and_gradient(stepper, data, norm=norm)
+    assert clean
+    adjoint = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+    ).numpy()
+    c = window_curvature(stepper, data, norm=norm)
+    return loss, adjoint, c
+
+
+@pytest.mark.parametrize("norm", ["L2", "H1"])
+def test_gauss_newton_gradient_is_the_adjoint_gradient(norm):
+    loss, adjoint, c = curvature_against_adjoint(models()["plate-both"], norm)
+    assert c.loss == pytest.approx(loss, rel=1e-12)
+    assert np.linalg.norm(c.gradient - adjoint) <= 1e-8 * np.linalg.norm(adjoint)
+    # A Gauss-Newton matrix is symmetric positive semi-definite.
+    assert np.allclose(c.hessian, c.hessian.T)
+    assert np.linalg.eigvalsh(c.hessian).min() >= -1e-12 * np.abs(c.hessian).max()
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_gauss_newton_gradient_is_the_adjoint_gradient_in_parallel():
+    loss, adjoint, c = curvature_against_adjoint(
+        dissipative_model(mesh("plate"), "both", seed=3), "L2"
+    )
+    assert c.loss == pytest.approx(loss, rel=1e-12)
+    assert np.linalg.norm(c.gradient - adjoint) <= 1e-8 * np.linalg.norm(adjoint)
+
+
+def test_gauss_newton_model_predicts_a_small_residual_loss_to_second_order():
+    """Near a fit, H is the loss's Hessian up to the residual-weighted second derivatives."""
+    model = models()["plate-both"]
+    params = [p for _, p in trainable(model)]
+    theta = parameters_to_vector(params).detach().clone()
+    g = torch.Generator().manual_seed(4)
+    u0 = window(model, 31)[0]
+    with torch.no_grad():  # data: the same member with slightly different parameters
+        vector_to_parameters(theta + 1e-3 * torch.randn(theta.shape, generator=g), params)
+    data = [u0, step_state(model, u0, 0.02).u.copy(deepcopy=True)]
+    with torch.no_grad():
+        vector_to_parameters(theta, params)
+    stepper = femeso.EnergyStableStepper(model, u0, 0.02)
+    c = window_curvature(stepper, data)
+    direction = torch.randn(theta.shape, generator=g, dtype=theta.dtype)
+    d = direction.numpy()
+    first, second = [], []
+    for eps in [1e-2 / 2**i for i in range(4)]:
+        with torch.no_grad():
+            vector_to_parameters(theta + eps * direction, params)
+        moved = window_loss(stepper, data)[0]
+        linear = c.loss + eps * c.gradient @ d
+        first.append(abs(moved - linear))
+        second.append(abs(moved - linear - 0.5 * eps**2 * d @ c.hessian @ d))
+    with torch.no_grad():
+        vector_to_parameters(theta, params)
+    assert all(s < 0.1 * f for s, f in zip(second, first, strict=True)), (first, second)
+
+
+def test_levenberg_marquardt_recovers_a_member_from_its_own_data():
+    """Data from a random member; start from perturbed parameters; LM must drive the loss down."""
+    truth = dissipative_model(mesh("plate"), "conserved", seed=8)
+    learner = dissipative_model(mesh("plate"), "conserved", seed=8)
+    params = [p for _, p in trainable(learner)]
+    theta = parameters_to_vector(params).detach()
+    noise = torch.randn(theta.shape, generator=torch.Generator().manual_seed(5), dtype=theta.dtype)
+    with torch.no_grad():
+        vector_to_parameters(theta + 0.3 * noise, params)
+    V = truth.space
+    starts = [femeso.random_smooth_field(V, seed=s, amplitude=0.8) for s in (40, 41, 42)]
+    windows = []
+    for u0 in starts:
+        stepper = step_state(truth, u0, 0.02)
+        windows.append([u0, stepper.u.copy(deepcopy=True)])
+    stepper = femeso.EnergyStableStepper(learner, starts[0], 0.02)
+
+    def closure(curvature, bound=np.inf):
+        if not curvature:
+            try:
+                return float(np.mean([window_loss(stepper, w)[0] for w in windows]))
+            except femeso.StepFailure:
+                return np.inf
+        total = None
+        for w in windows:
+            part = window_curvature(stepper, w)
+            total = part if total is None else total.__iadd__(part)
+        n = len(windows)
+        return WindowCurvature(total.loss / n, total.gradient / n, total.hessian / n)
+
+    optimizer = LevenbergMarquardt(params)
+    losses = [optimizer.step(closure) for _ in range(10)]
+    final = closure(False)
+    assert all(b <= a for a, b in zip(losses, losses[1:], strict=False)), losses  # monotone
+    assert final < 1e-4 * losses[0], (losses, final)
+    state = optimizer.state_dict()
+    assert state["param_groups"][0]["damping"] == optimizer.damping
+
+
+def test_levenberg_marquardt_settings_are_checked():
+    with pytest.raises(ValueError, match="unroll = 1"):
+        TrainingConfig(optimizer="levenberg_marquardt", unroll=3)
+    with pytest.raises(ValueError, match="damping"):
+        LevenbergMarquardt([torch.zeros(1, requires_grad=True)], damping=0.0)
+    model = models()["plate-both"]
+    stepper = femeso.EnergyStableStepper(model, window(model, 1)[0], 0.02)
+    with pytest.raises(ValueError, match="one step"):
+        window_curvature(stepper, window(model, 1) + window(model, 3)[:1])
+    with pytest.raises(ValueError, match="restore"):
+        step_jacobian(stepper)
