@@ -306,9 +306,10 @@ class LevenbergMarquardt(torch.optim.Optimizer):
     :class:`WindowCurvature` (mean over the minibatch) when ``curvature`` is true and the loss
     alone (a float) otherwise; a loss-only evaluation may return ``inf`` as soon as it knows
     the loss is at least ``bound`` (the loss to beat). Each step solves
-    :math:`(H + \lambda(\mathrm{diag} H + \epsilon))\,\delta = -g`, tries :math:`\theta + \mathrm{lr}\,\delta` and keeps it if the loss
-    decreased (then :math:`\lambda \leftarrow \lambda/\text{decrease}`); otherwise it raises
-    :math:`\lambda` by ``increase`` and tries again, at most ``max_tries`` times. The damping is
+    :math:`(H + \lambda(\mathrm{diag} H + \epsilon))\,\delta = -g`, tries
+    :math:`\theta + \mathrm{lr}\,\delta` and keeps it if the loss decreased (then
+    :math:`\lambda \leftarrow \lambda/\text{decrease}`); otherwise it raises :math:`\lambda`
+    by ``increase`` and tries again, at most ``max_tries`` times. The damping is
     optimiser state (saved in ``state_dict`` and checkpoints).
 
     Parameters
