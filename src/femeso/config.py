@@ -18,7 +18,12 @@ from typing import Any
 
 from femeso.training import GRADIENTS, NORMS, OPTIMIZERS
 
-__all__ = ["DEFAULTS", "ConfigError", "JobConfig", "default_toml", "load_config"]
+__all__ = ["DEFAULTS", "EQUATIONS", "ConfigError", "JobConfig", "default_toml", "load_config"]
+
+#: The data a job can learn from; the last three need a periodic interval mesh.
+EQUATIONS = ("cahn_hilliard", "allen_cahn", "kdv", "fput", "fene")
+PERIODIC_1D = ("kdv", "fput", "fene")
+CHAINS = ("fput", "fene")
 
 
 class ConfigError(ValueError):
@@ -89,7 +94,18 @@ DEFAULTS: dict[str, dict[str, Key]] = {
     },
     "data": {
         "equation": Key(
-            "cahn_hilliard", "the true dynamics", choices=("cahn_hilliard", "allen_cahn")
+            "cahn_hilliard",
+            "the data: cahn_hilliard, allen_cahn, kdv (u_t + 6 u u_x + u_xxx = 0) on any mesh / "
+            "a periodic interval, or fput / fene chains coarse-grained to a periodic interval "
+            "(no classical solver for the chains)",
+            choices=EQUATIONS,
+        ),
+        "initial": Key(
+            "random",
+            "initial fields of the PDE data: random (smooth random fields, any mesh) or "
+            "paper_sine (3 sine modes rescaled to [-1, 1], periodic meshes); the chains draw "
+            "their own (the paper's 3 sine modes of unit standard deviation)",
+            choices=("random", "paper_sine"),
         ),
         "density": Key(
             "flory_huggins",
@@ -125,9 +141,17 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         "depth": Key(1, "hidden layers of the networks", minimum=1),
         "mobility": Key(
             "neural",
-            "mobility coefficient: neural (softplus of a network) or constant",
-            choices=("neural", "constant"),
+            "mobility coefficient: neural (softplus of a network), constant (1, fixed) or none "
+            "(M = 0: a conservative model, which needs a transport)",
+            choices=("neural", "constant", "none"),
         ),
+        "transport": Key(
+            "none",
+            "conservative part W: none, or learned (skew transport along a learned constant "
+            "velocity, 1-D periodic meshes; KdV and the chains)",
+            choices=("none", "learned"),
+        ),
+        "velocity": Key(1.0, "initial value of the learned transport velocity", types=(float,)),
         "kappa_ref": Key(
             5e-3,
             "the gauge: the learned gradient coefficient is normalised to this mean",
@@ -242,7 +266,33 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
         )
     if isinstance(mobility, float) and mobility <= 0:
         raise ConfigError(f"{source}: data.mobility must be > 0, got {mobility!r}")
+    _check_combinations(config, source)
     return config
+
+
+def _check_combinations(config: JobConfig, source: str) -> None:
+    """Reject combinations of valid keys that do not make a job (one line naming the keys)."""
+    d, m, mesh = config["data"], config["model"], config["mesh"]["name"]
+    if d["equation"] in PERIODIC_1D and mesh != "periodic_interval":
+        raise ConfigError(
+            f"{source}: data.equation = {d['equation']!r} needs mesh.name = 'periodic_interval', "
+            f"got {mesh!r}"
+        )
+    if d["equation"] in CHAINS and config["mesh"]["degree"] != 1:
+        raise ConfigError(f"{source}: data.equation = {d['equation']!r} needs mesh.degree = 1")
+    if d["initial"] == "paper_sine" and not mesh.startswith("periodic_"):
+        raise ConfigError(
+            f"{source}: data.initial = 'paper_sine' needs a periodic mesh, got mesh.name = {mesh!r}"
+        )
+    if m["mobility"] == "none" and m["transport"] == "none":
+        raise ConfigError(
+            f"{source}: model.mobility = 'none' and model.transport = 'none' leave no dynamics"
+        )
+    if m["transport"] == "learned" and mesh != "periodic_interval":
+        raise ConfigError(
+            f"{source}: model.transport = 'learned' needs mesh.name = 'periodic_interval', "
+            f"got {mesh!r}"
+        )
 
 
 def load_config(path: str | Path | None) -> JobConfig:

@@ -62,8 +62,10 @@ __all__ = [
     "density_curves",
     "energy_parts_along",
     "energy_scaling_exponent",
+    "error_table",
     "l2_norm",
     "mobility_comparison",
+    "relative_energy_drift",
     "rollout_errors",
     "step_size_study",
     "to_jsonable",
@@ -74,6 +76,9 @@ __all__ = [
 StepperFactory = Callable[[fd.Function, float], Any]
 
 _RTOL_TIME = 1e-6  # relative tolerance when matching times and step ratios
+
+#: The rollout steps of the paper's tables (step 1 to 5) and a long horizon.
+TABLE_STEPS = (1, 2, 3, 4, 5, 100)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -637,6 +642,64 @@ def rollout_errors(
         else f"{s['energy_increases']} energy increases",
     )
     return report
+
+
+def error_table(report: RolloutReport, steps: Sequence[int] = TABLE_STEPS) -> dict[str, Any]:
+    """Return the mean and standard deviation of the rollout errors at the given steps.
+
+    The rows of the paper's tables: relative :math:`L^2` errors (on a uniform periodic mesh the
+    relative RMSE of the nodal values) of the rollouts from the test trajectories' first frames,
+    after ``steps`` steps of the rollout step. Steps beyond the last one compared with the data
+    are replaced by that last one (once).
+
+    Parameters
+    ----------
+    report
+        What :func:`rollout_errors` measured.
+    steps
+        Increasing rollout step counts (>= 1).
+
+    Returns
+    -------
+    dict
+        ``steps``, ``times`` (elapsed), ``mean``, ``std`` (population standard deviation over
+        the trajectories that have a value) and ``n`` (how many do: fewer after a failed
+        rollout), one entry per step kept; empty lists when nothing was compared.
+
+    """
+    have = np.isfinite(report.errors).any(axis=0)
+    have[0] = False
+    compared = np.flatnonzero(have)
+    kept: list[int] = []
+    if compared.size:
+        last = int(compared[-1])
+        kept = [int(k) for k in steps if 1 <= k <= last and have[k]]
+        if any(k > last for k in steps) and last not in kept:
+            kept.append(last)
+    columns = report.errors[:, kept] if kept else np.zeros((report.n_trajectories, 0))
+    return _plain(
+        {
+            "steps": kept,
+            "times": [float(report.times[k]) for k in kept],
+            "mean": list(_nan_stat(columns, np.nanmean)),
+            "std": list(_nan_stat(columns, np.nanstd)),
+            "n": [int(c) for c in np.isfinite(columns).sum(axis=0)],
+        }
+    )
+
+
+def relative_energy_drift(report: RolloutReport) -> float | None:
+    r"""Return the largest relative change of the stepper's own energy along the rollouts.
+
+    :math:`\max_{i,k} |V(u_i^k) - V(u_i^0)| / |V(u_i^0)|`: a round-off-sized number for a
+    conservative model (:math:`M = 0`); ``None`` for a stepper without an energy.
+    """
+    e = report.energies
+    if not np.isfinite(e).any():
+        return None
+    scale = np.abs(e[:, :1])
+    scale = np.where(scale > 0, scale, 1.0)
+    return float(np.nanmax(np.abs(e - e[:, :1]) / scale))
 
 
 def _fmt(x: float | None) -> str:

@@ -27,11 +27,14 @@ import torch
 
 from femeso._log import logger
 from femeso.baseline import BlackBoxModel, BlackBoxStepper
-from femeso.config import JobConfig
+from femeso.config import CHAINS, JobConfig
+from femeso.data.chains import generate_chain_dataset
 from femeso.data.generators import (
     allen_cahn_model,
     cahn_hilliard_model,
     generate_dataset,
+    kdv_model,
+    paper_sine_initial_condition,
 )
 from femeso.data.io import export_vtk, load_dataset, save_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
@@ -40,11 +43,11 @@ from femeso.fields import NeuralField
 from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import load_mesh
-from femeso.mobilities import ConservedMobility, LocalMobility
+from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
 from femeso.steppers import EnergyStableStepper
 from femeso.training import Trainer, TrainingConfig
 
-__all__ = ["generate", "report", "rollout", "run", "train"]
+__all__ = ["generate", "report", "rollout", "run", "summary_lines", "table_lines", "train"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -62,9 +65,13 @@ def build_space(config: JobConfig) -> fd.FunctionSpace:
     return fd.FunctionSpace(mesh, "CG", m["degree"])
 
 
-def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
-    """Return the model that generates the job's data."""
+def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel | None:
+    """Return the model that generates the job's data (``None`` for chain data: none is known)."""
     d = config["data"]
+    if d["equation"] in CHAINS:
+        return None
+    if d["equation"] == "kdv":
+        return kdv_model(space)
     if d["equation"] == "cahn_hilliard":
         return cahn_hilliard_model(
             space, kappa=d["kappa"], density=d["density"], mobility=d["mobility"]
@@ -75,10 +82,19 @@ def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
 
 
 def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
-    """Return the (untrained) Onsager model of the job: neural F, gauge-normalised kappa, m(u)."""
+    """Return the (untrained) Onsager model of the job.
+
+    Neural F, gauge-normalised kappa, a mobility m(u) (neural, constant or none: M = 0) and,
+    with ``model.transport = "learned"``, a skew transport along a learned constant velocity.
+    """
     m, seed = config["model"], config["job"]["seed"]
     density = CoerciveNeuralDensity(width=m["width"], depth=m["depth"], seed=seed)
     energy = Energy(density, ConstantKappa(1.0, learnable=True))
+    conservative = []
+    if m["transport"] == "learned":
+        conservative.append(SkewTransport([m["velocity"]], dim=1, learnable=True))
+    if m["mobility"] == "none":
+        return OnsagerModel(space, energy, conservative=conservative, kappa_ref=m["kappa_ref"])
     if m["mobility"] == "neural":
         coefficient: Any = NeuralField(
             1,
@@ -92,7 +108,13 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     else:
         coefficient = 1.0
     cls = ConservedMobility if config["data"]["equation"] == "cahn_hilliard" else LocalMobility
-    return OnsagerModel(space, energy, mobility=cls(coefficient), kappa_ref=m["kappa_ref"])
+    return OnsagerModel(
+        space,
+        energy,
+        mobility=cls(coefficient),
+        conservative=conservative,
+        kappa_ref=m["kappa_ref"],
+    )
 
 
 def baseline_model(config: JobConfig, space: fd.FunctionSpace) -> BlackBoxModel:
@@ -155,6 +177,8 @@ def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
     space = build_space(config)
 
     def initial(V, seed):
+        if d["initial"] == "paper_sine":
+            return paper_sine_initial_condition(V, seed=seed)
         return random_smooth_field(
             V, seed=seed, amplitude=d["amplitude"], mean=d["mean"], max_wavenumber=d["wavenumber"]
         )
@@ -172,6 +196,8 @@ def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         if count == 0:
             data = Dataset(space, [], {"split": split})
+        elif d["equation"] in CHAINS:
+            data = _chain_data(config, space, count, frames[split], seeds[split], progress)
         else:
             data = generate_dataset(
                 space,
@@ -191,6 +217,34 @@ def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
         paths[split] = save_dataset(path, data, overwrite=True)
     logger.info("generate: data in %s (%.1f s)", config.output / "data", time.perf_counter() - t0)
     return paths
+
+
+def _chain_data(
+    config: JobConfig, space: fd.FunctionSpace, count: int, frames: int, seed: int, progress: bool
+) -> Dataset:
+    """Return ``count`` chain trajectories coarse-grained to the job's periodic interval.
+
+    The chain's own defaults (the paper's: 128 FPUT / 209 FENE particles, unit standard
+    deviation) except the slow period (``mesh.length``), the frame step and the length; the
+    ``burn_in`` first frames are dropped.
+    """
+    d, m = config["data"], config["mesh"]
+    total = frames + d["burn_in"]
+    data = generate_chain_dataset(
+        d["equation"],
+        n_trajectories=count,
+        seed=seed,
+        n_points=m["cells"],
+        comm=space.mesh().comm,
+        progress=progress,
+        length=m["length"],
+        frame_dt=d["frame_dt"],
+        t_end=total * d["frame_dt"],
+    )
+    data = _on_space(data, space)
+    if any(len(t.times) != total + 1 for t in data.trajectories):
+        raise RuntimeError(f"the {d['equation']} chains did not return {total + 1} frames")
+    return _drop_frames(data, d["burn_in"])
 
 
 REFINE_KEYS = ("refine_iterations", "refine_batch_size")
@@ -266,6 +320,7 @@ def train(
         history = trainer.run(resume=resume)
         used_best = trainer.load_best()
         first_loss = history.records[0].loss if history.records else math.nan
+        iterations = trainer.iteration
         refined = which == "onsager" and config["training"]["refine_iterations"] > 0
         if refined:  # second phase: Levenberg-Marquardt from the first phase's model
             trainer = Trainer(
@@ -282,8 +337,8 @@ def train(
         model.save(_model_path(config, which))
         seconds = time.perf_counter() - t0
         out[which] = {
-            "iterations": trainer.iteration,
-            "refine_iterations": config["training"]["refine_iterations"] if refined else 0,
+            "iterations": iterations,
+            "refine_iterations": trainer.iteration if refined else 0,
             "loss_first": first_loss,
             "loss_last": history.records[-1].loss if history.records else math.nan,
             "best_validation": history.best_validation,
@@ -318,16 +373,16 @@ def _rollouts(config: JobConfig, space, data, *, progress: bool) -> dict[str, An
     from femeso.evaluation import rollout_errors
 
     truth = true_model(config, space)
-    steppers = {
-        "classical": stepper_factory(truth),
-        "onsager": stepper_factory(load_trained(config, space, "onsager")),
-    }
+    steppers = {"onsager": stepper_factory(load_trained(config, space, "onsager"))}
+    if truth is not None:
+        steppers["classical"] = stepper_factory(truth)
     if config["baseline"]["enabled"]:
         steppers["baseline"] = stepper_factory(load_trained(config, space, "baseline"))
+    reference = truth.energy_value if truth is not None else None
     reports = {}
     for name, make in steppers.items():
         reports[name] = rollout_errors(
-            make, data["test"], reference_energy=truth.energy_value, progress=progress
+            make, data["test"], reference_energy=reference, progress=progress
         )
     return reports
 
@@ -373,13 +428,17 @@ def _error_at(report, t: float) -> float:
 def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     """Evaluate the trained models on the test data; write ``report/results.json`` and plots.
 
-    Returns the results (also printed as a table by the command line), including ``targets``:
-    relative L2 error at the training horizon, energy increases and the density fit's R².
+    Returns the results (also printed as a table by the command line), including ``table``
+    (per model the mean and standard deviation over the test trajectories of the relative L2
+    error after 1..5 and 100 steps, see :func:`femeso.evaluation.error_table`), the energy
+    drift of each model's own energy along the rollouts, and ``targets``: relative L2 error at
+    the training horizon, energy increases and (with a known true density) the density fit's R².
+    Chain data have no true model: no classical row, no density or mobility comparison.
     """
     from femeso.evaluation import (
-        density_comparison,
         energy_scaling_exponent,
-        mobility_comparison,
+        error_table,
+        relative_energy_drift,
         step_size_study,
         write_json,
     )
@@ -404,31 +463,16 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     for name, r in reports.items():
         summary = r.summary()
         summary["error_at_training_horizon"] = _error_at(r, horizon)
+        summary["energy_drift"] = relative_energy_drift(r)
         results[name] = summary
+    results["table"] = {name: error_table(r) for name, r in reports.items()}
+    results["conservative"] = model.is_conservative
+    results["transport"] = [w.constant.tolist() for w in model.conservative if w.field is None]
 
-    # interpretability: learned F and m against the truth, after the gauge
     samples = torch.cat([model.state_at_points(s) for t in data["train"] for s in t.states])
-    conserved = d["equation"] == "cahn_hilliard"
-    # the gauge normalises kappa to kappa_ref: a model with the true dynamics has
-    # F_learned = (kappa_ref / kappa_true) F_true + invisible terms
-    kappa_true = float(truth.kappa()[0, 0])
-    density = density_comparison(
-        model,
-        truth.energy.density,
-        samples,
-        conserved=conserved,
-        gauge_slope=config["model"]["kappa_ref"] / kappa_true,
-    )
-    results["density"] = {k: v for k, v in density.items() if k != "linear" or np.ndim(v) == 0}
-    true_m = _true_mobility(config)
-    mobility = mobility_comparison(
-        model,
-        true_m,
-        samples,
-        kind="conserved" if conserved else "local",
-        density_slope=density["slope"],
-    )
-    results["mobility"] = {k: v for k, v in mobility.items() if np.ndim(v) == 0}
+    density = mobility = None
+    if truth is not None:
+        density, mobility = _interpretability(config, model, truth, samples, results)
     results["energy_scaling"] = {
         k: v
         for k, v in energy_scaling_exponent(model, data["test"].trajectories[0].states[:1]).items()
@@ -438,26 +482,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     results["step_sizes"] = step_size_study(
         stepper_factory(model), data["test"].trajectories[0], factors=factors, reference="finest"
     )
-    targets = {
-        "error_at_training_horizon": (
-            results["onsager"]["error_at_training_horizon"],
-            TARGETS["error_at_training_horizon"],
-            results["onsager"]["error_at_training_horizon"] <= TARGETS["error_at_training_horizon"],
-        ),
-        "energy_increases": (
-            results["onsager"]["energy_increases"],
-            0,
-            results["onsager"]["energy_increases"] == 0,
-        ),
-        "density_r2": (
-            density["gauge"]["r2"],
-            TARGETS["density_r2"],
-            density["gauge"]["r2"] >= TARGETS["density_r2"],
-        ),
-    }
-    results["targets"] = {
-        k: {"value": v, "target": t, "met": bool(ok)} for k, (v, t, ok) in targets.items()
-    }
+    results["targets"] = _targets(results, density)
     directory = config.output / "report"
     directory.mkdir(parents=True, exist_ok=True)
     if config["evaluation"]["vtk"]:
@@ -472,6 +497,73 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     write_json(directory / "results.json", results)
     logger.info("report: %s", directory / "results.json")
     return results
+
+
+def _interpretability(
+    config: JobConfig,
+    model: OnsagerModel,
+    truth: OnsagerModel,
+    samples: torch.Tensor,
+    results: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Compare the learned F (and m, when the model has one) with the truth, after the gauge.
+
+    Writes ``results["density"]`` and ``results["mobility"]`` (``None`` for a conservative
+    model) and returns the full comparisons for the plots.
+    """
+    from femeso.evaluation import density_comparison, mobility_comparison
+
+    d = config["data"]
+    # A constant shift of mu is invisible to a conserved mobility and to transport along a
+    # divergence-free velocity: a linear term of F is not identifiable there.
+    invisible_linear = d["equation"] in ("cahn_hilliard", "kdv")
+    # the gauge normalises kappa to kappa_ref: a model with the true dynamics has
+    # F_learned = (kappa_ref / kappa_true) F_true + invisible terms
+    kappa_true = float(truth.kappa()[0, 0])
+    density = density_comparison(
+        model,
+        truth.energy.density,
+        samples,
+        conserved=invisible_linear,
+        gauge_slope=config["model"]["kappa_ref"] / kappa_true,
+    )
+    results["density"] = {k: v for k, v in density.items() if k != "linear" or np.ndim(v) == 0}
+    if model.is_conservative:
+        results["mobility"] = None
+        return density, None
+    mobility = mobility_comparison(
+        model,
+        _true_mobility(config),
+        samples,
+        kind="conserved" if d["equation"] == "cahn_hilliard" else "local",
+        density_slope=density["slope"],
+    )
+    results["mobility"] = {k: v for k, v in mobility.items() if np.ndim(v) == 0}
+    return density, mobility
+
+
+def _targets(results: dict[str, Any], density: dict[str, Any] | None) -> dict[str, Any]:
+    """Return the acceptance targets that apply (no density target without a true density)."""
+    onsager = results["onsager"]
+    targets = {
+        "error_at_training_horizon": (
+            onsager["error_at_training_horizon"],
+            TARGETS["error_at_training_horizon"],
+            onsager["error_at_training_horizon"] <= TARGETS["error_at_training_horizon"],
+        ),
+        "energy_increases": (
+            onsager["energy_increases"],
+            0,
+            onsager["energy_increases"] in (0, None),
+        ),
+    }
+    if density is not None:
+        targets["density_r2"] = (
+            density["gauge"]["r2"],
+            TARGETS["density_r2"],
+            density["gauge"]["r2"] >= TARGETS["density_r2"],
+        )
+    return {k: {"value": v, "target": t, "met": bool(ok)} for k, (v, t, ok) in targets.items()}
 
 
 def _rescaled(values: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -531,28 +623,13 @@ def _plots(config, data, reports, model, truth, density, mobility, samples) -> l
             title="rollout error against the data (mean over test trajectories)",
         )
     )
-    energies = {
-        f"{name} (true V)": np.nanmean(r.reference_energies, axis=0) for name, r in reports.items()
-    }
-    energy_times = {k: onsager.times for k in energies}
-    energies["data (true V)"] = np.nanmean(onsager.reference_energies_data, axis=0)
-    energy_times["data (true V)"] = onsager.data_times
-    energies["Onsager model (own V, rescaled)"] = _rescaled(
-        np.nanmean(onsager.energies, axis=0), energies["data (true V)"]
-    )
-    energy_times["Onsager model (own V, rescaled)"] = onsager.times
-    paths.append(
-        plot_curves(
-            directory / "energy.png",
-            energy_times,
-            energies,
-            "true energy V",
-            train_end=horizon,
-            title="energy along the rollouts",
-        )
-    )
+    paths.append(_energy_plot(directory / "energy.png", reports, horizon, known=truth is not None))
     u_grid = np.linspace(float(samples.min()), float(samples.max()), 200)
-    curves = density_curves(model, u_grid, true_density=truth.energy.density, fit=density)
+    true_density = truth.energy.density if truth is not None else None
+    curves = density_curves(model, u_grid, true_density=true_density, fit=density)
+    if mobility is None:  # no true model, or a conservative one: F only
+        paths.append(plot_density(directory / "density.png", u_grid, curves, title="learned F(u)"))
+        return paths
     u_t = torch.as_tensor(u_grid[:, None])
     scale = mobility.get("scale") or 1.0
     with torch.no_grad():
@@ -575,6 +652,33 @@ def _plots(config, data, reports, model, truth, density, mobility, samples) -> l
     return paths
 
 
+def _energy_plot(path: Path, reports, horizon: float, *, known: bool) -> Path | None:
+    """Plot the energies along the rollouts: the true V when known, the models' own V."""
+    from femeso.plots import plot_curves
+
+    onsager = reports["onsager"]
+    energies: dict[str, np.ndarray] = {}
+    times: dict[str, np.ndarray] = {}
+    if known:
+        for name, r in reports.items():
+            energies[f"{name} (true V)"] = np.nanmean(r.reference_energies, axis=0)
+            times[f"{name} (true V)"] = r.times
+        energies["data (true V)"] = np.nanmean(onsager.reference_energies_data, axis=0)
+        times["data (true V)"] = onsager.data_times
+    own = np.nanmean(onsager.energies, axis=0)
+    label = "Onsager model (own V, rescaled)" if known else "Onsager model (own V)"
+    energies[label] = _rescaled(own, energies["data (true V)"]) if known else own
+    times[label] = onsager.times
+    return plot_curves(
+        path,
+        times,
+        energies,
+        "true energy V" if known else "learned energy V",
+        train_end=horizon,
+        title="energy along the rollouts",
+    )
+
+
 def run(config: JobConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the whole job: generate (unless the data exist and ``resume``), train, report."""
     t0 = time.perf_counter()
@@ -591,39 +695,63 @@ def run(config: JobConfig, *, resume: bool = False, progress: bool = True) -> di
     return results
 
 
+def _f(x: Any) -> str:
+    """Format a number of the summary (``-`` for a missing one)."""
+    return "-" if x is None else f"{x:.2e}" if isinstance(x, float) else str(x)
+
+
+def table_lines(table: dict[str, dict[str, Any]]) -> list[str]:
+    """Return the error table (mean ± std of the relative L2 error at each step) as text."""
+    steps = max((t["steps"] for t in table.values()), key=len, default=[])
+    lines = [f"{'step':<11}" + "".join(f"{k:>20}" for k in steps)]
+    for name in ("onsager", "classical", "baseline"):
+        if name not in table:
+            continue
+        t = table[name]
+        rows = zip(t["steps"], t["mean"], t["std"], strict=True)
+        cells = {k: f"{m:.2e} ± {s:.1e}" for k, m, s in rows}
+        lines.append(f"{name:<11}" + "".join(f"{cells.get(k, '-'):>20}" for k in steps))
+    return lines
+
+
 def summary_lines(results: dict[str, Any]) -> list[str]:
     """Return the report as lines of text (the command line prints them)."""
     lines = [
         f"job {results['job']}: {results['cells']} cells, {results['dofs']} DoFs, "
         f"{results['ranks']} rank(s); training horizon {results['training_horizon']:g}, "
         f"long horizon {results['long_horizon']:g}",
+        "relative L2 error of the rollouts from the test trajectories' first frames "
+        "(mean ± std over the test trajectories):",
+        *table_lines(results["table"]),
         f"{'':<11}{'err@1 step':>11}{'err@train T':>12}{'err@10x T':>11}{'max err':>10}"
-        f"{'V incr.':>8}{'true V incr.':>13}{'mass drift':>11}",
+        f"{'V incr.':>8}{'true V incr.':>13}{'V drift':>10}{'mass drift':>11}",
     ]
     for name in ("onsager", "baseline", "classical"):
         if name not in results:
             continue
         r = results[name]
-
-        def f(x):
-            return "-" if x is None else f"{x:.2e}" if isinstance(x, float) else str(x)
-
         lines.append(
-            f"{name:<11}{f(r['error_first']):>11}{f(r['error_at_training_horizon']):>12}"
-            f"{f(r['error_last']):>11}{f(r['error_max']):>10}{f(r['energy_increases']):>8}"
-            f"{f(r['reference_energy_increases']):>13}{f(r['max_mass_drift']):>11}"
+            f"{name:<11}{_f(r['error_first']):>11}{_f(r['error_at_training_horizon']):>12}"
+            f"{_f(r['error_last']):>11}{_f(r['error_max']):>10}{_f(r['energy_increases']):>8}"
+            f"{_f(r['reference_energy_increases']):>13}{_f(r['energy_drift']):>10}"
+            f"{_f(r['max_mass_drift']):>11}"
         )
-    d, m = results["density"], results["mobility"]
-    g = d["gauge"]
-    lines.append(
-        f"learned F vs true, in the gauge (F ~ {g['slope']:.4g} F_true + o + e u, only o, e "
-        f"fitted): R2={g['r2']:.5f}; free fit: s={d['slope']:.4g}, R2={d['r2']:.5f}; "
-        f"F'' slope {d['second_derivative']['slope']:.4g}, R2={d['second_derivative']['r2']:.4f}"
-    )
-    lines.append(
-        f"learned m vs true (m ~ c m_true): c={m.get('scale', float('nan')):.4g} "
-        f"R2={m.get('r2', float('nan')):.4f}; s*c={m.get('product') or float('nan'):.4g}"
-    )
+    if results.get("transport"):
+        lines.append(f"learned transport velocity: {results['transport']}")
+    d, m = results.get("density"), results.get("mobility")
+    if d is not None:
+        g = d["gauge"]
+        lines.append(
+            f"learned F vs true, in the gauge (F ~ {g['slope']:.4g} F_true + o + e u, only o, e "
+            f"fitted): R2={g['r2']:.5f}; free fit: s={d['slope']:.4g}, R2={d['r2']:.5f}; "
+            f"F'' slope {d['second_derivative']['slope']:.4g}, "
+            f"R2={d['second_derivative']['r2']:.4f}"
+        )
+    if m is not None:
+        lines.append(
+            f"learned m vs true (m ~ c m_true): c={m.get('scale', float('nan')):.4g} "
+            f"R2={m.get('r2', float('nan')):.4f}; s*c={m.get('product') or float('nan'):.4g}"
+        )
     steps = results["step_sizes"]
     lines.append(
         "inference at other steps, error against the finest (t_end={:g}): ".format(steps["t_end"])

@@ -172,12 +172,21 @@ class SkewTransport(nn.Module):
         of position only with ``dim`` outputs (learned).
     dim
         Spatial dimension.
+    learnable
+        Learn a constant ``velocity`` (its initial value): one parameter per component, the
+        smallest learned transport (e.g. KdV's :math:`W = -\partial_x` up to the gauge). The
+        architecture (:meth:`config`) records the initial value; the learned one is saved with
+        the parameters, so :func:`femeso.load_model` rebuilds the model with the learned velocity
+        held fixed.
 
     """
 
-    def __init__(self, velocity: Sequence[float] | NeuralField, *, dim: int) -> None:
+    def __init__(
+        self, velocity: Sequence[float] | NeuralField, *, dim: int, learnable: bool = False
+    ) -> None:
         super().__init__()
         self.dim = dim
+        self.learnable = learnable and not isinstance(velocity, NeuralField)
         if isinstance(velocity, NeuralField):
             if velocity.uses_state or velocity.n_outputs != dim:
                 raise ValueError(
@@ -185,10 +194,14 @@ class SkewTransport(nn.Module):
                 )
             self.field = velocity
         else:
-            values = torch.as_tensor(velocity, dtype=DTYPE).reshape(-1)
-            if values.numel() != dim:
-                raise ValueError(f"velocity must have {dim} components, got {velocity}")
-            self.register_buffer("constant", values)
+            values = torch.as_tensor(velocity, dtype=DTYPE).reshape(-1).clone()
+            if values.numel() != dim or not torch.all(torch.isfinite(values)):
+                raise ValueError(f"velocity must have {dim} finite components, got {velocity}")
+            if self.learnable:
+                self.constant = nn.Parameter(values)
+            else:
+                self.register_buffer("constant", values)
+            self.initial = values.tolist()
             self.field = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -199,7 +212,10 @@ class SkewTransport(nn.Module):
 
     def config(self) -> dict:
         """Return the configuration."""
-        v = self.field.config() if self.field is not None else self.constant.tolist()
+        if self.field is not None:
+            v = self.field.config()
+        else:
+            v = self.initial if self.learnable else self.constant.tolist()
         return {"type": "SkewTransport", "dim": self.dim, "velocity": v}
 
 
