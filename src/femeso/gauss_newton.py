@@ -195,8 +195,7 @@ def step_jacobian(stepper) -> np.ndarray:
     )
     adjoint.ksp.setOperators(adjoint.matrix.petscmat)
     n_params = flat.numel()
-    with tangent.rhs.dat.vec as rhs:
-        rhs_local = rhs.getLocalSize()
+    comm = model.mesh.comm
     n_state = tangent.V.dof_dset.layout_vec.getLocalSize()
     columns = np.zeros((n_state, n_params))
     blocks = []
@@ -206,16 +205,17 @@ def step_jacobian(stepper) -> np.ndarray:
         else:
             fd.assemble(tangent.blocks[target], tensor=tangent.matrices[target])
         matrix = tangent.matrices[target].petscmat
-        blocks.append(
-            (matrix, jac.detach().numpy(), matrix.createVecRight(), matrix.createVecLeft())
-        )
+        jac = jac.detach().numpy()
+        # Which columns are non-zero is decided over all ranks: mult is collective.
+        used = comm.allreduce(np.any(jac != 0, axis=0).astype(np.int64), op=MPI.SUM) > 0
+        blocks.append((matrix, jac, used, matrix.createVecRight(), matrix.createVecLeft()))
     with tangent.mask.dat.vec_ro as m:
         mask = m.array_r.copy()
     for j in range(n_params):
         with tangent.rhs.dat.vec_wo as rhs:
             rhs.zeroEntries()
-            for matrix, jac, x, y in blocks:
-                if not np.any(jac[:, j]):
+            for matrix, jac, used, x, y in blocks:
+                if not used[j]:
                     continue
                 x.array[:] = jac[:, j]
                 matrix.mult(x, y)
@@ -227,7 +227,6 @@ def step_jacobian(stepper) -> np.ndarray:
                 adjoint.ksp.solve(rhs, sol)
         with tangent.solution.dat.vec_ro as sol:
             columns[:, j] = -sol.array_r[:n_state]
-    assert rhs_local >= n_state
     return columns
 
 

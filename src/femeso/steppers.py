@@ -43,6 +43,7 @@ import torch
 import ufl
 from firedrake.petsc import PETSc
 from firedrake.preconditioners.base import PCBase
+from mpi4py import MPI
 
 from femeso._log import logger
 from femeso.discrete_gradients import (
@@ -510,11 +511,13 @@ class EnergyStableStepper(SteppingLoop):
         """
         cache = self._energy_cache
         theta = self._parameter_vector()
-        if (
-            cache is None
-            or not np.array_equal(cache[0], self.u.dat.data_ro)
-            or not torch.equal(cache[1], theta)
-        ):
+        fresh = (
+            cache is not None
+            and torch.equal(cache[1], theta)
+            and np.array_equal(cache[0], self.u.dat.data_ro)
+        )
+        # Decided on all ranks together: recomputing is collective.
+        if not self.model.mesh.comm.allreduce(int(fresh), op=MPI.MIN):
             parts, u_q, F_q = self.model.energy_parts_and_values(self.u)
             cache = self._energy_cache = (self.u.dat.data_ro.copy(), theta, parts, u_q, F_q)
         return cache[2], cache[3], cache[4]
@@ -578,7 +581,10 @@ class EnergyStableStepper(SteppingLoop):
             self._update_nonlocal()
         self.model.rule.sample(self.w.subfunctions[0], out=self._u1_q)
         u1 = self._u1_q.dat.data_ro.reshape(-1, self.k)
-        if self._last_u1 is not None and np.array_equal(u1, self._last_u1):
+        unchanged = self._last_u1 is not None and np.array_equal(u1, self._last_u1)
+        # Decided on all ranks together: writing the pointwise values marks their halos dirty,
+        # and ranks that disagree on that would pair up different halo exchanges (deadlock).
+        if self.model.mesh.comm.allreduce(int(unchanged), op=MPI.MIN):
             return
         self._last_u1 = u1.copy()
         model, rule, k = self.model, self.model.rule, self.k
@@ -657,8 +663,8 @@ class EnergyStableStepper(SteppingLoop):
             return False, f"SNES did not converge (reason {reason}): {exc}".splitlines()[0], 0, 0
         snes = self.solver.snes
         its, lits = snes.getIterationNumber(), snes.getLinearSolveIterations()
-        values = self.w.dat.data_ro
-        if not all(np.all(np.isfinite(v)) for v in values):
+        finite = all(np.all(np.isfinite(v)) for v in self.w.dat.data_ro)
+        if not self.model.mesh.comm.allreduce(int(finite), op=MPI.MIN):  # the same on all ranks
             return False, "the solution contains NaN or Inf", its, lits
         return True, "", its, lits
 

@@ -525,6 +525,7 @@ class Trainer:
                         stepper.max_halvings = saved
             except (StepFailure, ValueError) as exc:
                 if not curvature:
+                    logger.debug("trial step rejected on window %s: %s", window, exc)
                     return math.inf  # the trial parameters do not step: reject them
                 logger.warning("window %s: %s; skipped", window, exc)
             finally:
