@@ -347,9 +347,11 @@ def train(
             "seconds": seconds,
         }
         logger.info(
-            "train %s: %d iterations in %.0f s, loss %.3e -> %.3e, %s model kept",
+            "train %s: %d iterations (+%d Levenberg-Marquardt) in %.0f s, loss %.3e -> %.3e, "
+            "%s model kept",
             which,
-            trainer.iteration,
+            out[which]["iterations"],
+            out[which]["refine_iterations"],
             seconds,
             out[which]["loss_first"],
             out[which]["loss_last"],
