@@ -271,17 +271,26 @@ def test_parallel_training_gives_the_serial_loss_history():
 
 @pytest.mark.parallel(nprocs=2)
 def test_parallel_levenberg_marquardt_gives_the_serial_loss_history():
-    """Gauss-Newton matrices and gradients are summed over ranks: the same steps as serial."""
+    """Gauss-Newton matrices and gradients are summed over ranks: the same losses as serial.
+
+    (Parameters are not compared: directions in which H is singular do not change the loss,
+    and the damped step along them is set by rounding.)
+    """
     config = TrainingConfig(
-        iterations=3, batch_size=3, optimizer="levenberg_marquardt", learning_rate=1.0
+        iterations=3,
+        batch_size=3,
+        optimizer="levenberg_marquardt",
+        learning_rate=1.0,
+        validate_every=3,
+        validation_windows=8,
     )
-    histories, parameters = [], []
+    histories = []
     for comm in (fd.COMM_WORLD, fd.COMM_SELF):
         data = allen_cahn_data(comm=comm)
         model = neural_model(data.space)
-        histories.append(Trainer(model, data, None, config=config, progress=False).run())
-        parameters.append(torch.nn.utils.parameters_to_vector(model.parameters()).detach())
+        histories.append(Trainer(model, data, data, config=config, progress=False).run())
     parallel, serial = histories
     assert serial.losses[-1] < serial.losses[0]
     np.testing.assert_allclose(parallel.losses, serial.losses, rtol=1e-8)
-    np.testing.assert_allclose(parameters[0].numpy(), parameters[1].numpy(), rtol=1e-6, atol=1e-9)
+    # the loss at the final parameters, on the validation windows
+    np.testing.assert_allclose(parallel.best_validation, serial.best_validation, rtol=1e-8)

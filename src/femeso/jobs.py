@@ -250,10 +250,16 @@ def _chain_data(
 REFINE_KEYS = ("refine_iterations", "refine_batch_size")
 
 
-def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
+def _trainer_settings(config: JobConfig) -> dict[str, Any]:
+    """Return the ``[training]`` keys that :class:`TrainingConfig` takes, with the job's seed."""
     settings = dict(config["training"], seed=config["job"]["seed"])
     for key in REFINE_KEYS:
         settings.pop(key)
+    return settings
+
+
+def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
+    settings = _trainer_settings(config)
     if baseline:
         settings["iterations"] = config["baseline"]["iterations"]
         settings["learning_rate"] = config["baseline"]["learning_rate"]
@@ -262,9 +268,7 @@ def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
 
 def _refine_config(config: JobConfig) -> TrainingConfig:
     """Return the Levenberg--Marquardt phase that follows the first-order optimiser."""
-    settings = dict(config["training"], seed=config["job"]["seed"])
-    for key in REFINE_KEYS:
-        settings.pop(key)
+    settings = _trainer_settings(config)
     settings.update(
         optimizer="levenberg_marquardt",
         iterations=config["training"]["refine_iterations"],
