@@ -38,6 +38,7 @@ from femeso.adjoint import adjoint_forms
 from femeso.discrete_gradients import _GAUSS_LEGENDRE, DEFAULT_TOL
 from femeso.energies import ConstantKappa
 from femeso.mobilities import SkewTransport
+from femeso.steppers import StepFailure
 
 __all__ = ["LevenbergMarquardt", "WindowCurvature", "step_jacobian", "window_curvature"]
 
@@ -260,9 +261,9 @@ def window_curvature(stepper, data: list[fd.Function], *, norm: str = "L2") -> W
     Raises
     ------
     femeso.steppers.StepFailure
-        When the step does not converge.
+        When the step does not converge or needed halvings.
     ValueError
-        For windows of more than one step, or a step that needed halvings.
+        For windows of more than one step.
 
     """
     if len(data) != 2:
@@ -270,7 +271,7 @@ def window_curvature(stepper, data: list[fd.Function], *, norm: str = "L2") -> W
     stepper.reset(data[0])
     record = stepper.advance()
     if record.halvings:
-        raise ValueError("the step needed halvings; no Gauss-Newton curvature")
+        raise StepFailure("the step needed halvings; no Gauss-Newton curvature")
     w1 = stepper.w.copy(deepcopy=True)
     stepper.restore(data[0], w1)
     J = step_jacobian(stepper)

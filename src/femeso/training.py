@@ -523,7 +523,7 @@ class Trainer:
                         loss_sum += window_loss(stepper, data, norm=self.config.norm)[0]
                     finally:
                         stepper.max_halvings = saved
-            except (StepFailure, ValueError) as exc:
+            except StepFailure as exc:
                 if not curvature:
                     logger.debug("trial step rejected on window %s: %s", window, exc)
                     return math.inf  # the trial parameters do not step: reject them
