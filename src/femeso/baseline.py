@@ -44,6 +44,7 @@ from torch import nn
 
 from femeso._log import logger
 from femeso.fields import DTYPE, NeuralField
+from femeso.hypothesis import read_model_file, write_model_file
 from femeso.quadrature import QuadratureRule
 from femeso.steppers import DIRECT_SOLVER, StepFailure, SteppingLoop, StepRecord
 
@@ -186,17 +187,7 @@ class BlackBoxModel(nn.Module):
 
         The same file format as :meth:`femeso.hypothesis.OnsagerModel.save`.
         """
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
-        if self.mesh.comm.rank == 0:
-            arrays = {f"param:{k}": v.detach().numpy() for k, v in self.state_dict().items()}
-            arrays["config"] = np.array(json.dumps(self.config()))
-            tmp = path.with_name(f".{path.name}.tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(path)
-        self.mesh.comm.barrier()
-        return path
+        return write_model_file(path, self.config(), self, self.mesh.comm)
 
     def load_parameters(self, path: str | Path) -> None:
         """Load parameter values saved by :meth:`save` (the architectures must match).
@@ -207,16 +198,9 @@ class BlackBoxModel(nn.Module):
             If the saved architecture differs from this model's.
 
         """
-        with np.load(path, allow_pickle=False) as data:
-            if "config" not in data.files:
-                raise ValueError(f"{path}: not a femeso model file (no architecture)")
-            if json.loads(str(data["config"])) != json.loads(json.dumps(self.config())):
-                raise ValueError(f"{path}: saved model architecture differs from this model's")
-            state = {
-                k[len("param:") :]: torch.as_tensor(data[k])
-                for k in data.files
-                if k.startswith("param:")
-            }
+        saved, state = read_model_file(path)
+        if saved != json.loads(json.dumps(self.config())):
+            raise ValueError(f"{path}: saved model architecture differs from this model's")
         self.load_state_dict(state)
 
 

@@ -413,17 +413,7 @@ class OnsagerModel(nn.Module):
         Writes ``path`` (a ``.npz`` holding the parameters and the JSON architecture) atomically
         on rank 0.
         """
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(".npz")
-        if self.mesh.comm.rank == 0:
-            arrays = {f"param:{k}": v.detach().numpy() for k, v in self.state_dict().items()}
-            arrays["config"] = np.array(json.dumps(self.config()))
-            tmp = path.with_name(f".{path.name}.tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(path)
-        self.mesh.comm.barrier()
-        return path
+        return write_model_file(path, self.config(), self, self.mesh.comm)
 
     def load_parameters(self, path: str | Path) -> None:
         """Load parameter values saved by :meth:`save` into this model (architectures must match).
@@ -434,17 +424,49 @@ class OnsagerModel(nn.Module):
             If the saved architecture differs from this model's.
 
         """
-        with np.load(path, allow_pickle=False) as data:
-            saved = json.loads(str(data["config"]))
-            mine = json.loads(json.dumps(self.config()))
-            if _strip_values(saved) != _strip_values(mine):
-                raise ValueError(f"{path}: saved model architecture differs from this model's")
-            state = {
-                k[len("param:") :]: torch.as_tensor(data[k])
-                for k in data.files
-                if k.startswith("param:")
-            }
+        saved, state = read_model_file(path)
+        if _strip_values(saved) != _strip_values(json.loads(json.dumps(self.config()))):
+            raise ValueError(f"{path}: saved model architecture differs from this model's")
         self.load_state_dict(state)
+
+
+def write_model_file(path: str | Path, config: dict, module: nn.Module, comm) -> Path:
+    """Write a model file: ``module``'s state (NumPy) and its ``config`` (JSON), on rank 0.
+
+    The file is a ``.npz`` (the suffix is added when missing) written atomically; no pickle.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    if comm.rank == 0:
+        arrays = {f"param:{k}": v.detach().numpy() for k, v in module.state_dict().items()}
+        arrays["config"] = np.array(json.dumps(config))
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    comm.barrier()
+    return path
+
+
+def read_model_file(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Return the architecture and the state saved by :func:`write_model_file`.
+
+    Raises
+    ------
+    ValueError
+        If the file holds no architecture.
+
+    """
+    with np.load(path, allow_pickle=False) as data:
+        if "config" not in data.files:
+            raise ValueError(f"{path}: not a femeso model file (no architecture)")
+        config = json.loads(str(data["config"]))
+        state = {
+            k[len("param:") :]: torch.as_tensor(data[k])
+            for k in data.files
+            if k.startswith("param:")
+        }
+    return config, state
 
 
 def _strip_values(config: Any) -> Any:
