@@ -46,7 +46,13 @@ from femeso._log import logger
 from femeso.fields import DTYPE, NeuralField
 from femeso.hypothesis import read_model_file, write_model_file
 from femeso.quadrature import QuadratureRule
-from femeso.steppers import DIRECT_SOLVER, StepFailure, SteppingLoop, StepRecord
+from femeso.steppers import (
+    DIRECT_SOLVER,
+    StepFailure,
+    SteppingLoop,
+    StepRecord,
+    on_all_ranks,
+)
 
 __all__ = ["BlackBoxModel", "BlackBoxStepper"]
 
@@ -364,7 +370,8 @@ class BlackBoxStepper(SteppingLoop):
         """Refresh the fields and their derivatives at the iterate ``w`` (once per iterate)."""
         self.model.rule.sample(self.w.subfunctions[0], out=self._u1_q)
         u1 = self._u1_q.dat.data_ro.reshape(-1, 1)
-        if self._last_u1 is not None and np.array_equal(u1, self._last_u1):
+        unchanged = self._last_u1 is not None and np.array_equal(u1, self._last_u1)
+        if on_all_ranks(self.model.mesh.comm, unchanged):  # writing dirties halos: decide jointly
             return
         self._last_u1 = u1.copy()
         rule = self.model.rule
@@ -419,7 +426,8 @@ class BlackBoxStepper(SteppingLoop):
             return False, f"SNES did not converge (reason {reason}): {exc}".splitlines()[0], 0, 0
         snes = self.solver.snes
         its, lits = snes.getIterationNumber(), snes.getLinearSolveIterations()
-        if not all(np.all(np.isfinite(v)) for v in self.w.dat.data_ro):
+        finite = all(np.all(np.isfinite(v)) for v in self.w.dat.data_ro)
+        if not on_all_ranks(self.model.mesh.comm, finite):
             return False, "the solution contains NaN or Inf", its, lits
         return True, "", its, lits
 

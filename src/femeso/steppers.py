@@ -517,7 +517,7 @@ class EnergyStableStepper(SteppingLoop):
             and np.array_equal(cache[0], self.u.dat.data_ro)
         )
         # Decided on all ranks together: recomputing is collective.
-        if not self.model.mesh.comm.allreduce(int(fresh), op=MPI.MIN):
+        if not on_all_ranks(self.model.mesh.comm, fresh):
             parts, u_q, F_q = self.model.energy_parts_and_values(self.u)
             cache = self._energy_cache = (self.u.dat.data_ro.copy(), theta, parts, u_q, F_q)
         return cache[2], cache[3], cache[4]
@@ -584,7 +584,7 @@ class EnergyStableStepper(SteppingLoop):
         unchanged = self._last_u1 is not None and np.array_equal(u1, self._last_u1)
         # Decided on all ranks together: writing the pointwise values marks their halos dirty,
         # and ranks that disagree on that would pair up different halo exchanges (deadlock).
-        if self.model.mesh.comm.allreduce(int(unchanged), op=MPI.MIN):
+        if on_all_ranks(self.model.mesh.comm, unchanged):
             return
         self._last_u1 = u1.copy()
         model, rule, k = self.model, self.model.rule, self.k
@@ -664,7 +664,7 @@ class EnergyStableStepper(SteppingLoop):
         snes = self.solver.snes
         its, lits = snes.getIterationNumber(), snes.getLinearSolveIterations()
         finite = all(np.all(np.isfinite(v)) for v in self.w.dat.data_ro)
-        if not self.model.mesh.comm.allreduce(int(finite), op=MPI.MIN):  # the same on all ranks
+        if not on_all_ranks(self.model.mesh.comm, finite):
             return False, "the solution contains NaN or Inf", its, lits
         return True, "", its, lits
 
@@ -753,6 +753,15 @@ class EnergyStableStepper(SteppingLoop):
     def _initial_energy(self) -> float:
         """Energy of the current state (the first entry of a rollout's energies)."""
         return self.model.energy_value(self.u)
+
+
+def on_all_ranks(comm, flag: bool) -> bool:
+    """Return whether ``flag`` holds on every rank of ``comm``.
+
+    Decisions that gate collective work (assembly, halo exchanges, solves) must be taken by all
+    ranks together; a per-rank test of local data is not enough (ranks that disagree deadlock).
+    """
+    return bool(comm.allreduce(int(flag), op=MPI.MIN))
 
 
 def _progress(total: int, enabled: bool):
