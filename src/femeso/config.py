@@ -163,7 +163,14 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         ),
     },
     "training": {
-        "iterations": Key(300, "optimiser steps", minimum=1),
+        "iterations": Key(
+            300, "optimiser steps (0: none, e.g. warm start + Levenberg-Marquardt only)", minimum=0
+        ),
+        "warm_start": Key(
+            False,
+            "start the Onsager model from a gradient-matching least-squares fit of the data "
+            "(constant mobility or velocity, polynomial F'; one mobility or one 1-D transport)",
+        ),
         "batch_size": Key(8, "windows per minibatch", minimum=1),
         "unroll": Key(1, "implicit steps per window (unrolled loss)", minimum=1),
         "norm": Key("L2", "norm of the mismatch", choices=NORMS),
@@ -287,6 +294,16 @@ def _check_combinations(config: JobConfig, source: str) -> None:
     if m["mobility"] == "none" and m["transport"] == "none":
         raise ConfigError(
             f"{source}: model.mobility = 'none' and model.transport = 'none' leave no dynamics"
+        )
+    t = config["training"]
+    if t["iterations"] == 0 and t["refine_iterations"] == 0:
+        raise ConfigError(
+            f"{source}: training.iterations = 0 and training.refine_iterations = 0 train nothing"
+        )
+    if t["warm_start"] and m["mobility"] != "none" and m["transport"] != "none":
+        raise ConfigError(
+            f"{source}: training.warm_start needs one dissipative or one conservative part, "
+            "not model.mobility and model.transport together"
         )
     if m["transport"] == "learned" and mesh != "periodic_interval":
         raise ConfigError(

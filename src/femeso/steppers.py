@@ -370,6 +370,10 @@ class EnergyStableStepper(SteppingLoop):
             appctx={"femeso_stepper": self},
         )
         self._last_u1: np.ndarray | None = None
+        self._snes_atol = float(params.get("snes_atol", 1e-50))
+        test = fd.TestFunction(V)
+        ones = ufl.as_vector([1.0] * self.k) if self.k > 1 else 1.0
+        self._lumped_mass = fd.assemble(ufl.inner(test, ones) * fd.dx)
         self._energy_cache: tuple | None = None
         #: Whether :meth:`restore` put a converged step in place for :meth:`vjp`.
         self.holds_step = False
@@ -652,10 +656,29 @@ class EnergyStableStepper(SteppingLoop):
         self.w.subfunctions[1].assign(mu)
 
     # ------------------------------------------------------------------ stepping
+    def _round_off_tolerance(self) -> None:
+        """Raise SNES's absolute tolerance to the round-off level of the residual, if higher.
+
+        The residual's mu-row balances terms of size ``|mu_i| m_i`` (``m_i`` the lumped mass);
+        its floating-point floor is about 1e-14 of their norm. For energies of large scale
+        (e.g. Allen--Cahn's ``F'`` of order ``1/eps^2``) that floor exceeds the fixed
+        ``snes_atol`` and Newton would stall there and be reported as a failure.
+        """
+        mu = self.w.subfunctions[1]
+        with mu.dat.vec_ro as m, self._lumped_mass.dat.vec_ro as weights:
+            terms = m.duplicate()
+            terms.pointwiseMult(m, weights)
+            floor = 1e-13 * terms.norm()
+            terms.destroy()
+        snes = self.solver.snes
+        rtol, _, stol, max_it = snes.getTolerances()
+        snes.setTolerances(rtol=rtol, atol=max(self._snes_atol, floor), stol=stol, max_it=max_it)
+
     def _solve(self, dt: float) -> tuple[bool, str, int, int]:
         self._dt.assign(dt)
         self._t_mid.assign(self.t + 0.5 * dt)
         self._prepare_step()
+        self._round_off_tolerance()
         try:
             self.solver.solve()
         except fd.ConvergenceError as exc:
