@@ -374,6 +374,13 @@ class EnergyStableStepper(SteppingLoop):
         test = fd.TestFunction(V)
         ones = ufl.as_vector([1.0] * self.k) if self.k > 1 else 1.0
         self._lumped_mass = fd.assemble(ufl.inner(test, ones) * fd.dx)
+        self._gradient_terms = sum(
+            self.kappa_q[i] * ufl.inner(ufl.grad(uc), ufl.grad(vc)) * model.rule.dx
+            for i, (uc, vc) in enumerate(
+                zip(components(self.u, self.k), components(test, self.k), strict=True)
+            )
+        )
+        self._gradient_vector = fd.Cofunction(V.dual())
         self._energy_cache: tuple | None = None
         #: Whether :meth:`restore` put a converged step in place for :meth:`vjp`.
         self.holds_step = False
@@ -656,20 +663,24 @@ class EnergyStableStepper(SteppingLoop):
         self.w.subfunctions[1].assign(mu)
 
     # ------------------------------------------------------------------ stepping
-    def _round_off_tolerance(self) -> None:
+    def _round_off_tolerance(self, dt: float) -> None:
         """Raise SNES's absolute tolerance to the round-off level of the residual, if higher.
 
-        The residual's mu-row balances terms of size ``|mu_i| m_i`` (``m_i`` the lumped mass);
-        its floating-point floor is about 1e-14 of their norm. For energies of large scale
-        (e.g. Allen--Cahn's ``F'`` of order ``1/eps^2``) that floor exceeds the fixed
-        ``snes_atol`` and Newton would stall there and be reported as a failure.
+        The residual balances terms of sizes ``|u_i| m_i / dt``, ``|mu_i| m_i`` (``m_i`` the
+        lumped mass) and ``(kappa grad u, grad phi_i)``; its floating-point floor is about 1e-14
+        of their norms. For energies of large scale (e.g. Allen--Cahn's ``F'`` of order
+        ``1/eps^2``), fine meshes or small steps that floor exceeds the fixed ``snes_atol`` and
+        Newton would stall there and be reported as a failure.
         """
-        mu = self.w.subfunctions[1]
-        with mu.dat.vec_ro as m, self._lumped_mass.dat.vec_ro as weights:
-            terms = m.duplicate()
-            terms.pointwiseMult(m, weights)
-            floor = 1e-13 * terms.norm()
-            terms.destroy()
+        size = fd.assemble(self._gradient_terms, tensor=self._gradient_vector).dat.norm
+        with self._lumped_mass.dat.vec_ro as weights:
+            for f, factor in ((self.w.subfunctions[1], 1.0), (self.u, 1.0 / dt)):
+                with f.dat.vec_ro as values:
+                    terms = values.duplicate()
+                    terms.pointwiseMult(values, weights)
+                    size += factor * terms.norm()
+                    terms.destroy()
+        floor = 1e-13 * size
         snes = self.solver.snes
         rtol, _, stol, max_it = snes.getTolerances()
         snes.setTolerances(rtol=rtol, atol=max(self._snes_atol, floor), stol=stol, max_it=max_it)
@@ -678,7 +689,7 @@ class EnergyStableStepper(SteppingLoop):
         self._dt.assign(dt)
         self._t_mid.assign(self.t + 0.5 * dt)
         self._prepare_step()
-        self._round_off_tolerance()
+        self._round_off_tolerance(dt)
         try:
             self.solver.solve()
         except fd.ConvergenceError as exc:
