@@ -78,12 +78,16 @@ def check_table(results: dict, models: set[str]) -> None:
 def test_allen_cahn_training_beats_the_untrained_model_and_never_raises_the_energy(
     tmp_path, experiment_name
 ):
-    # F must reach the scale 1/eps^2 = 100 (the gauge fixes kappa = 1): a larger Adam step
-    training = {**TINY["training"], "iterations": 40, "learning_rate": 3e-2}
-    config, results, untrained = run_tiny(experiment_name, tmp_path, training=training)
+    # F must reach the scale 1/eps^2 = 100 (the gauge fixes kappa = 1): the warm start finds
+    # it from the data (reference data on the 64-cell mesh itself: on the twice-refined one the
+    # 64-cell mesh does not resolve the interfaces and the one-step fit is rejected)
+    data = {"refine": 0, "substeps": 4}
+    config, results, untrained = run_tiny(experiment_name, tmp_path, data=data)
     check_table(results, {"onsager", "classical", "baseline"})
+    start = results["training"]["onsager"]["warm_start"]
+    assert start["applied"] and abs(start["coefficient"] - 1) < 0.05
     trained = results["table"]["onsager"]["mean"][0]
-    assert trained < 0.95 * untrained, (trained, untrained)
+    assert trained < 0.1 * untrained, (trained, untrained)
     assert results["onsager"]["energy_increases"] == 0
     assert not results["conservative"]
     # the classical solver is the data's own model at 4x the step: close to the data
@@ -184,7 +188,11 @@ def test_error_table_keeps_steps_one_to_five_and_the_last_compared(tmp_path):
             "leave no dynamics",
         ),
         (
-            {"mesh": {"name": "periodic_square"}, "model": {"transport": "learned"}},
+            {
+                "mesh": {"name": "periodic_square"},
+                "model": {"transport": "learned"},
+                "training": {"warm_start": False},
+            },
             "model.transport = 'learned' needs mesh.name = 'periodic_interval'",
         ),
     ],

@@ -2,9 +2,10 @@
 
 ``femeso run job.toml`` runs a whole job (generate the data, train the Onsager model and the
 black-box baseline, roll out, report); ``generate``, ``train``, ``rollout`` and ``report`` run
-one stage each; ``femeso demo`` runs the built-in default job; ``femeso config`` prints every
-configuration key with its default and meaning. User errors (a bad configuration, a missing
-file) are one line on stderr and exit status 2.
+one stage each; ``femeso transfer job.toml --mesh NAME`` evaluates a trained job on another mesh
+(:mod:`femeso.transfer`); ``femeso demo`` runs the built-in default job; ``femeso config``
+prints every configuration key with its default and meaning. User errors (a bad configuration,
+a missing file) are one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -113,6 +114,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from femeso.transfer import summary_lines, transfer
+
+    results = transfer(
+        _config(args),
+        args.mesh,
+        refinement=args.refinement,
+        n_test=args.test,
+        progress=not args.quiet,
+    )
+    _emit(summary_lines(results))
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from femeso.config import default_toml, load_config
 
@@ -163,6 +178,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=("onsager", "baseline", "both"), default="both")
     job_command("rollout", _cmd_rollout, "roll out the test data; VTK files for ParaView")
     job_command("report", _cmd_report, "evaluate, write results.json and plots")
+    transfer = job_command(
+        "transfer",
+        _cmd_transfer,
+        "evaluate a trained job on another mesh (new test data there)",
+    )
+    transfer.add_argument(
+        "--mesh",
+        required=True,
+        metavar="NAME_OR_FILE",
+        help="reference geometry (l_shape, plate_with_holes, curved_channel), a .msh/.geo file, "
+        "or periodic_interval / periodic_square",
+    )
+    transfer.add_argument(
+        "--refinement",
+        type=int,
+        default=0,
+        metavar="N",
+        help="halve the target's mesh size N times (periodic meshes: 2**N times the cells)",
+    )
+    transfer.add_argument(
+        "--test",
+        type=int,
+        metavar="K",
+        help="number of new test trajectories (default: the job's data.test)",
+    )
 
     demo = sub.add_parser("demo", help="run the built-in default job (Cahn-Hilliard on a plate)")
     demo.add_argument("-o", "--output", default="femeso-demo", help="output directory")

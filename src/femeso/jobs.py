@@ -46,8 +46,20 @@ from femeso.meshes import load_mesh
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
 from femeso.steppers import EnergyStableStepper
 from femeso.training import Trainer, TrainingConfig
+from femeso.warm_start import warm_start
 
-__all__ = ["generate", "report", "rollout", "run", "summary_lines", "table_lines", "train"]
+__all__ = [
+    "generate",
+    "generate_trajectories",
+    "report",
+    "rollout",
+    "rollout_reports",
+    "rollout_results",
+    "run",
+    "summary_lines",
+    "table_lines",
+    "train",
+]
 
 SPLITS = ("train", "validation", "test")
 
@@ -175,14 +187,6 @@ def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
     t0 = time.perf_counter()
     d, seed = config["data"], config["job"]["seed"]
     space = build_space(config)
-
-    def initial(V, seed):
-        if d["initial"] == "paper_sine":
-            return paper_sine_initial_condition(V, seed=seed)
-        return random_smooth_field(
-            V, seed=seed, amplitude=d["amplitude"], mean=d["mean"], max_wavenumber=d["wavenumber"]
-        )
-
     frames = {
         "train": d["frames"],
         "validation": d["frames"],
@@ -196,27 +200,79 @@ def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         if count == 0:
             data = Dataset(space, [], {"split": split})
-        elif d["equation"] in CHAINS:
-            data = _chain_data(config, space, count, frames[split], seeds[split], progress)
         else:
-            data = generate_dataset(
+            data = generate_trajectories(
+                config,
                 space,
-                lambda V: true_model(config, V),
-                n_trajectories=count,
-                n_frames=frames[split] + d["burn_in"],
-                frame_dt=d["frame_dt"],
+                count=count,
+                frames=frames[split],
                 seed=seeds[split],
-                substeps=d["substeps"],
-                refine=d["refine"],
-                initial_condition=initial,
-                name=d["equation"],
-                parameters={k: d[k] for k in ("density", "mobility", "kappa", "epsilon")},
                 progress=progress,
             )
-            data = _drop_frames(data, d["burn_in"])
         paths[split] = save_dataset(path, data, overwrite=True)
     logger.info("generate: data in %s (%.1f s)", config.output / "data", time.perf_counter() - t0)
     return paths
+
+
+def generate_trajectories(
+    config: JobConfig,
+    space: fd.FunctionSpace,
+    *,
+    count: int,
+    frames: int,
+    seed: int,
+    progress: bool = True,
+) -> Dataset:
+    """Return ``count`` trajectories of the job's data protocol on ``space``.
+
+    The job's equation (its true model, or the chains), initial fields, frame step, substeps,
+    reference refinements and burn-in, on any state space (the job's own or, for
+    :mod:`femeso.transfer`, another mesh's).
+
+    Parameters
+    ----------
+    config
+        The job.
+    space
+        The data space.
+    count, frames
+        Number of trajectories and saved frames after the initial one (burn-in not counted).
+    seed
+        Seed of the first trajectory's initial field (trajectory ``i`` uses ``seed + i``).
+    progress
+        Show a progress bar (rank 0).
+
+    Returns
+    -------
+    Dataset
+
+    """
+    d = config["data"]
+    if d["equation"] in CHAINS:
+        return _chain_data(config, space, count, frames, seed, progress)
+
+    def initial(V: fd.FunctionSpace, seed: int) -> fd.Function:
+        if d["initial"] == "paper_sine":
+            return paper_sine_initial_condition(V, seed=seed)
+        return random_smooth_field(
+            V, seed=seed, amplitude=d["amplitude"], mean=d["mean"], max_wavenumber=d["wavenumber"]
+        )
+
+    data = generate_dataset(
+        space,
+        lambda V: true_model(config, V),
+        n_trajectories=count,
+        n_frames=frames + d["burn_in"],
+        frame_dt=d["frame_dt"],
+        seed=seed,
+        substeps=d["substeps"],
+        refine=d["refine"],
+        initial_condition=initial,
+        name=d["equation"],
+        parameters={k: d[k] for k in ("density", "mobility", "kappa", "epsilon")},
+        progress=progress,
+    )
+    return _drop_frames(data, d["burn_in"])
 
 
 def _chain_data(
@@ -247,13 +303,14 @@ def _chain_data(
     return _drop_frames(data, d["burn_in"])
 
 
-REFINE_KEYS = ("refine_iterations", "refine_batch_size")
+#: ``[training]`` keys of the job's phases, not of one :class:`TrainingConfig`.
+PHASE_KEYS = ("refine_iterations", "refine_batch_size", "warm_start")
 
 
 def _trainer_settings(config: JobConfig) -> dict[str, Any]:
     """Return the ``[training]`` keys that :class:`TrainingConfig` takes, with the job's seed."""
     settings = dict(config["training"], seed=config["job"]["seed"])
-    for key in REFINE_KEYS:
+    for key in PHASE_KEYS:
         settings.pop(key)
     return settings
 
@@ -288,6 +345,19 @@ def _model_path(config: JobConfig, which: str) -> Path:
     return config.output / which / "model.npz"
 
 
+def _phases(config: JobConfig, which: str) -> list[tuple[TrainingConfig, Path]]:
+    """Return the training phases of a model: settings and checkpoint directory, in order."""
+    directory = config.output / which
+    if which == "baseline":
+        return [(_training_config(config, baseline=True), directory)]
+    phases = []
+    if config["training"]["iterations"] > 0:
+        phases.append((_training_config(config, baseline=False), directory))
+    if config["training"]["refine_iterations"] > 0:  # Levenberg-Marquardt from the first phase
+        phases.append((_refine_config(config), directory / "refine"))
+    return phases
+
+
 def train(
     config: JobConfig,
     *,
@@ -297,9 +367,14 @@ def train(
 ) -> dict[str, Any]:
     """Train the Onsager model (and the baseline); keep the best-on-validation parameters.
 
-    Each model's directory receives ``checkpoint.pt`` every ``training.checkpoint_every``
-    iterations (``resume=True`` continues exactly from it), ``history.json``, ``best_model.npz``
-    and ``model.npz`` (the parameters the later stages use: best on validation when validated).
+    The Onsager model optionally starts from a gradient-matching fit of the data
+    (``training.warm_start``, :func:`femeso.warm_start.warm_start`), then runs the first-order
+    optimiser (``training.iterations``) and the Levenberg--Marquardt phase
+    (``training.refine_iterations``), each phase starting from the best-on-validation parameters
+    so far; the best over the warm start and all phases is kept. Each phase's directory receives
+    ``checkpoint.pt`` every ``checkpoint_every`` iterations (``resume=True`` continues exactly
+    from it), ``history.json`` and ``best_model.npz``; ``model.npz`` holds the parameters the
+    later stages use (best on validation when validated).
     """
     space = build_space(config)
     data = load_data(config, space)
@@ -312,43 +387,43 @@ def train(
         model = (
             baseline_model(config, space) if which == "baseline" else learned_model(config, space)
         )
-        trainer = Trainer(
-            model,
-            data["train"],
-            validation,
-            _training_config(config, baseline=which == "baseline"),
-            make_stepper=stepper_factory(model),
-            directory=config.output / which,
-            progress=progress,
-        )
-        history = trainer.run(resume=resume)
-        used_best = trainer.load_best()
-        first_loss = history.records[0].loss if history.records else math.nan
-        iterations = trainer.iteration
-        refined = which == "onsager" and config["training"]["refine_iterations"] > 0
-        if refined:  # second phase: Levenberg-Marquardt from the first phase's model
+        best = _Best()
+        summary: dict[str, Any] = {}
+        if which == "onsager" and config["training"]["warm_start"]:
+            summary["warm_start"] = warm_start(model, data["train"]).summary()
+        histories, trainers = [], []
+        for settings, directory in _phases(config, which):
             trainer = Trainer(
                 model,
                 data["train"],
                 validation,
-                _refine_config(config),
+                settings,
                 make_stepper=stepper_factory(model),
-                directory=config.output / which / "refine",
+                directory=directory,
                 progress=progress,
             )
-            history = trainer.run(resume=resume)
-            used_best = trainer.load_best() or used_best
+            started = summary.get("warm_start", {}).get("applied", False)
+            if not trainers and started and validation is not None:
+                best.offer(model, trainer.validate(), "warm start")
+                summary["warm_start"]["validation"] = best.validation
+            histories.append(trainer.run(resume=resume))
+            trainers.append(trainer)
+            if trainer.load_best():
+                best.offer(model, histories[-1].best_validation, "best on validation")
+            best.restore(model)
         model.save(_model_path(config, which))
-        seconds = time.perf_counter() - t0
+        first, last = histories[0], histories[-1]
+        refined = which == "onsager" and config["training"]["refine_iterations"] > 0
         out[which] = {
-            "iterations": iterations,
-            "refine_iterations": trainer.iteration if refined else 0,
-            "loss_first": first_loss,
-            "loss_last": history.records[-1].loss if history.records else math.nan,
-            "best_validation": history.best_validation,
-            "best_iteration": history.best_iteration,
-            "model": "best on validation" if used_best else "last iteration",
-            "seconds": seconds,
+            **summary,
+            "iterations": 0 if refined and len(trainers) == 1 else trainers[0].iteration,
+            "refine_iterations": trainers[-1].iteration if refined else 0,
+            "loss_first": first.records[0].loss if first.records else math.nan,
+            "loss_last": last.records[-1].loss if last.records else math.nan,
+            "best_validation": best.validation if best.state else last.best_validation,
+            "best_iteration": last.best_iteration,
+            "model": best.label if best.state else "last iteration",
+            "seconds": time.perf_counter() - t0,
         }
         logger.info(
             "train %s: %d iterations (+%d Levenberg-Marquardt) in %.0f s, loss %.3e -> %.3e, "
@@ -356,12 +431,30 @@ def train(
             which,
             out[which]["iterations"],
             out[which]["refine_iterations"],
-            seconds,
+            out[which]["seconds"],
             out[which]["loss_first"],
             out[which]["loss_last"],
             out[which]["model"],
         )
     return out
+
+
+class _Best:
+    """The best-on-validation parameters over the training phases (and the warm start)."""
+
+    def __init__(self) -> None:
+        self.validation, self.state, self.label = math.inf, None, ""
+
+    def offer(self, model: torch.nn.Module, validation: float, label: str) -> None:
+        """Keep the model's current parameters if their validation loss is the best so far."""
+        if validation < self.validation:
+            self.validation, self.label = validation, label
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the best parameters so far into the model (nothing when none was validated)."""
+        if self.state is not None:
+            model.load_state_dict(self.state)
 
 
 def load_trained(config: JobConfig, space: fd.FunctionSpace, which: str):
@@ -374,8 +467,15 @@ def load_trained(config: JobConfig, space: fd.FunctionSpace, which: str):
     return model
 
 
-def _rollouts(config: JobConfig, space, data, *, progress: bool) -> dict[str, Any]:
-    """Roll the classical solver, the Onsager model and the baseline out over the test data."""
+def rollout_reports(
+    config: JobConfig, space: fd.FunctionSpace, data: dict[str, Dataset], *, progress: bool
+) -> dict[str, Any]:
+    """Roll the trained Onsager model, the classical solver and the baseline out over the test data.
+
+    The models are rebuilt on ``space`` (any mesh: see :mod:`femeso.transfer`); ``data["test"]``
+    holds the trajectories; the baseline is rolled out when ``baseline.enabled``. Returns the
+    :class:`~femeso.evaluation.RolloutReport` of each model by name.
+    """
     from femeso.evaluation import rollout_errors
 
     truth = true_model(config, space)
@@ -397,7 +497,7 @@ def rollout(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     """Roll out the test trajectories with every model and write them as VTK under ``rollouts/``."""
     space = build_space(config)
     data = load_data(config, space)
-    reports = _rollouts(config, space, data, progress=progress)
+    reports = rollout_reports(config, space, data, progress=progress)
     _write_vtk(config, data, reports)
     return {name: r.summary() for name, r in reports.items()}
 
@@ -425,6 +525,25 @@ TARGETS = {
 }
 
 
+def rollout_results(reports: dict[str, Any], horizon: float) -> dict[str, Any]:
+    """Return each model's rollout summary and the error table (``table``) of the reports.
+
+    Per model: :meth:`~femeso.evaluation.RolloutReport.summary`, the error at the training
+    ``horizon`` and the relative drift of the model's own energy; ``table`` holds
+    :func:`~femeso.evaluation.error_table` of every model.
+    """
+    from femeso.evaluation import error_table, relative_energy_drift
+
+    results: dict[str, Any] = {}
+    for name, r in reports.items():
+        summary = r.summary()
+        summary["error_at_training_horizon"] = _error_at(r, horizon)
+        summary["energy_drift"] = relative_energy_drift(r)
+        results[name] = summary
+    results["table"] = {name: error_table(r) for name, r in reports.items()}
+    return results
+
+
 def _error_at(report, t: float) -> float:
     """Mean error at the elapsed time ``t`` of a rollout report."""
     i = int(np.argmin(np.abs(np.asarray(report.times) - t)))
@@ -443,8 +562,6 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     """
     from femeso.evaluation import (
         energy_scaling_exponent,
-        error_table,
-        relative_energy_drift,
         step_size_study,
         write_json,
     )
@@ -454,7 +571,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     data = load_data(config, space)
     truth = true_model(config, space)
     model = load_trained(config, space, "onsager")
-    reports = _rollouts(config, space, data, progress=progress)
+    reports = rollout_reports(config, space, data, progress=progress)
     d = config["data"]
     horizon = d["frames"] * d["frame_dt"]
     results: dict[str, Any] = {
@@ -466,12 +583,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
         "cells": space.mesh().num_cells(),
         "ranks": space.mesh().comm.size,
     }
-    for name, r in reports.items():
-        summary = r.summary()
-        summary["error_at_training_horizon"] = _error_at(r, horizon)
-        summary["energy_drift"] = relative_energy_drift(r)
-        results[name] = summary
-    results["table"] = {name: error_table(r) for name, r in reports.items()}
+    results.update(rollout_results(reports, horizon))
     results["conservative"] = model.is_conservative
     results["transport"] = [w.constant.tolist() for w in model.conservative if w.field is None]
 
