@@ -32,10 +32,12 @@ def at(row: dict, step: int) -> float | None:
 
 
 def fmt(x: float | None) -> str:
+    """Format an error (a dash when missing)."""
     return "—" if x is None else f"{x:.2e}"
 
 
 def rows(results: dict, name: str) -> list[str]:
+    """Return the table rows of one experiment's results."""
     lines = []
     published = PUBLISHED.get(name)
     for model, row in results["table"].items():
@@ -53,6 +55,7 @@ def rows(results: dict, name: str) -> list[str]:
 
 
 def main() -> None:
+    """Print the tables."""
     runs = Path(sys.argv[1] if len(sys.argv) > 1 else "runs")
     print("| experiment | model | step 1 | step 5 | step 100 | SpecOnsNet 1 / 5 | target |")
     print("|---|---|---|---|---|---|---|")
