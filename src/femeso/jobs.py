@@ -335,8 +335,8 @@ def _refine_config(config: JobConfig) -> TrainingConfig:
         lr_decay=1.0,
         weight_decay=0.0,
         gradient_clip=0.0,
-        validate_every=5,
-        checkpoint_every=5,
+        validate_every=min(5, config["training"]["refine_iterations"]),
+        checkpoint_every=min(5, config["training"]["refine_iterations"]),
     )
     return TrainingConfig(**settings)
 
