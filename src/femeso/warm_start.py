@@ -235,6 +235,7 @@ def gradient_matching(
         Polynomial degree of ``F'``.
     max_pairs
         At most this many frame pairs, evenly spread over the data.
+
     Returns
     -------
     GradientMatch
