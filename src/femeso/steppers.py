@@ -667,7 +667,7 @@ class EnergyStableStepper(SteppingLoop):
         """Raise SNES's absolute tolerance to the round-off level of the residual, if higher.
 
         The residual balances terms of sizes ``|u_i| m_i / dt``, ``|mu_i| m_i`` (``m_i`` the
-        lumped mass) and ``(kappa grad u, grad phi_i)``; its floating-point floor is about 1e-14
+        lumped mass) and ``(kappa grad u, grad phi_i)``; its floating-point floor is about 1e-15
         of their norms. For energies of large scale (e.g. Allen--Cahn's ``F'`` of order
         ``1/eps^2``), fine meshes or small steps that floor exceeds the fixed ``snes_atol`` and
         Newton would stall there and be reported as a failure.
@@ -680,7 +680,7 @@ class EnergyStableStepper(SteppingLoop):
                     terms.pointwiseMult(values, weights)
                     size += factor * terms.norm()
                     terms.destroy()
-        floor = 1e-13 * size
+        floor = 1e-14 * size
         snes = self.solver.snes
         rtol, _, stol, max_it = snes.getTolerances()
         snes.setTolerances(rtol=rtol, atol=max(self._snes_atol, floor), stol=stol, max_it=max_it)
