@@ -8,23 +8,30 @@ estimates the scale from the data before any rollout.
 
 For a model with a single dissipative part (local or conserved mobility) or a single
 conservative transport, and a constant coefficient :math:`c` standing in for the mobility or
-velocity, the semi-discrete equation at the midpoint :math:`u^{n+1/2}` of two data frames,
+velocity, the midpoint relation of femeso's scheme between two data frames,
 
-.. math:: \frac{u^{n+1} - u^n}{\Delta t} \approx -c\,\mathcal{A}\,\mu, \qquad
-          \mu = P\bigl(-\nabla\cdot\kappa\nabla u^{n+1/2} + F'(u^{n+1/2})\bigr), \qquad
+.. math:: \frac{u^{n+1} - u^n}{\Delta t} = -c\,\mathcal{A}\,\mu, \qquad
+          \mu = P\bigl(-\nabla\cdot\kappa\nabla u^{n+1/2} + \bar F'(u^n, u^{n+1})\bigr), \qquad
           F'(u) = \sum_{k=0}^{p} a_k\,t(u)^k,
 
-(:math:`P` the :math:`L^2` projection onto the state space, :math:`\mathcal{A}` the unit
-operator of the part: identity, :math:`-\Delta` or the skew transport
-:math:`\tfrac12(\partial_x\cdot - \partial_x^*\cdot)`, :math:`t` an affine map of the data range
-onto :math:`[-1, 1]`) is *linear* in :math:`\beta = (c, c\,a_0, \dots, c\,a_p)`. With
+(:math:`P` the :math:`L^2` projection onto the state space, :math:`\bar F'` the stepper's discrete
+gradient, the mean of :math:`F'` along the segment from :math:`u^n` to :math:`u^{n+1}`,
+:math:`\mathcal{A}` the unit operator of the part: identity, :math:`-\Delta` or the skew
+transport :math:`\tfrac12(\partial_x\cdot - \partial_x^*\cdot)`, :math:`t` an affine map of the
+data range onto :math:`[-1, 1]`) is *linear* in :math:`\beta = (c, c\,a_0, \dots, c\,a_p)`. With
 :math:`\kappa` fixed by the gauge, the least-squares fit of :math:`\beta` over many frame pairs
 (in the :math:`L^2` norm, mass matrix :math:`M`) gives :math:`c` and :math:`F'` directly.
 :func:`warm_start` then regresses the model's networks onto them (L-BFGS, PyTorch only): the
 density's :math:`F'_\theta` onto the fitted polynomial over the data's range, the mobility
 network onto the constant :math:`c` (or sets a learned transport velocity to it). Training starts
 from there; the rollout loss and the Levenberg--Marquardt phase remove the bias of the
-difference quotient and of the polynomial.
+polynomial and of data generated more finely than the model's step.
+
+For a conserved or transported state a constant chemical potential moves nothing, so
+:math:`a_0` is not identifiable and is set to 0. Data whose frames do not follow the one-step
+relation (e.g. stiff mesh-scale modes that the midpoint scheme keeps oscillating, as in
+Cahn--Hilliard data generated with substeps) leave a large residual; :func:`warm_start` then
+leaves the model unchanged.
 """
 
 from __future__ import annotations
