@@ -253,18 +253,23 @@ def test_fit_rejects_bad_arguments():
         fit(neural_model(data.space), data, epochs=0)
 
 
+def parallel_and_serial_histories(config: TrainingConfig):
+    """Train the same problem distributed over all ranks and serially on each rank."""
+    histories = []
+    for comm in (fd.COMM_WORLD, fd.COMM_SELF):
+        data = allen_cahn_data(comm=comm)
+        model = neural_model(data.space)
+        histories.append(Trainer(model, data, data, config=config, progress=False).run())
+    return histories
+
+
 @pytest.mark.parallel(nprocs=2)
 def test_parallel_training_gives_the_serial_loss_history():
     """The distributed run and a serial run of the same problem on each rank agree."""
     config = TrainingConfig(
         iterations=4, batch_size=2, unroll=2, learning_rate=0.05, validate_every=2
     )
-    histories = []
-    for comm in (fd.COMM_WORLD, fd.COMM_SELF):
-        data = allen_cahn_data(comm=comm)
-        model = neural_model(data.space)
-        histories.append(Trainer(model, data, data, config=config, progress=False).run())
-    parallel, serial = histories
+    parallel, serial = parallel_and_serial_histories(config)
     np.testing.assert_allclose(parallel.losses, serial.losses, rtol=1e-8)
     np.testing.assert_allclose(parallel.best_validation, serial.best_validation, rtol=1e-8)
 
@@ -284,12 +289,7 @@ def test_parallel_levenberg_marquardt_gives_the_serial_loss_history():
         validate_every=3,
         validation_windows=8,
     )
-    histories = []
-    for comm in (fd.COMM_WORLD, fd.COMM_SELF):
-        data = allen_cahn_data(comm=comm)
-        model = neural_model(data.space)
-        histories.append(Trainer(model, data, data, config=config, progress=False).run())
-    parallel, serial = histories
+    parallel, serial = parallel_and_serial_histories(config)
     assert serial.losses[-1] < serial.losses[0]
     np.testing.assert_allclose(parallel.losses, serial.losses, rtol=1e-8)
     # the loss at the final parameters, on the validation windows

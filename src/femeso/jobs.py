@@ -303,6 +303,9 @@ def _chain_data(
     return _drop_frames(data, d["burn_in"])
 
 
+#: The training phases, named by the ``[training]`` key that sets their iteration count.
+PHASES = ("iterations", "refine_iterations")
+
 #: ``[training]`` keys of the job's phases, not of one :class:`TrainingConfig`.
 PHASE_KEYS = ("refine_iterations", "refine_batch_size", "warm_start")
 
@@ -345,16 +348,19 @@ def _model_path(config: JobConfig, which: str) -> Path:
     return config.output / which / "model.npz"
 
 
-def _phases(config: JobConfig, which: str) -> list[tuple[TrainingConfig, Path]]:
-    """Return the training phases of a model: settings and checkpoint directory, in order."""
+def _phases(config: JobConfig, which: str) -> dict[str, tuple[TrainingConfig, Path]]:
+    """Return the training phases of a model, in order: name -> (settings, checkpoint directory).
+
+    The names are the keys of the training record that count the phase's iterations.
+    """
     directory = config.output / which
     if which == "baseline":
-        return [(_training_config(config, baseline=True), directory)]
-    phases = []
+        return {"iterations": (_training_config(config, baseline=True), directory)}
+    phases = {}
     if config["training"]["iterations"] > 0:
-        phases.append((_training_config(config, baseline=False), directory))
+        phases["iterations"] = (_training_config(config, baseline=False), directory)
     if config["training"]["refine_iterations"] > 0:  # Levenberg-Marquardt from the first phase
-        phases.append((_refine_config(config), directory / "refine"))
+        phases["refine_iterations"] = (_refine_config(config), directory / "refine")
     return phases
 
 
@@ -391,8 +397,8 @@ def train(
         summary: dict[str, Any] = {}
         if which == "onsager" and config["training"]["warm_start"]:
             summary["warm_start"] = warm_start(model, data["train"]).summary()
-        histories, trainers = [], []
-        for settings, directory in _phases(config, which):
+        histories, trainers = [], {}
+        for phase, (settings, directory) in _phases(config, which).items():
             trainer = Trainer(
                 model,
                 data["train"],
@@ -407,17 +413,15 @@ def train(
                 best.offer(model, trainer.validate(), "warm start")
                 summary["warm_start"]["validation"] = best.validation
             histories.append(trainer.run(resume=resume))
-            trainers.append(trainer)
+            trainers[phase] = trainer
             if trainer.load_best():
                 best.offer(model, histories[-1].best_validation, "best on validation")
             best.restore(model)
         model.save(_model_path(config, which))
         first, last = histories[0], histories[-1]
-        refined = which == "onsager" and config["training"]["refine_iterations"] > 0
         out[which] = {
             **summary,
-            "iterations": 0 if refined and len(trainers) == 1 else trainers[0].iteration,
-            "refine_iterations": trainers[-1].iteration if refined else 0,
+            **{phase: trainers[phase].iteration if phase in trainers else 0 for phase in PHASES},
             "loss_first": first.records[0].loss if first.records else math.nan,
             "loss_last": last.records[-1].loss if last.records else math.nan,
             "best_validation": best.validation if best.state else last.best_validation,

@@ -381,6 +381,7 @@ class EnergyStableStepper(SteppingLoop):
             )
         )
         self._gradient_vector = fd.Cofunction(V.dual())
+        self._weighted = fd.Cofunction(V.dual())  # work vector of _round_off_tolerance
         self._energy_cache: tuple | None = None
         #: Whether :meth:`restore` put a converged step in place for :meth:`vjp`.
         self.holds_step = False
@@ -675,11 +676,9 @@ class EnergyStableStepper(SteppingLoop):
         size = fd.assemble(self._gradient_terms, tensor=self._gradient_vector).dat.norm
         with self._lumped_mass.dat.vec_ro as weights:
             for f, factor in ((self.w.subfunctions[1], 1.0), (self.u, 1.0 / dt)):
-                with f.dat.vec_ro as values:
-                    terms = values.duplicate()
+                with f.dat.vec_ro as values, self._weighted.dat.vec_wo as terms:
                     terms.pointwiseMult(values, weights)
                     size += factor * terms.norm()
-                    terms.destroy()
         floor = 1e-14 * size
         snes = self.solver.snes
         rtol, _, stol, max_it = snes.getTolerances()
