@@ -209,3 +209,41 @@ def test_closed_form_scalar_discrete_gradient_matches_automatic_differentiation(
     ref, jac = discrete_gradient_and_jacobian(density, u0, u1, x, F0=F0)
     assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-12)
     assert torch.allclose(slope[:, 0], jac[:, 0, 0], rtol=1e-9, atol=1e-9)
+
+
+@FAST
+@given(seed=seeds, bound=st.integers(1, 40).map(float), scale=st.sampled_from([0.5, 1.0, 2.0]))
+def test_bounded_input_slopes_bound_the_curvature_of_a_random_density(seed, bound, scale):
+    density = femeso.CoerciveNeuralDensity(width=12, seed=0)
+    density.network.input_scale.fill_(scale)
+    randomise(density.network, seed, scale=60.0)  # slopes far above the bound
+    first = density.network.layers[0].weight
+    before = int((first.abs() > bound).sum())
+    assert femeso.fields.bound_input_slopes(density, bound) == before > 0
+    assert float(first.detach().abs().max()) <= bound
+    limit = float(density.network.second_derivative_bound()[0])
+    assert limit <= 4 / (3 * 3**0.5) * float(density.network.layers[1].weight.abs().sum()) * (
+        bound / scale
+    ) ** 2 * (1 + 1e-12)
+    u = torch.linspace(-6, 6, 4001, dtype=DTYPE)[:, None]
+    _, _, d2N = density.network.forward_with_state_derivatives(u)
+    assert float(d2N.abs().max()) <= limit * (1 + 1e-12)
+
+
+def test_the_curvature_bound_is_attained_by_a_single_unit():
+    network = femeso.NeuralField(1, 1, width=3, input_scale=0.5)
+    with torch.no_grad():
+        network.layers[0].weight.copy_(torch.tensor([[4.0], [1.0], [2.0]]))
+        network.layers[0].bias.zero_()
+        network.layers[1].weight.copy_(torch.tensor([[-3.0, 0.0, 0.0]]))
+    u = torch.linspace(-1, 1, 20001, dtype=DTYPE)[:, None]
+    _, _, d2N = network.forward_with_state_derivatives(u)
+    limit = float(network.second_derivative_bound()[0])
+    assert limit == pytest.approx(4 / (3 * 3**0.5) * 3.0 * (4.0 / 0.5) ** 2)
+    assert float(d2N.abs().max()) == pytest.approx(limit, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
+def test_bad_input_slope_bounds_are_rejected(bad):
+    with pytest.raises(ValueError, match="input slope bound must be a positive number"):
+        femeso.fields.bound_input_slopes(femeso.CoerciveNeuralDensity(width=4), bad)

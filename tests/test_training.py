@@ -74,6 +74,28 @@ def test_unrolled_training_lowers_the_loss():
     assert np.mean(history.losses[-3:]) < 0.2 * history.losses[0], history.losses
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "levenberg_marquardt"])
+def test_every_optimiser_step_keeps_the_input_slopes_bounded(optimizer):
+    data = allen_cahn_data()
+    model = neural_model(data.space)
+    first = model.energy.density.network.layers[0].weight
+    with torch.no_grad():
+        first.mul_(10.0)  # start above the bound: the first step must project
+    bound = 0.5 * float(first.abs().max())
+    config = TrainingConfig(
+        iterations=3,
+        batch_size=2,
+        learning_rate=0.05 if optimizer == "adam" else 1.0,
+        optimizer=optimizer,
+        validate_every=0,
+        max_input_slope=bound,
+    )
+    trainer = Trainer(model, data, config=config, progress=False)
+    for _ in range(3):  # one step of lr 0.05 cannot halve the weights: the projection must
+        trainer.step()
+        assert float(first.detach().abs().max()) <= bound
+
+
 def test_checkpoint_stride_gives_the_same_gradient_as_storing_every_state():
     data = allen_cahn_data(n_trajectories=1, n_frames=7)
     model = neural_model(data.space, seed=3)
@@ -234,6 +256,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
         ({"optimizer": "rmsprop"}, "optimizer must be one of"),
         ({"learning_rate": -1.0}, "learning_rate must be a number > 0"),
         ({"gradient": "truncated"}, "gradient must be one of"),
+        ({"max_input_slope": -1.0}, "max_input_slope must be a number >= 0"),
     ],
 )
 def test_bad_training_settings_are_rejected(settings, message):

@@ -196,6 +196,12 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         ),
         "weight_decay": Key(0.0, "weight decay", minimum=0),
         "gradient_clip": Key(0.0, "clip the gradient norm to this (0: off)", minimum=0),
+        "max_input_slope": Key(
+            20.0,
+            "clamp the networks' first-layer weights (on normalised inputs) to this after every "
+            "step: bounds F'' where no data constrain it (0: off)",
+            minimum=0,
+        ),
         "validate_every": Key(25, "iterations between validations (0: never)", minimum=0),
         "validation_windows": Key(8, "validation windows used", minimum=0),
         "checkpoint_every": Key(

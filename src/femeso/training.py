@@ -38,6 +38,7 @@ import torch
 
 from femeso._log import logger
 from femeso.data.trajectories import Dataset
+from femeso.fields import bound_input_slopes
 from femeso.gauss_newton import LevenbergMarquardt, WindowCurvature, window_curvature
 from femeso.steppers import EnergyStableStepper, StepFailure
 
@@ -86,6 +87,10 @@ class TrainingConfig:
         constant).
     gradient_clip
         Clip the gradient's norm to this value (0: off).
+    max_input_slope
+        After every optimiser step, clamp the first-layer weights of the model's neural fields
+        to this magnitude (:func:`~femeso.fields.bound_input_slopes`; 0: off). It bounds the
+        curvature of learned densities where no data constrain them.
     validate_every
         Evaluate the validation windows every this many iterations (0: never).
     validation_windows
@@ -108,6 +113,7 @@ class TrainingConfig:
     weight_decay: float = 0.0
     lr_decay: float = 1.0
     gradient_clip: float = 0.0
+    max_input_slope: float = 20.0
     validate_every: int = 10
     validation_windows: int = 16
     checkpoint_every: int = 25
@@ -141,7 +147,7 @@ class TrainingConfig:
                 "training.optimizer levenberg_marquardt needs training.unroll = 1, "
                 f"got {self.unroll}"
             )
-        for name in ("weight_decay", "gradient_clip"):
+        for name in ("weight_decay", "gradient_clip", "max_input_slope"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"training.{name} must be a number >= 0, got {value!r}")
@@ -577,6 +583,8 @@ class Trainer:
             t1 = time.perf_counter()
             self.optimizer.step()
             self.timings["optimizer"] += time.perf_counter() - t1
+        if c.max_input_slope:
+            bound_input_slopes(self.model, c.max_input_slope)
         self.scheduler.step()
         self.iteration += 1
         validation = None
