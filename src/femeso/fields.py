@@ -404,7 +404,7 @@ class Expression(PointwiseField):
 
 
 def bound_input_slopes(module: nn.Module, bound: float) -> int:
-    """Clamp the first-layer weights of every :class:`NeuralField` in ``module`` to ``[-bound, bound]``.
+    r"""Clamp the first-layer weights of every :class:`NeuralField` in ``module`` to +-``bound``.
 
     The weights act on the normalised input :math:`(z - c) / s`, so a ``tanh`` unit then turns
     over an input interval of at least about :math:`2 s / \text{bound}`. Unbounded, a
