@@ -11,6 +11,7 @@ import femeso
 from femeso.gauss_newton import (
     LevenbergMarquardt,
     WindowCurvature,
+    state_tangent,
     step_jacobian,
     trainable,
     window_curvature,
@@ -85,6 +86,77 @@ def test_step_jacobian_passes_taylor_test(name):
 def test_step_jacobian_passes_taylor_test_in_parallel():
     rates, residuals, size = jacobian_rates(dissipative_model(mesh("plate"), "both", seed=3))
     assert np.all(rates > 1.9), (residuals, rates)
+
+
+@pytest.mark.parametrize(
+    "name,scheme",
+    [
+        ("plate-both", "midpoint"),
+        ("plate-both", "linearised"),
+        ("periodic-conservative", "midpoint"),
+    ],
+)
+def test_state_tangent_passes_taylor_test(name, scheme):
+    """du1/du0 of a held step (through the discrete gradient and the mobility at the points)."""
+    model = models()[name]
+    u0, direction = window(model, 41)
+    dt = 0.02
+
+    def step_from(u):
+        stepper = femeso.EnergyStableStepper(model, u, dt, scheme=scheme)
+        assert stepper.advance().halvings == 0
+        return stepper
+
+    stepper = step_from(u0)
+    u1 = stepper.u.copy(deepcopy=True)
+    stepper.restore(u0, stepper.w)
+    with direction.dat.vec_ro as d:
+        column = d.array_r.copy()[:, None]
+    tangent = fd.Function(model.space)
+    with tangent.dat.vec_wo as t:
+        t.array[:] = state_tangent(stepper, column)[:, 0]
+    residuals = []
+    for eps in [1e-2 / 2**i for i in range(4)]:
+        moved = step_from(fd.Function(model.space).assign(u0 + eps * direction)).u
+        residuals.append(fd.norm(moved - u1 - eps * tangent))
+    rates = np.log2(np.array(residuals[:-1]) / np.array(residuals[1:]))
+    assert fd.norm(tangent) > 0.1 * fd.norm(direction)
+    assert np.all(rates > 1.9), (residuals, rates)
+
+
+@pytest.mark.parametrize("name", ["plate-both", "periodic-conservative"])
+def test_substeps_jacobian_and_gradient_pass_taylor_tests(name):
+    """A data step of 3 scheme sub-steps: the carried Jacobian, the adjoint gradient and the
+    Gauss-Newton gradient of the window agree with finite differences and with each other."""
+    model = models()[name]
+    params = [p for _, p in trainable(model)]
+    theta = parameters_to_vector(params).detach().clone()
+    data = window(model, 51)
+    stepper = femeso.EnergyStableStepper(model, data[0], 0.06, substeps=3)
+    for p in params:
+        p.grad = None
+    loss, clean = window_loss_and_gradient(stepper, data)
+    assert clean and not stepper.log_substeps and not stepper.substep_log  # switched off again
+    adjoint = parameters_to_vector([p.grad for p in params]).numpy()
+    c = window_curvature(stepper, data)
+    assert c.loss == pytest.approx(loss, rel=1e-12)
+    assert np.linalg.norm(c.gradient - adjoint) <= 1e-8 * np.linalg.norm(adjoint)
+    direction = torch.randn(
+        theta.shape, generator=torch.Generator().manual_seed(5), dtype=theta.dtype
+    )
+    residuals = []
+    for eps in [1e-3 / 2**i for i in range(4)]:
+        with torch.no_grad():
+            vector_to_parameters(theta + eps * direction, params)
+        moved = window_loss(stepper, data)[0]
+        residuals.append(abs(moved - loss - eps * adjoint @ direction.numpy()))
+    with torch.no_grad():
+        vector_to_parameters(theta, params)
+    rates = np.log2(np.array(residuals[:-1]) / np.array(residuals[1:]))
+    assert np.all(rates > 1.9), (residuals, rates)
+    # three sub-steps are not one step of the same size: the substeps enter the loss
+    one = femeso.EnergyStableStepper(model, data[0], 0.06)
+    assert abs(window_loss(one, data)[0] - loss) > 1e-6 * loss
 
 
 def curvature_against_adjoint(model, norm):

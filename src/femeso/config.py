@@ -157,6 +157,12 @@ DEFAULTS: dict[str, dict[str, Key]] = {
             "the gauge: the learned gradient coefficient is normalised to this mean",
             positive=True,
         ),
+        "substeps": Key(
+            1,
+            "scheme steps per data step of the learned model (and of the classical solver "
+            "it is compared with), in training and rollouts; trained through all of them",
+            minimum=1,
+        ),
         "input_center": Key(0.5, "centre of the state in the mobility network's input"),
         "input_scale": Key(
             0.25, "scale of the state in the mobility network's input", positive=True

@@ -31,16 +31,23 @@ from dataclasses import dataclass
 import firedrake as fd
 import numpy as np
 import torch
+import ufl
 from mpi4py import MPI
 from torch import nn
 
 from femeso.adjoint import adjoint_forms
-from femeso.discrete_gradients import _GAUSS_LEGENDRE, DEFAULT_TOL
+from femeso.discrete_gradients import _GAUSS_LEGENDRE, DEFAULT_TOL, scalar_discrete_gradient
 from femeso.energies import ConstantKappa
 from femeso.mobilities import SkewTransport
 from femeso.steppers import StepFailure
 
-__all__ = ["LevenbergMarquardt", "WindowCurvature", "step_jacobian", "window_curvature"]
+__all__ = [
+    "LevenbergMarquardt",
+    "WindowCurvature",
+    "state_tangent",
+    "step_jacobian",
+    "window_curvature",
+]
 
 
 def trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -139,6 +146,113 @@ def _tangent_forms(stepper) -> _TangentForms:
     if forms is None:
         forms = stepper._tangent_forms = _TangentForms(stepper)
     return forms
+
+
+class _StartStateForms:
+    r"""The matrix :math:`\partial R/\partial u^n` of a held step, with the pointwise values.
+
+    :math:`u^n` enters the residual directly (UFL) and through the pointwise values at the
+    quadrature points: the discrete gradient :math:`\bar\mu(u^n, u^{n+1})` and a mobility
+    evaluated at :math:`u^n` or at the midpoint. Each such value is replaced by its
+    linearisation :math:`P + (\partial P/\partial u^n)(u^n_{var} - u^n)` at the points, and UFL
+    differentiates the result in :math:`u^n_{var}`.
+    """
+
+    def __init__(self, stepper) -> None:
+        model, rule = stepper.model, stepper.model.rule
+        self.start = fd.Function(model.space)
+        self.start_q = rule.function()
+        self.dg_slope = rule.function()
+        shift = self.start - self.start_q
+        mapping = {stepper.u: self.start, stepper.dg[0]: stepper.dg[0] + self.dg_slope * shift}
+        self.frozen_slopes: dict[str, fd.Function] = {}
+        for kind, (values,) in stepper.mobility_q.items():
+            if kind in stepper.dmobility_q:  # m((u^n + u^{n+1})/2): the same slope in u^n
+                slope = stepper.dmobility_q[kind][0][0]
+            elif stepper._mobility_state_dependent[kind]:  # m(u^n)
+                slope = self.frozen_slopes[kind] = rule.function()
+            else:
+                continue
+            mapping[values] = values + slope * shift
+        self.form = fd.derivative(ufl.replace(stepper.residual, mapping), self.start)
+        self.matrix = None
+
+    def assemble(self, stepper):
+        """Refresh the pointwise slopes at the held step and assemble the matrix (PETSc)."""
+        model, rule = stepper.model, stepper.model.rule
+        u0, u1 = stepper._u0_t, torch.as_tensor(stepper._u1_q.dat.data_ro.reshape(-1, 1).copy())
+        self.start.assign(stepper.u)
+        rule.assign(self.start_q, u0[:, 0])
+        with torch.no_grad():
+            density = model.energy.density
+            # The discrete gradient is symmetric in its two states: its slope in u^n is the
+            # slope in the second argument with the arguments swapped.
+            F1 = density(u1, model.x)
+            _, slope = scalar_discrete_gradient(density, u1, u0, model.x, F0=F1, tol=DEFAULT_TOL)
+            rule.assign(self.dg_slope, slope[:, 0])
+        if self.frozen_slopes:
+            start = u0.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                mobility = model.mobility_values(start)
+                for kind, target in self.frozen_slopes.items():
+                    (row,) = torch.autograd.grad(mobility[kind][:, 0].sum(), start)
+                    rule.assign(target, row[:, 0])
+        self.matrix = fd.assemble(self.form, mat_type="aij", tensor=self.matrix)
+        return self.matrix.petscmat
+
+
+def _start_state_forms(stepper) -> _StartStateForms:
+    forms = getattr(stepper, "_start_state_forms", None)
+    if forms is None:
+        forms = stepper._start_state_forms = _StartStateForms(stepper)
+    return forms
+
+
+def state_tangent(stepper, tangents: np.ndarray) -> np.ndarray:
+    r"""Apply :math:`du^{n+1}/du^n` of the held step to columns of start-state perturbations.
+
+    :math:`du^{n+1}/du^n\,t = -[A^{-1} (\partial R/\partial u^n)\,t]_u` with :math:`A` the
+    step's Jacobian (one MUMPS factorisation for all columns). Chained over the sub-steps of a
+    data step (``EnergyStableStepper(substeps=...)``) it carries :func:`step_jacobian` through
+    them.
+
+    Parameters
+    ----------
+    stepper
+        A stepper holding a converged step (:meth:`~femeso.steppers.EnergyStableStepper.restore`).
+    tangents
+        ``(n_owned_state_dofs, m)`` perturbations of the start state.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_owned_state_dofs, m)``: the perturbations of the end state.
+
+    """
+    if not stepper.holds_step:
+        raise ValueError("state_tangent: call stepper.restore(u0, w1) first")
+    _check_supported(stepper)
+    B = _start_state_forms(stepper).assemble(stepper)
+    tangent, adjoint = _tangent_forms(stepper), adjoint_forms(stepper)
+    adjoint.matrix = fd.assemble(
+        adjoint.jacobian, bcs=adjoint.bcs, mat_type="aij", tensor=adjoint.matrix
+    )
+    adjoint.ksp.setOperators(adjoint.matrix.petscmat)
+    with tangent.mask.dat.vec_ro as m:
+        mask = m.array_r.copy()
+    x = B.createVecRight()
+    n_state = x.getLocalSize()
+    out = np.zeros_like(tangents)
+    for j in range(tangents.shape[1]):
+        x.array[:] = tangents[:, j]
+        with tangent.rhs.dat.vec_wo as rhs:
+            B.mult(x, rhs)
+            rhs.array[:] *= mask
+            with tangent.solution.dat.vec_wo as sol:
+                adjoint.ksp.solve(rhs, sol)
+        with tangent.solution.dat.vec_ro as sol:
+            out[:, j] = -sol.array_r[:n_state]
+    return out
 
 
 def _check_supported(stepper) -> None:
@@ -249,6 +363,9 @@ class WindowCurvature:
 def window_curvature(stepper, data: list[fd.Function], *, norm: str = "L2") -> WindowCurvature:
     r"""Step from ``data[0]``; return the loss, gradient and Gauss--Newton matrix of the window.
 
+    A stepper with ``substeps`` takes them all; the Jacobian is carried through them
+    (:func:`state_tangent`).
+
     Parameters
     ----------
     stepper
@@ -268,13 +385,20 @@ def window_curvature(stepper, data: list[fd.Function], *, norm: str = "L2") -> W
     """
     if len(data) != 2:
         raise ValueError(f"Gauss-Newton windows are one step long, got {len(data) - 1} steps")
-    stepper.reset(data[0])
-    record = stepper.advance()
-    if record.halvings:
-        raise StepFailure("the step needed halvings; no Gauss-Newton curvature")
-    w1 = stepper.w.copy(deepcopy=True)
-    stepper.restore(data[0], w1)
-    J = step_jacobian(stepper)
+    logging_before, stepper.log_substeps = stepper.log_substeps, True
+    try:
+        stepper.reset(data[0])
+        record = stepper.advance()
+        if record.halvings:
+            raise StepFailure("the step needed halvings; no Gauss-Newton curvature")
+        substeps = list(stepper.substep_log)
+    finally:
+        stepper.log_substeps, stepper.substep_log = logging_before, []
+    J = None
+    for start, w1, dt in substeps:
+        stepper.restore(start, w1, dt)
+        carried = state_tangent(stepper, J) if J is not None else 0.0
+        J = step_jacobian(stepper) + carried
     tangent = _tangent_forms(stepper)
     X = tangent.norm_matrix(norm)
     comm = stepper.model.mesh.comm

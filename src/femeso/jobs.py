@@ -134,11 +134,14 @@ def baseline_model(config: JobConfig, space: fd.FunctionSpace) -> BlackBoxModel:
     return BlackBoxModel(space, width=config["baseline"]["width"], seed=config["job"]["seed"])
 
 
-def stepper_factory(model):
-    """``make_stepper(u0, dt)`` for an Onsager model or the black-box baseline."""
+def stepper_factory(model, substeps: int = 1):
+    """Return ``make_stepper(u0, dt)`` for an Onsager model or the black-box baseline.
+
+    The Onsager model's steps take ``substeps`` scheme steps each; the baseline takes one.
+    """
     if isinstance(model, BlackBoxModel):
         return lambda u0, dt: BlackBoxStepper(model, u0, dt)
-    return lambda u0, dt: EnergyStableStepper(model, u0, dt)
+    return lambda u0, dt: EnergyStableStepper(model, u0, dt, substeps=substeps)
 
 
 def _data_path(config: JobConfig, split: str) -> Path:
@@ -404,7 +407,7 @@ def train(
                 data["train"],
                 validation,
                 settings,
-                make_stepper=stepper_factory(model),
+                make_stepper=stepper_factory(model, config["model"]["substeps"]),
                 directory=directory,
                 progress=progress,
             )
@@ -483,9 +486,10 @@ def rollout_reports(
     from femeso.evaluation import rollout_errors
 
     truth = true_model(config, space)
-    steppers = {"onsager": stepper_factory(load_trained(config, space, "onsager"))}
+    substeps = config["model"]["substeps"]  # the classical solver steps like the learned model
+    steppers = {"onsager": stepper_factory(load_trained(config, space, "onsager"), substeps)}
     if truth is not None:
-        steppers["classical"] = stepper_factory(truth)
+        steppers["classical"] = stepper_factory(truth, substeps)
     if config["baseline"]["enabled"]:
         steppers["baseline"] = stepper_factory(load_trained(config, space, "baseline"))
     reference = truth.energy_value if truth is not None else None
@@ -602,7 +606,10 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     }
     factors = config["evaluation"]["step_factors"]
     results["step_sizes"] = step_size_study(
-        stepper_factory(model), data["test"].trajectories[0], factors=factors, reference="finest"
+        stepper_factory(model, config["model"]["substeps"]),
+        data["test"].trajectories[0],
+        factors=factors,
+        reference="finest",
     )
     results["targets"] = _targets(results, density)
     directory = config.output / "report"

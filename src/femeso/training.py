@@ -279,42 +279,62 @@ def window_loss_and_gradient(
     mismatch = _mismatch(stepper.model.space, norm)
     stride = max(1, checkpoint_stride)
     stored: dict[int, fd.Function] = {}  # start states of the steps kept in the forward sweep
-    unknowns: dict[int, fd.Function] = {}
-    stepper.reset(data[0])
-    total, clean = 0.0, True
-    for j in range(K):
-        if j % stride == 0:
-            stored[j] = stepper.u.copy(deepcopy=True)
-        record = stepper.advance()
-        clean = clean and record.halvings == 0
-        if stride == 1:
-            unknowns[j] = stepper.w.copy(deepcopy=True)
-        total += mismatch.value(stepper.u, data[j + 1])
-    loss = total / K
-    if not clean:
-        return loss, False
-    factor = weight / K
-    adjoint: fd.Cofunction | None = None
-    for segment_start in reversed(range(0, K, stride)):
-        segment = range(segment_start, min(segment_start + stride, K))
-        if stride > 1:  # recompute the segment's steps from its stored start state
-            unknowns = {}
-            stepper.reset(stored[segment_start])
-            for j in segment:
-                record = stepper.advance()
-                if record.halvings:
-                    logger.debug("window recompute needed halvings; gradient skipped")
-                    return loss, False
-                unknowns[j] = stepper.w.copy(deepcopy=True)
-        for j in reversed(segment):
-            u_next = unknowns[j].subfunctions[0]
-            seed = mismatch.derivative(u_next, data[j + 1], factor)
-            if adjoint is not None and gradient == "full":
-                seed.dat.data[...] += adjoint.dat.data_ro
-            start = stored[j] if j in stored else unknowns[j - 1].subfunctions[0]
-            stepper.restore(start, unknowns[j])
-            adjoint = stepper.vjp(seed, wrt_state=gradient == "full" and j > 0)
+    substeps: dict[int, list] = {}  # per step: its accepted sub-steps (start, unknowns, dt)
+    logging_before = getattr(stepper, "log_substeps", None)
+    if logging_before is not None:
+        stepper.log_substeps = True
+    try:
+        stepper.reset(data[0])
+        total, clean = 0.0, True
+        for j in range(K):
+            if j % stride == 0:
+                stored[j] = stepper.u.copy(deepcopy=True)
+            record = stepper.advance()
+            clean = clean and record.halvings == 0
+            if stride == 1:
+                substeps[j] = _accepted_substeps(stepper, stored.get(j))
+            total += mismatch.value(stepper.u, data[j + 1])
+        loss = total / K
+        if not clean:
+            return loss, False
+        factor = weight / K
+        adjoint: fd.Cofunction | None = None
+        for segment_start in reversed(range(0, K, stride)):
+            segment = range(segment_start, min(segment_start + stride, K))
+            if stride > 1:  # recompute the segment's steps from its stored start state
+                substeps = {}
+                stepper.reset(stored[segment_start])
+                for j in segment:
+                    start = stepper.u.copy(deepcopy=True)
+                    record = stepper.advance()
+                    if record.halvings:
+                        logger.debug("window recompute needed halvings; gradient skipped")
+                        return loss, False
+                    substeps[j] = _accepted_substeps(stepper, start)
+            for j in reversed(segment):
+                u_next = substeps[j][-1][1].subfunctions[0]
+                seed = mismatch.derivative(u_next, data[j + 1], factor)
+                if adjoint is not None and gradient == "full":
+                    seed.dat.data[...] += adjoint.dat.data_ro
+                for s, (start, unknowns, dt) in reversed(list(enumerate(substeps[j]))):
+                    stepper.restore(start, unknowns, dt)
+                    # "cut": the gradient stops between data steps, not between sub-steps
+                    seed = stepper.vjp(seed, wrt_state=s > 0 or (gradient == "full" and j > 0))
+                adjoint = seed
+    finally:
+        if logging_before is not None:
+            stepper.log_substeps, stepper.substep_log = logging_before, []
     return loss, True
+
+
+def _accepted_substeps(stepper, start: fd.Function | None) -> list:
+    """Return the last step's sub-steps ``(start, unknowns, dt)``: logged, or the one taken."""
+    log = getattr(stepper, "substep_log", None)
+    if log:
+        return list(log)
+    if start is None:
+        raise RuntimeError("the stepper did not log its sub-steps")
+    return [(start, stepper.w.copy(deepcopy=True), None)]
 
 
 @dataclass
