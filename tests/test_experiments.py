@@ -50,7 +50,8 @@ def untrained_first_step_error(config) -> float:
     space = jobs.build_space(config)
     data = jobs.load_data(config, space)
     model = jobs.learned_model(config, space)
-    report = rollout_errors(jobs.stepper_factory(model), data["test"], n_steps=1, keep_states=False)
+    make = jobs.stepper_factory(model, config["model"]["substeps"])
+    report = rollout_errors(make, data["test"], n_steps=1, keep_states=False)
     return float(report.error_mean[1])
 
 

@@ -236,6 +236,20 @@ def test_failed_newton_is_retried_with_smaller_steps_and_never_increases_energy(
     assert record.t == pytest.approx(5.0)
 
 
+@pytest.mark.parametrize("factor,halved", [(1e30, False), (100.0, True)])
+def test_only_a_newton_solve_stalled_near_its_round_off_floor_is_accepted(
+    monkeypatch, factor, halved
+):
+    """The iteration-limit failure above is accepted only within the stagnation factor of the
+    floor (a huge factor here makes any stall "round-off"; the real one keeps it a failure)."""
+    monkeypatch.setattr(femeso.steppers, "ROUND_OFF_STAGNATION", factor)
+    model = dissipative_model(mesh("periodic_interval"), "local", seed=1)
+    u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
+    stepper = femeso.EnergyStableStepper(model, u0, 5.0, solver_parameters={"snes_max_it": 4})
+    record = stepper.advance()
+    assert (record.halvings >= 1) == halved
+
+
 def test_repeated_failure_raises_with_time_and_reason():
     msh = mesh("periodic_interval")
     model = dissipative_model(msh, "local", seed=1)

@@ -99,6 +99,17 @@ ITERATIVE_SOLVER: dict[str, Any] = {
 
 SCHEMES = ("midpoint", "linearised")
 
+#: A Newton solve that stalls (line-search failure or iteration limit) with a residual within this
+#: factor of its round-off floor (1e-14 of the norms of the residual's terms) is accepted: measured
+#: on the FENE chain model, Newton reached 5e-12 in 3 iterations and then stalled at 1.8e-12, just
+#: above a floor of 1.7e-12, and each such step was halved 5-11 times. A tighter floor is kept for
+#: the solves that do converge (a floor of 1e-13 left an energy-law defect of 1.7e-13 in a test).
+ROUND_OFF_STAGNATION = 100.0
+_STALLED = (
+    PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH,
+    PETSc.SNES.ConvergedReason.DIVERGED_MAX_IT,
+)
+
 
 class StepFailure(RuntimeError):
     """A time step could not be completed even after repeated step-size reductions."""
@@ -689,7 +700,9 @@ class EnergyStableStepper(SteppingLoop):
         lumped mass) and ``(kappa grad u, grad phi_i)``; its floating-point floor is about 1e-15
         of their norms. For energies of large scale (e.g. Allen--Cahn's ``F'`` of order
         ``1/eps^2``), fine meshes or small steps that floor exceeds the fixed ``snes_atol`` and
-        Newton would stall there and be reported as a failure.
+        Newton would stall there and be reported as a failure. A solve that stalls (line search
+        or iteration limit) within :data:`ROUND_OFF_STAGNATION` times that floor is accepted
+        (:meth:`_solve`).
         """
         size = fd.assemble(self._gradient_terms, tensor=self._gradient_vector).dat.norm
         with self._lumped_mass.dat.vec_ro as weights:
@@ -701,6 +714,7 @@ class EnergyStableStepper(SteppingLoop):
         snes = self.solver.snes
         rtol, _, stol, max_it = snes.getTolerances()
         snes.setTolerances(rtol=rtol, atol=max(self._snes_atol, floor), stol=stol, max_it=max_it)
+        self._stagnation_limit = max(self._snes_atol, ROUND_OFF_STAGNATION * floor)
 
     def _solve(self, dt: float) -> tuple[bool, str, int, int]:
         self._dt.assign(dt)
@@ -710,8 +724,16 @@ class EnergyStableStepper(SteppingLoop):
         try:
             self.solver.solve()
         except fd.ConvergenceError as exc:
-            reason = self.solver.snes.getConvergedReason()
-            return False, f"SNES did not converge (reason {reason}): {exc}".splitlines()[0], 0, 0
+            snes = self.solver.snes
+            reason, residual = snes.getConvergedReason(), snes.getFunctionNorm()
+            stalled = reason in _STALLED and residual <= self._stagnation_limit
+            if not on_all_ranks(self.model.mesh.comm, stalled):
+                return False, f"SNES did not converge (reason {reason}): {exc}".splitlines()[0], 0, 0
+            logger.debug(
+                "Newton stalled at the round-off level (residual %.3e, reason %d): accepted",
+                residual,
+                reason,
+            )
         snes = self.solver.snes
         its, lits = snes.getIterationNumber(), snes.getLinearSolveIterations()
         finite = all(np.all(np.isfinite(v)) for v in self.w.dat.data_ro)
