@@ -728,7 +728,8 @@ class EnergyStableStepper(SteppingLoop):
             reason, residual = snes.getConvergedReason(), snes.getFunctionNorm()
             stalled = reason in _STALLED and residual <= self._stagnation_limit
             if not on_all_ranks(self.model.mesh.comm, stalled):
-                return False, f"SNES did not converge (reason {reason}): {exc}".splitlines()[0], 0, 0
+                message = f"SNES did not converge (reason {reason}): {exc}".splitlines()[0]
+                return False, message, 0, 0
             logger.debug(
                 "Newton stalled at the round-off level (residual %.3e, reason %d): accepted",
                 residual,
