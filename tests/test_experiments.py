@@ -11,9 +11,11 @@ import math
 import tomllib
 from pathlib import Path
 
+import firedrake as fd
 import numpy as np
 import pytest
 
+import femeso
 from femeso import jobs
 from femeso.config import ConfigError, validate
 from femeso.evaluation import error_table, rollout_errors
@@ -213,3 +215,18 @@ def test_the_experiment_files_are_valid_jobs(name):
     config = validate(raw, name)
     assert config["mesh"]["cells"] == 256 and config["data"]["frames"] == 100
     assert config["evaluation"]["horizon_factor"] == 1
+
+
+def test_report_samples_are_capped_by_whole_evenly_spaced_states():
+    V = fd.FunctionSpace(fd.PeriodicIntervalMesh(16, 1.0), "CG", 1)
+    model = femeso.OnsagerModel(V, femeso.Energy(femeso.CoerciveNeuralDensity(width=4), kappa=1.0))
+    states = [fd.Function(V).assign(float(i)) for i in range(10)]
+    per_state = model.state_at_points(states[0]).shape[0]
+    everything = jobs.state_samples(model, states, limit=10**9)
+    assert everything.shape[0] == 10 * per_state
+    capped = jobs.state_samples(model, states, limit=3 * per_state + 1)
+    assert capped.shape[0] <= 3 * per_state + 1
+    assert sorted(set(np.round(capped[:, 0].numpy(), 9))) == [0.0, 4.0, 8.0]  # whole, even
+    assert jobs.state_samples(model, states, limit=1).shape[0] == per_state  # at least one
+    with pytest.raises(ValueError, match="no states"):
+        jobs.state_samples(model, [])
