@@ -7,6 +7,8 @@ import numpy as np
 import ufl
 from mpi4py import MPI
 
+from femeso.meshes import bounding_box
+
 __all__ = ["random_smooth_field"]
 
 
@@ -42,11 +44,8 @@ def random_smooth_field(
     mesh = space.mesh()
     x = ufl.SpatialCoordinate(mesh)
     dim = mesh.geometric_dimension
-    coords = mesh.coordinates.dat.data_ro.reshape(-1, dim)
     comm = mesh.comm
-    lo, hi = np.empty(dim), np.empty(dim)
-    comm.Allreduce(coords.min(axis=0) if len(coords) else np.full(dim, np.inf), lo, op=MPI.MIN)
-    comm.Allreduce(coords.max(axis=0) if len(coords) else np.full(dim, -np.inf), hi, op=MPI.MAX)
+    lo, hi = bounding_box(mesh)
     size = np.maximum(hi - lo, 1e-12)
     # On periodic meshes (discontinuous coordinate field) only whole wavenumbers are periodic.
     periodic = "Discontinuous" in mesh.coordinates.function_space().ufl_element().family()

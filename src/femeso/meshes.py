@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import firedrake as fd
+import numpy as np
 from mpi4py import MPI
 
 from femeso._log import logger
 from femeso._runtime import cache_root
 
-__all__ = ["available_meshes", "generate_mesh", "load_mesh", "mesh_path"]
+__all__ = ["available_meshes", "bounding_box", "generate_mesh", "load_mesh", "mesh_path"]
 
 _SUFFIXES = (".msh", ".geo")
 
@@ -20,6 +21,21 @@ def mesh_directory() -> Path:
     """Return the directory of the reference geometries (``$FEMESO_MESH_DIR`` or ``meshes/``)."""
     default = Path(__file__).resolve().parents[2] / "meshes"
     return Path(os.environ.get("FEMESO_MESH_DIR", default))
+
+
+def bounding_box(mesh: fd.MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Return the lower and upper corners ``(dim,)`` of the mesh's coordinates, on every rank.
+
+    The extremes of the coordinate field's nodal values over all ranks: independent of the
+    number of processes. On a periodic mesh (discontinuous coordinates) it spans the whole box.
+    """
+    dim = mesh.geometric_dimension
+    coords = mesh.coordinates.dat.data_ro.reshape(-1, dim)
+    lo, hi = np.empty(dim), np.empty(dim)
+    comm = mesh.comm
+    comm.Allreduce(coords.min(axis=0) if len(coords) else np.full(dim, np.inf), lo, op=MPI.MIN)
+    comm.Allreduce(coords.max(axis=0) if len(coords) else np.full(dim, -np.inf), hi, op=MPI.MAX)
+    return lo, hi
 
 
 def available_meshes() -> list[str]:

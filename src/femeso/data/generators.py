@@ -28,6 +28,7 @@ from femeso.energies import Energy, KnownDensity
 from femeso.fields import Expression
 from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
+from femeso.meshes import bounding_box
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
 from femeso.steppers import EnergyStableStepper
 
@@ -36,7 +37,9 @@ __all__ = [
     "allen_cahn_model",
     "cahn_hilliard_model",
     "generate_dataset",
+    "graded_mobility",
     "kdv_model",
+    "mobility_coefficient",
     "paper_allen_cahn",
     "paper_sine_initial_condition",
 ]
@@ -68,14 +71,73 @@ def _density(density: str | KnownDensity, scale: float = 1.0) -> KnownDensity:
     return KnownDensity(lambda u, x, ops: scale * formula(u, x, ops), name=density)
 
 
-def _mobility(mobility: float | str | Expression) -> float | Expression:
+#: Variation of the graded mobility across the mesh: 1 at the lowest x_1, 1 + GRADE at the highest.
+GRADE = 0.8
+
+
+def graded_mobility(mesh: fd.MeshGeometry, *, scale: float = 1.0) -> Expression:
+    r"""Return the graded mobility, a field of the state and the position.
+
+    .. math:: m(u, x) = s\,\frac{1 + u^2}{2}\,(1 + 0.8\,\xi), \qquad
+              \xi = \frac{x_1 - x_{1,\min}}{x_{1,\max} - x_{1,\min}} \in [0, 1]
+
+    over the mesh's bounding box (:func:`femeso.meshes.bounding_box`): positive, it grows by
+    :data:`GRADE` (80 %) across the domain in :math:`x_1` and doubles from :math:`u = 0` to
+    :math:`u = \pm 1`.
+
+    Parameters
+    ----------
+    mesh
+        The mesh whose bounding box sets :math:`x_{1,\min}, x_{1,\max}`.
+    scale
+        The factor :math:`s > 0`.
+
+    """
+    if not scale > 0:
+        raise ValueError(f"the graded mobility's scale must be > 0, got {scale!r}")
+    lo, hi = bounding_box(mesh)
+    x0, width = float(lo[0]), float(hi[0] - lo[0])
+    s = float(scale)
+
+    def formula(u, x, ops):
+        return s * 0.5 * (1 + u[0] ** 2) * (1 + GRADE * (x[0] - x0) / width)
+
+    return Expression(formula, uses_position=True, name=f"graded (x_1 in [{x0:g}, {x0 + width:g}])")
+
+
+def mobility_coefficient(
+    mobility: float | str | Expression, mesh: fd.MeshGeometry | None = None, *, scale: float = 1.0
+) -> float | Expression:
+    """Return a true mobility coefficient by name: ``scale`` times the named one.
+
+    Parameters
+    ----------
+    mobility
+        A number (constant), ``"degenerate"`` (``u(1-u)``), ``"graded"``
+        (:func:`graded_mobility`, needs ``mesh``) or an :class:`~femeso.fields.Expression`
+        (returned as it is, ``scale`` ignored).
+    mesh
+        The mesh of a position-dependent mobility.
+    scale
+        Factor of a number or a named mobility.
+
+    """
+    if isinstance(mobility, Expression):
+        return mobility
+    s = float(scale)
     if mobility == "degenerate":
-        return Expression(lambda u, x, ops: u[0] * (1 - u[0]), name="u(1-u)")
+        if s == 1.0:
+            return Expression(lambda u, x, ops: u[0] * (1 - u[0]), name="u(1-u)")
+        return Expression(lambda u, x, ops: s * u[0] * (1 - u[0]), name=f"{s:g} u(1-u)")
+    if mobility == "graded":
+        if mesh is None:
+            raise ValueError("the graded mobility depends on the domain: give the mesh")
+        return graded_mobility(mesh, scale=s)
     if isinstance(mobility, str):
         raise ValueError(
-            f"unknown mobility {mobility!r}; use a number, 'degenerate' or an Expression"
+            f"unknown mobility {mobility!r}; use a number, 'degenerate', 'graded' or an Expression"
         )
-    return mobility
+    return float(mobility) * s
 
 
 def allen_cahn_model(
@@ -85,12 +147,15 @@ def allen_cahn_model(
     density: str | KnownDensity = "double_well",
     mobility: float | str | Expression = 1.0,
 ) -> OnsagerModel:
-    r"""Allen--Cahn :math:`u_t = -m(u)\,(F'(u)/\epsilon^2 - \Delta u)` as a member of the class.
+    r"""Allen--Cahn :math:`u_t = -m(u, x)\,(F'(u)/\epsilon^2 - \Delta u)` as a member of the class.
 
-    With the defaults this is the paper's :math:`u_t = u_{xx} + (u - u^3)/\epsilon^2`.
+    With the defaults this is the paper's :math:`u_t = u_{xx} + (u - u^3)/\epsilon^2`. The
+    mobility is a number, ``"degenerate"``, ``"graded"`` or an Expression
+    (:func:`mobility_coefficient` on the space's mesh).
     """
     energy = Energy(_density(density, 1.0 / epsilon**2), kappa=1.0)
-    return OnsagerModel(space, energy, mobility=LocalMobility(_mobility(mobility)))
+    m = mobility_coefficient(mobility, space.mesh())
+    return OnsagerModel(space, energy, mobility=LocalMobility(m))
 
 
 def cahn_hilliard_model(
@@ -100,9 +165,13 @@ def cahn_hilliard_model(
     density: str | KnownDensity = "double_well",
     mobility: float | str | Expression = 1.0,
 ) -> OnsagerModel:
-    r"""Cahn--Hilliard :math:`u_t = \nabla\cdot(m(u)\nabla(F'(u) - \kappa\Delta u))`, no-flux."""
+    r"""Cahn--Hilliard :math:`u_t = \nabla\cdot(m(u, x)\nabla(F'(u) - \kappa\Delta u))`, no-flux.
+
+    The mobility as in :func:`allen_cahn_model`.
+    """
     energy = Energy(_density(density), kappa=kappa)
-    return OnsagerModel(space, energy, mobility=ConservedMobility(_mobility(mobility)))
+    m = mobility_coefficient(mobility, space.mesh())
+    return OnsagerModel(space, energy, mobility=ConservedMobility(m))
 
 
 def kdv_model(space: fd.FunctionSpace) -> OnsagerModel:
