@@ -114,8 +114,16 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         ),
         "mobility": Key(
             "degenerate",
-            "true mobility: 'degenerate' (u(1-u)) or a number",
+            "true mobility: 'degenerate' (u(1-u)), 'graded' (m(u, x) = (1 + u^2)/2 * (1 + 0.8 xi), "
+            "xi = (x_1 - x_1min)/(x_1max - x_1min) over the mesh's bounding box: state- and "
+            "space-dependent, 0.5..1.8) or a number",
             types=(str, float),
+        ),
+        "mobility_scale": Key(
+            1.0,
+            "factor of the true mobility (e.g. eps^2 for Allen-Cahn in the time unit of its "
+            "reaction term)",
+            positive=True,
         ),
         "kappa": Key(5e-3, "true gradient-energy coefficient (Cahn-Hilliard)", positive=True),
         "epsilon": Key(0.1, "interface parameter of Allen-Cahn", positive=True),
@@ -141,9 +149,11 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         "depth": Key(1, "hidden layers of the networks", minimum=1),
         "mobility": Key(
             "neural",
-            "mobility coefficient: neural (softplus of a network), constant (1, fixed) or none "
-            "(M = 0: a conservative model, which needs a transport)",
-            choices=("neural", "constant", "none"),
+            "mobility coefficient: neural (softplus of a network of u), neural_x (softplus of a "
+            "network of u and the position x, x normalised by the mesh's bounding box; does not "
+            "transfer to other meshes), constant (1, fixed) or none (M = 0: a conservative "
+            "model, which needs a transport)",
+            choices=("neural", "neural_x", "constant", "none"),
         ),
         "transport": Key(
             "none",
@@ -163,7 +173,11 @@ DEFAULTS: dict[str, dict[str, Key]] = {
             "it is compared with), in training and rollouts; trained through all of them",
             minimum=1,
         ),
-        "input_center": Key(0.5, "centre of the state in the mobility network's input"),
+        "input_center": Key(
+            0.5,
+            "centre of the state in the mobility network's input (neural_x: the position's is "
+            "the centre of the mesh's bounding box, its scale the half-widths)",
+        ),
         "input_scale": Key(
             0.25, "scale of the state in the mobility network's input", positive=True
         ),
@@ -279,9 +293,9 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
     mobility = config["data"]["mobility"]
-    if isinstance(mobility, str) and mobility != "degenerate":
+    if isinstance(mobility, str) and mobility not in ("degenerate", "graded"):
         raise ConfigError(
-            f"{source}: data.mobility must be 'degenerate' or a number, got {mobility!r}"
+            f"{source}: data.mobility must be 'degenerate', 'graded' or a number, got {mobility!r}"
         )
     if isinstance(mobility, float) and mobility <= 0:
         raise ConfigError(f"{source}: data.mobility must be > 0, got {mobility!r}")
@@ -302,6 +316,11 @@ def _check_combinations(config: JobConfig, source: str) -> None:
     if d["initial"] == "paper_sine" and not mesh.startswith("periodic_"):
         raise ConfigError(
             f"{source}: data.initial = 'paper_sine' needs a periodic mesh, got mesh.name = {mesh!r}"
+        )
+    if d["mobility"] == "graded" and d["equation"] not in ("allen_cahn", "cahn_hilliard"):
+        raise ConfigError(
+            f"{source}: data.mobility = 'graded' needs a dissipative equation (allen_cahn or "
+            f"cahn_hilliard), data.equation = {d['equation']!r} has no mobility"
         )
     if m["mobility"] == "none" and m["transport"] == "none":
         raise ConfigError(

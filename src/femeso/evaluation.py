@@ -14,8 +14,9 @@ true model's :meth:`~femeso.hypothesis.OnsagerModel.energy_value`) judges it ins
 * :func:`step_size_study` -- the same model re-run at other step sizes than the data's, with the
   errors' empirical order;
 * interpretability: :func:`density_comparison` and :func:`mobility_comparison` (learned against
-  true :math:`F` and :math:`m`, modulo the identifiability gauge), :func:`energy_scaling_exponent`
-  (the paper's :math:`V_0(a u) \sim a^p`) and :func:`energy_parts_along`.
+  true :math:`F` and :math:`m(u, x)`, modulo the identifiability gauge),
+  :func:`energy_scaling_exponent` (the paper's :math:`V_0(a u) \sim a^p`) and
+  :func:`energy_parts_along`.
 
 The gauge, for reading the fits
 -------------------------------
@@ -65,6 +66,7 @@ __all__ = [
     "error_table",
     "l2_norm",
     "mobility_comparison",
+    "mobility_samples",
     "relative_energy_drift",
     "rollout_errors",
     "step_size_study",
@@ -903,14 +905,22 @@ def _as_states(model: OnsagerModel, u_samples: Any) -> torch.Tensor:
 
 
 def _positions(model: OnsagerModel, u: torch.Tensor, uses_position: bool, what: str):
-    """Return the model's quadrature points when the samples are at them, else ``None``."""
-    if u.shape[0] == model.x.shape[0]:
+    """Return the samples' positions: the model's quadrature points, or ``None``.
+
+    Samples of one state at the points get the points; position-dependent fields also accept
+    several such states stacked (``torch.cat`` of ``model.state_at_points``), with the points
+    repeated.
+    """
+    n_points = model.x.shape[0]
+    if u.shape[0] == n_points:
         return model.x
     if uses_position:
+        if n_points and u.shape[0] % n_points == 0:
+            return model.x.repeat(u.shape[0] // n_points, 1)
         raise ValueError(
             f"{what} depends on position: sample the states at the model's quadrature points "
-            f"({model.x.shape[0]} on this rank, e.g. model.state_at_points(u)), got "
-            f"{u.shape[0]} samples"
+            f"({n_points} on this rank, e.g. model.state_at_points(u), or several states "
+            f"stacked), got {u.shape[0]} samples"
         )
     return None
 
@@ -1010,7 +1020,8 @@ def density_comparison(
     u_samples
         States ``(n,)`` or ``(n, k)``: e.g. ``model.state_at_points(u)`` of data states (this
         rank's points; a density that depends on position needs exactly these), or a grid of
-        values (the same on every rank) for position-independent densities.
+        values (the same on every rank) for position-independent densities. Several states'
+        samples may be stacked (``torch.cat``).
     conserved
         Whether the mobility is conserved (fit the linear term ``e``).
     gauge_slope
@@ -1099,34 +1110,94 @@ def density_comparison(
     )
 
 
-def _learned_mobility(model: OnsagerModel, u: torch.Tensor, kind: str) -> torch.Tensor:
+def _mobility_parts(model: OnsagerModel, kind: str) -> list[Any]:
     parts = [m for m in model.mobilities if getattr(m, "kind", None) == kind]
     if not parts:
         kinds = sorted({m.kind for m in model.mobilities}) or ["none"]
         raise ValueError(f"the model has no {kind!r} mobility (it has: {', '.join(kinds)})")
-    uses_pos = any(m.coefficient.uses_position for m in parts)
-    x = _positions(model, u, uses_pos, f"the {kind} mobility")
+    return parts
+
+
+def _learned_mobility(
+    model: OnsagerModel, u: torch.Tensor, kind: str, x: torch.Tensor | None
+) -> torch.Tensor:
+    """Return the summed coefficients of the mobilities of ``kind`` at the samples ``(u, x)``."""
     with torch.no_grad():
-        if x is not None:
-            return model.mobility_values(u)[kind]
-        values = [m.coefficient(u, None) for m in parts]
+        values = [m.coefficient(u, x) for m in _mobility_parts(model, kind)]
         return sum(values[1:], values[0])
+
+
+def _true_mobility(true_mobility: Any, u: torch.Tensor, x: torch.Tensor | None) -> np.ndarray:
+    if not callable(true_mobility):
+        return np.full(u.shape[0], float(true_mobility))
+    with torch.no_grad():
+        values = true_mobility(u, x) if _uses_position(true_mobility) else true_mobility(u)
+    return torch.as_tensor(values, dtype=DTYPE).detach().numpy()
+
+
+def _uses_position(field: Any) -> bool:
+    return bool(getattr(field, "uses_position", False))
+
+
+def mobility_samples(
+    model: OnsagerModel,
+    true_mobility: Callable[..., Any] | float,
+    u_samples: torch.Tensor | np.ndarray,
+    *,
+    kind: str = "conserved",
+) -> dict[str, np.ndarray | None]:
+    """Return the learned and the true mobility coefficients at the samples, from every rank.
+
+    The samples as in :func:`mobility_comparison` (states at the model's quadrature points when
+    either mobility depends on the position).
+
+    Returns
+    -------
+    dict
+        ``u`` ``(n, k)``, ``x`` ``(n, dim)`` (``None`` when neither mobility depends on the
+        position), ``learned`` and ``true`` ``(n, k)``: the samples of all ranks.
+
+    """
+    if kind not in ("conserved", "local"):
+        raise ValueError(f"kind must be 'conserved' or 'local', got {kind!r}")
+    u = _as_states(model, u_samples)
+    parts = _mobility_parts(model, kind)
+    uses_pos = any(m.coefficient.uses_position for m in parts) or _uses_position(true_mobility)
+    x = _positions(model, u, uses_pos, f"the {kind} mobility") if uses_pos else None
+    m_l = _learned_mobility(model, u, kind, x).numpy().reshape(u.shape[0], -1)
+    m_t = _true_mobility(true_mobility, u, x)
+    m_t = np.broadcast_to(m_t.reshape(u.shape[0], -1), m_l.shape)
+    comm = model.mesh.comm
+    return {
+        "u": _gather(u.numpy(), comm),
+        "x": None if x is None else _gather(np.ascontiguousarray(x.numpy()), comm),
+        "learned": _gather(np.ascontiguousarray(m_l), comm),
+        "true": _gather(np.ascontiguousarray(m_t), comm),
+    }
 
 
 def mobility_comparison(
     model: OnsagerModel,
-    true_mobility: Callable[[torch.Tensor], Any] | float,
+    true_mobility: Callable[..., Any] | float,
     u_samples: torch.Tensor | np.ndarray,
     *,
     kind: str = "conserved",
     density_slope: float | None = None,
+    gauge_slope: float | None = None,
 ) -> dict[str, Any]:
     r"""Compare the learned mobility coefficient with the true one, modulo the gauge.
 
-    Fits :math:`m_{\rm learned}(u) \approx c\,m_{\rm true}(u)` through the origin over the samples
-    (all components together). The gauge (see :func:`density_comparison`) predicts
+    Fits :math:`m_{\rm learned}(u, x) \approx c\,m_{\rm true}(u, x)` through the origin over the
+    samples (all components together). The gauge (see :func:`density_comparison`) predicts
     :math:`c = 1/s` with :math:`s` the density slope, so ``product`` :math:`= s\,c \approx 1` for
-    a model with the true dynamics.
+    a model with the true dynamics. With ``gauge_slope`` :math:`s_g` (e.g.
+    :math:`\kappa_{\rm ref}/\kappa_{\rm true}`, which the gauge fixes) nothing is fitted:
+    ``gauge`` compares :math:`s_g\,m_{\rm learned}` with :math:`m_{\rm true}` directly.
+
+    Either mobility may depend on the position (a field with ``uses_position``, e.g. an
+    :class:`~femeso.fields.Expression`, called as ``(u, x)``): the samples must then be states
+    at the model's quadrature points (one state's or several stacked, see
+    :func:`density_comparison`), and the comparison runs over the pairs ``(u, x)``.
 
     Parameters
     ----------
@@ -1135,19 +1206,28 @@ def mobility_comparison(
         (``model.mobility_values``).
     true_mobility
         A number (constant mobility) or a callable ``(n, k) tensor -> (n,)`` or ``(n, k)``
-        (e.g. a :class:`~femeso.fields.Expression`).
+        (e.g. a :class:`~femeso.fields.Expression`); one with a true ``uses_position`` attribute
+        is called as ``(u, x)`` with ``x`` ``(n, dim)``.
     u_samples
         States ``(n,)`` or ``(n, k)`` (see :func:`density_comparison`).
     kind
         ``"conserved"`` or ``"local"``.
     density_slope
         The slope ``s`` of :func:`density_comparison`, to report ``product``.
+    gauge_slope
+        The density slope the gauge implies, for ``gauge``.
 
     Returns
     -------
     dict
         ``scale`` (``c``), ``r2``, ``relative_rms``, ``product`` (``s * c``, ``None`` without
-        ``density_slope``), ``expected_scale`` (``1/s`` or ``None``), ``kind``, ``n_samples``.
+        ``density_slope``), ``expected_scale`` (``1/s`` or ``None``), ``gauge`` (``None``
+        without ``gauge_slope``, else ``slope`` :math:`s_g`, ``relative_l2``
+        :math:`\|s_g m_{\rm learned} - m_{\rm true}\| / \|m_{\rm true}\|` over the samples,
+        ``r2`` of :math:`s_g m_{\rm learned}` as a prediction of :math:`m_{\rm true}` and
+        ``max_relative``, the largest :math:`|s_g m_{\rm learned} / m_{\rm true} - 1|` where
+        :math:`m_{\rm true} > 0`), ``position`` (whether either mobility depends on it), ``kind``,
+        ``n_samples``.
 
     Raises
     ------
@@ -1157,17 +1237,25 @@ def mobility_comparison(
     """
     if kind not in ("conserved", "local"):
         raise ValueError(f"kind must be 'conserved' or 'local', got {kind!r}")
-    u = _as_states(model, u_samples)
-    m_l = _learned_mobility(model, u, kind).numpy().reshape(u.shape[0], -1)
-    if callable(true_mobility):
-        m_t = torch.as_tensor(true_mobility(u), dtype=DTYPE).detach().numpy()
-    else:
-        m_t = np.full(u.shape[0], float(true_mobility))
-    m_t = np.broadcast_to(m_t.reshape(u.shape[0], -1), m_l.shape)
-    comm = model.mesh.comm
-    m_l, m_t = _gather(np.ascontiguousarray(m_l), comm), _gather(np.ascontiguousarray(m_t), comm)
+    values = mobility_samples(model, true_mobility, u_samples, kind=kind)
+    m_l, m_t, uses_pos = values["learned"], values["true"], values["x"] is not None
     scale, r2, rel = _scale_fit(m_l.ravel(), m_t.ravel())
     product = None if density_slope is None else float(density_slope) * scale
+    gauge = None
+    if gauge_slope is not None:
+        predicted, truth = float(gauge_slope) * m_l.ravel(), m_t.ravel()
+        residual = predicted - truth
+        positive = truth > 0
+        gauge = {
+            "slope": float(gauge_slope),
+            "relative_l2": math.sqrt(
+                float(np.sum(residual**2)) / max(float(np.sum(truth**2)), 1e-300)
+            ),
+            "r2": _r2(truth, residual),
+            "max_relative": float(np.max(np.abs(residual[positive] / truth[positive])))
+            if positive.any()
+            else math.nan,
+        }
     return _plain(
         {
             "scale": scale,
@@ -1175,6 +1263,8 @@ def mobility_comparison(
             "relative_rms": rel,
             "product": product,
             "expected_scale": None if not density_slope else 1.0 / float(density_slope),
+            "gauge": gauge,
+            "position": bool(uses_pos),
             "kind": kind,
             "n_samples": int(m_l.shape[0]),
         }

@@ -35,6 +35,7 @@ from femeso.data.generators import (
     cahn_hilliard_model,
     generate_dataset,
     kdv_model,
+    mobility_coefficient,
     paper_sine_initial_condition,
 )
 from femeso.data.io import export_vtk, load_dataset, save_dataset
@@ -43,7 +44,7 @@ from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy
 from femeso.fields import NeuralField
 from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
-from femeso.meshes import load_mesh
+from femeso.meshes import bounding_box, load_mesh
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
 from femeso.steppers import EnergyStableStepper
 from femeso.training import Trainer, TrainingConfig
@@ -85,20 +86,19 @@ def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel | Non
         return None
     if d["equation"] == "kdv":
         return kdv_model(space)
+    mobility = _true_mobility(config, space.mesh())
     if d["equation"] == "cahn_hilliard":
-        return cahn_hilliard_model(
-            space, kappa=d["kappa"], density=d["density"], mobility=d["mobility"]
-        )
-    return allen_cahn_model(
-        space, epsilon=d["epsilon"], density=d["density"], mobility=d["mobility"]
-    )
+        return cahn_hilliard_model(space, kappa=d["kappa"], density=d["density"], mobility=mobility)
+    return allen_cahn_model(space, epsilon=d["epsilon"], density=d["density"], mobility=mobility)
 
 
 def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     """Return the (untrained) Onsager model of the job.
 
-    Neural F, gauge-normalised kappa, a mobility m(u) (neural, constant or none: M = 0) and,
-    with ``model.transport = "learned"``, a skew transport along a learned constant velocity.
+    Neural F, gauge-normalised kappa, a mobility m(u) (neural, constant or none: M = 0) or
+    m(u, x) (``neural_x``: the position normalised by the mesh's bounding box, centre and
+    half-widths) and, with ``model.transport = "learned"``, a skew transport along a learned
+    constant velocity.
     """
     m, seed = config["model"], config["job"]["seed"]
     density = CoerciveNeuralDensity(width=m["width"], depth=m["depth"], seed=seed)
@@ -108,15 +108,22 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
         conservative.append(SkewTransport([m["velocity"]], dim=1, learnable=True))
     if m["mobility"] == "none":
         return OnsagerModel(space, energy, conservative=conservative, kappa_ref=m["kappa_ref"])
-    if m["mobility"] == "neural":
+    if m["mobility"] in ("neural", "neural_x"):
+        center, scale, dim = [m["input_center"]], [m["input_scale"]], None
+        if m["mobility"] == "neural_x":
+            lo, hi = bounding_box(space.mesh())
+            dim = len(lo)
+            center += (0.5 * (lo + hi)).tolist()
+            scale += np.maximum(0.5 * (hi - lo), 1e-12).tolist()
         coefficient: Any = NeuralField(
             1,
             1,
             width=m["width"],
             depth=m["depth"],
+            dim=dim,
             seed=seed + 1,
-            input_center=m["input_center"],
-            input_scale=m["input_scale"],
+            input_center=center if dim else center[0],
+            input_scale=scale if dim else scale[0],
         )
     else:
         coefficient = 1.0
@@ -273,7 +280,7 @@ def generate_trajectories(
         refine=d["refine"],
         initial_condition=initial,
         name=d["equation"],
-        parameters={k: d[k] for k in ("density", "mobility", "kappa", "epsilon")},
+        parameters={k: d[k] for k in ("density", "mobility", "mobility_scale", "kappa", "epsilon")},
         progress=progress,
     )
     return _drop_frames(data, d["burn_in"])
@@ -675,23 +682,26 @@ def _interpretability(
     # the gauge normalises kappa to kappa_ref: a model with the true dynamics has
     # F_learned = (kappa_ref / kappa_true) F_true + invisible terms
     kappa_true = float(truth.kappa()[0, 0])
+    gauge_slope = config["model"]["kappa_ref"] / kappa_true
     density = density_comparison(
         model,
         truth.energy.density,
         samples,
         conserved=invisible_linear,
-        gauge_slope=config["model"]["kappa_ref"] / kappa_true,
+        gauge_slope=gauge_slope,
     )
     results["density"] = {k: v for k, v in density.items() if k != "linear" or np.ndim(v) == 0}
     if model.is_conservative:
         results["mobility"] = None
         return density, None
+    # the same gauge: m_learned = m_true / gauge_slope, at the data's (u, x) samples
     mobility = mobility_comparison(
         model,
-        _true_mobility(config),
+        _true_mobility(config, model.mesh),
         samples,
         kind="conserved" if d["equation"] == "cahn_hilliard" else "local",
         density_slope=density["slope"],
+        gauge_slope=gauge_slope,
     )
     results["mobility"] = {k: v for k, v in mobility.items() if np.ndim(v) == 0}
     return density, mobility
@@ -728,11 +738,10 @@ def _rescaled(values: np.ndarray, like: np.ndarray) -> np.ndarray:
     return c + (values - a) * (d - c) / (b - a) if b > a else values
 
 
-def _true_mobility(config: JobConfig):
-    mobility = config["data"]["mobility"]
-    if mobility == "degenerate":
-        return lambda u, x=None: u[:, :1] * (1 - u[:, :1])
-    return float(mobility)
+def _true_mobility(config: JobConfig, mesh: fd.MeshGeometry):
+    """Return the data's mobility on ``mesh``: a number or an Expression of ``(u[, x])``."""
+    d = config["data"]
+    return mobility_coefficient(d["mobility"], mesh, scale=d["mobility_scale"])
 
 
 def _plots(config, data, reports, model, truth, density, mobility, samples) -> list[Path | None]:
@@ -785,12 +794,20 @@ def _plots(config, data, reports, model, truth, density, mobility, samples) -> l
     if mobility is None:  # no true model, or a conservative one: F only
         paths.append(plot_density(directory / "density.png", u_grid, curves, title="learned F(u)"))
         return paths
+    if mobility.get("position"):  # m(u, x): F on its own, m at the samples and along x_1
+        paths.append(
+            plot_density(
+                directory / "density.png", u_grid, curves, title="learned F(u) after the gauge fit"
+            )
+        )
+        paths.append(_mobility_plot(directory / "mobility.png", config, model, mobility, samples))
+        return paths
     u_t = torch.as_tensor(u_grid[:, None])
     scale = mobility.get("scale") or 1.0
     with torch.no_grad():
         learned = model.mobility_values(u_t)
     kind = next(iter(learned))
-    true_m = _true_mobility(config)
+    true_m = _true_mobility(config, model.mesh)
     mob = {
         "learned / fitted scale": learned[kind][:, 0].numpy() / scale,
         "true": true_m(u_t)[:, 0].numpy() if callable(true_m) else np.full_like(u_grid, true_m),
@@ -805,6 +822,36 @@ def _plots(config, data, reports, model, truth, density, mobility, samples) -> l
         )
     )
     return paths
+
+
+#: States at which the mobility profiles along x_1 are drawn (the graded truth is even in u).
+PROFILE_STATES = (0.0, 0.5, 1.0)
+
+
+def _mobility_plot(
+    path: Path, config: JobConfig, model: OnsagerModel, mobility: dict, samples: torch.Tensor
+) -> Path:
+    """Plot a position-dependent mobility comparison: at the data's samples, and along x_1."""
+    from femeso.evaluation import mobility_samples
+    from femeso.plots import plot_mobility
+
+    kind, slope = mobility["kind"], mobility["gauge"]["slope"]
+    true_m = _true_mobility(config, model.mesh)
+    at_samples = mobility_samples(model, true_m, samples, kind=kind)
+    profiles = {}
+    for value in PROFILE_STATES:
+        u = torch.full((model.x.shape[0], model.n_states), value, dtype=samples.dtype)
+        at = mobility_samples(model, true_m, u, kind=kind)
+        profiles[f"u = {value:g}"] = (at["x"][:, 0], at["true"][:, 0], slope * at["learned"][:, 0])
+    g = mobility["gauge"]
+    return plot_mobility(
+        path,
+        at_samples["true"],
+        slope * at_samples["learned"],
+        profiles=profiles,
+        title=f"learned m(u, x) x {slope:.3g} (the gauge) against the true one: relative L2 error "
+        f"{g['relative_l2']:.2e}, R2 {g['r2']:.4f}",
+    )
 
 
 def _energy_plot(path: Path, reports, horizon: float, *, known: bool) -> Path | None:
@@ -907,6 +954,14 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"learned m vs true (m ~ c m_true): c={m.get('scale', float('nan')):.4g} "
             f"R2={m.get('r2', float('nan')):.4f}; s*c={m.get('product') or float('nan'):.4g}"
         )
+        g = m.get("gauge")
+        if g:
+            over = "(u, x)" if m.get("position") else "u"
+            lines.append(
+                f"learned m vs true in the gauge (m ~ m_true / {g['slope']:.4g}, over the data's "
+                f"{over} samples): relative L2 error {g['relative_l2']:.2e}, R2={g['r2']:.4f}, "
+                f"max relative error {g['max_relative']:.2e}"
+            )
     steps = results["step_sizes"]
     lines.append(
         "inference at other steps, error against the finest (t_end={:g}): ".format(steps["t_end"])

@@ -1,4 +1,4 @@
-"""Figures for evaluations: fields side by side, curves over time, learned against true densities.
+"""Figures for evaluations: fields side by side, curves over time, learned against true factors.
 
 matplotlib (Agg backend) is imported inside the functions, so ``import femeso`` does not need it.
 Every function writes a PNG (dpi 120) on rank 0 of the communicator and returns its path on every
@@ -20,7 +20,7 @@ from mpi4py import MPI
 from femeso._log import logger
 from femeso.data.trajectories import mesh_of
 
-__all__ = ["plot_curves", "plot_density", "plot_fields"]
+__all__ = ["plot_curves", "plot_density", "plot_fields", "plot_mobility"]
 
 DPI = 120
 
@@ -403,4 +403,93 @@ def plot_density(
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_mobility(
+    path: str | Path,
+    true: Sequence[float] | np.ndarray,
+    learned: Sequence[float] | np.ndarray,
+    *,
+    profiles: Mapping[str, tuple[Any, Any, Any]] | None = None,
+    xlabel: str = "x_1",
+    title: str | None = None,
+    max_points: int = 20000,
+    comm: Any = MPI.COMM_WORLD,
+) -> Path:
+    """Plot a learned mobility against the true one at samples, and along a coordinate.
+
+    For mobilities of the state and the position, which no single curve ``m(u)`` shows.
+
+    Parameters
+    ----------
+    path
+        The PNG file.
+    true, learned
+        The true and the learned (gauge-scaled) coefficients at the same samples (left panel:
+        learned against true, with the identity line).
+    profiles
+        Optional name -> ``(coordinate, true m, learned m)`` point sets (right panel, one colour
+        each: true dots, learned crosses), e.g. ``m(u, x)`` at the quadrature points against
+        ``x_1`` for a few fixed states ``u``.
+    xlabel, title
+        Label of the profiles' coordinate, and the title.
+    max_points
+        At most this many samples are drawn (evenly strided).
+    comm
+        Only rank 0 of it writes.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path`` (on every rank).
+
+    Raises
+    ------
+    ValueError
+        If ``true`` and ``learned`` differ in size or are empty.
+
+    """
+    path = Path(path)
+    t = np.asarray(true, dtype=float).ravel()
+    m = np.asarray(learned, dtype=float).ravel()
+    if t.shape != m.shape or t.size == 0:
+        raise ValueError(
+            f"plot_mobility: {t.size} true and {m.size} learned values (same number, > 0 needed)"
+        )
+    if comm.rank != 0:
+        return path
+    stride = max(1, t.size // max_points)
+    plt = _pyplot()
+    panels = 2 if profiles else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(t[::stride], m[::stride], ".", ms=1.5, alpha=0.4)
+    lo, hi = float(min(t.min(), m.min())), float(max(t.max(), m.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="identity")
+    ax.set_xlabel("true m(u, x)")
+    ax.set_ylabel("learned m (gauge-scaled)")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    if profiles:
+        ax = axes[0, 1]
+        for j, (name, (coordinate, true_values, learned_values)) in enumerate(profiles.items()):
+            c = np.asarray(coordinate, dtype=float).ravel()
+            k = max(1, c.size // max_points)
+            colour = f"C{j % 10}"
+            for values, marker, label in (
+                (true_values, ".", "true"),
+                (learned_values, "x", "learned"),
+            ):
+                v = np.asarray(values, dtype=float).ravel()
+                ax.plot(
+                    c[::k], v[::k], marker, color=colour, ms=2, ls="none", label=f"{label}, {name}"
+                )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("m")
+        ax.legend(fontsize="small", markerscale=3)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)

@@ -2,7 +2,8 @@
 
 The models of a femeso job are pointwise neural fields of the state (the density F(u), the
 mobility m(u), the baseline's fields) and a constant gradient coefficient: nothing in them is
-tied to the training mesh. :func:`transfer` rebuilds the trained Onsager model (and the
+tied to the training mesh (except a mobility of the position, ``model.mobility = "neural_x"``:
+such a job is not transferred). :func:`transfer` rebuilds the trained Onsager model (and the
 black-box baseline) on another mesh -- another geometry, or the same geometry re-meshed finer --
 generates new test trajectories there with the job's true equation and data protocol (new
 seeds), rolls the trained models and the classical solver out from their first frames and
@@ -158,7 +159,7 @@ def transfer(
         If the job is not trained, or the mesh is neither a file nor a reference geometry.
     ValueError
         One line, if the target does not admit the job (other dimension, periodic-only data or
-        model) or ``n_test < 1``.
+        model, a mobility of the position) or ``n_test < 1``.
 
     """
     t0 = time.perf_counter()
@@ -168,6 +169,11 @@ def transfer(
         raise FileNotFoundError(
             f"{model_path} is missing: train the job before transferring it "
             f"(`femeso train {config.source}`)"
+        )
+    if config["model"]["mobility"] == "neural_x":
+        raise ValueError(
+            f"cannot transfer job {config['job']['name']!r} to {label}: its mobility "
+            "(model.mobility = 'neural_x') is a field of the position on the job's own domain"
         )
     n_test = config["data"]["test"] if n_test is None else n_test
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
