@@ -28,7 +28,7 @@ def write(tmp_path, text):
         ("[training]\niterations = 2.5\n", "training.iterations must be an integer"),
         ('[training]\nnorm = "L1"\n', "training.norm must be one of"),
         ("[baseline]\nenabled = 1\n", "baseline.enabled must be true or false"),
-        ('[data]\nmobility = "fast"\n', "data.mobility must be 'degenerate' or a number"),
+        ('[data]\nmobility = "fast"\n', "data.mobility must be 'degenerate', 'graded' or a number"),
         ("[data\n", "not valid TOML"),
     ],
 )
