@@ -12,7 +12,8 @@ VENV=$(scripts/setup-env.sh --print-venv)
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
     names=(allen_cahn_1d allen_cahn_2d kdv fput fene allen_cahn_l_shape
-           cahn_hilliard_curved_channel cahn_hilliard_fh_plate_with_holes cahn_hilliard_fh_l_shape)
+           cahn_hilliard_curved_channel cahn_hilliard_fh_plate_with_holes cahn_hilliard_fh_l_shape
+           allen_cahn_l_shape_graded_mobility)
 fi
 declare -A transfers=(
     [allen_cahn_l_shape]="plate_with_holes;l_shape --refinement 1"
@@ -31,4 +32,13 @@ for name in "${names[@]}"; do
         "$VENV/bin/femeso" transfer "experiments/$name.toml" --mesh $target >> "runs/$name.log" 2>&1
     done
 done
+if [[ " ${names[*]} " == *" allen_cahn_l_shape_graded_mobility "* ]]; then
+    # the control: the same data and baseline, a mobility of u only
+    control=runs/allen_cahn_l_shape_graded_mobility_u_only
+    mkdir -p "$control"
+    cp -r runs/allen_cahn_l_shape_graded_mobility/{data,baseline} "$control/"
+    echo "== allen_cahn_l_shape_graded_mobility_u_only (control)"
+    { "$VENV/bin/femeso" train experiments/allen_cahn_l_shape_graded_mobility_u_only.toml --model onsager &&
+      "$VENV/bin/femeso" report experiments/allen_cahn_l_shape_graded_mobility_u_only.toml; } > "$control.log" 2>&1
+fi
 "$VENV/bin/python" scripts/results_table.py runs
