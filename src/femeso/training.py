@@ -257,6 +257,10 @@ def window_loss_and_gradient(
 ) -> tuple[float, bool]:
     r"""Return a window's loss and add ``weight`` times its parameter gradient into ``.grad``.
 
+    A stepper that takes several scheme steps per step (``EnergyStableStepper(substeps=n)``)
+    logs them during the window, and the adjoint runs back through every one; the loss sees
+    the data steps only.
+
     Parameters
     ----------
     stepper
