@@ -234,6 +234,7 @@ def test_warm_start_job_keeps_the_best_of_warm_start_and_training(tmp_path):
             "refine_batch_size": 4,
             "validation_windows": 4,
             "checkpoint_every": 0,
+            "max_input_slope": 1.5,  # below what the regression reaches: the bound must act
         },
         "baseline": {"enabled": False},
     }
@@ -246,3 +247,6 @@ def test_warm_start_job_keeps_the_best_of_warm_start_and_training(tmp_path):
     assert out["iterations"] == 0 and out["refine_iterations"] == 3
     assert out["best_validation"] <= summary["validation"]
     assert out["model"] in ("warm start", "best on validation")
+    # whichever was kept, the saved model keeps the slope bound (also a kept warm start)
+    kept = jobs.load_trained(config, jobs.build_space(config), "onsager")
+    assert float(kept.energy.density.network.layers[0].weight.detach().abs().max()) <= 1.5

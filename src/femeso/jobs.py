@@ -41,7 +41,7 @@ from femeso.data.generators import (
 from femeso.data.io import export_vtk, load_dataset, save_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy
-from femeso.fields import NeuralField
+from femeso.fields import NeuralField, bound_input_slopes
 from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import bounding_box, load_mesh
@@ -408,6 +408,8 @@ def train(
         summary: dict[str, Any] = {}
         if which == "onsager" and config["training"]["warm_start"]:
             summary["warm_start"] = warm_start(model, data["train"]).summary()
+            if config["training"]["max_input_slope"]:  # the bound the optimisers keep, from here
+                bound_input_slopes(model, config["training"]["max_input_slope"])
         histories, trainers = [], {}
         for phase, (settings, directory) in _phases(config, which).items():
             trainer = Trainer(
