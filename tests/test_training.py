@@ -96,6 +96,28 @@ def test_every_optimiser_step_keeps_the_input_slopes_bounded(optimizer):
         assert float(first.detach().abs().max()) <= bound
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "levenberg_marquardt"])
+def test_an_iteration_whose_windows_all_fail_is_skipped_with_the_parameters_unchanged(optimizer):
+    data = allen_cahn_data()
+    model = neural_model(data.space)
+    config = TrainingConfig(
+        iterations=2, batch_size=2, optimizer=optimizer, learning_rate=0.05, validate_every=0
+    )
+
+    def failing(u0, dt):  # Newton may not iterate: every step fails, also after halvings
+        return femeso.EnergyStableStepper(
+            model, u0, dt, max_halvings=1, solver_parameters={"snes_max_it": 0}
+        )
+
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    trainer = Trainer(model, data, config=config, make_stepper=failing, progress=False)
+    history = trainer.run()
+    assert [r.skipped for r in history.records] == [2, 2]
+    assert all(math.isnan(r.loss) for r in history.records)
+    after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    assert torch.equal(before, after)
+
+
 def test_checkpoint_stride_gives_the_same_gradient_as_storing_every_state():
     data = allen_cahn_data(n_trajectories=1, n_frames=7)
     model = neural_model(data.space, seed=3)

@@ -597,16 +597,26 @@ class Trainer:
             result["skipped"] = skipped
             return torch.tensor(loss, dtype=torch.float64)
 
-        if c.optimizer == "levenberg_marquardt":
-            result["loss"] = self.optimizer.step(partial(self._lm_closure, windows))
-            result["skipped"] = 0
-        elif c.optimizer == "lbfgs":
-            self.optimizer.step(closure)
-        else:
-            closure()
-            t1 = time.perf_counter()
-            self.optimizer.step()
-            self.timings["optimizer"] += time.perf_counter() - t1
+        start = torch.nn.utils.parameters_to_vector(params).detach().clone()
+        try:
+            if c.optimizer == "levenberg_marquardt":
+                result["loss"] = self.optimizer.step(partial(self._lm_closure, windows))
+                result["skipped"] = 0
+            elif c.optimizer == "lbfgs":
+                self.optimizer.step(closure)
+            else:
+                closure()
+                t1 = time.perf_counter()
+                self.optimizer.step()
+                self.timings["optimizer"] += time.perf_counter() - t1
+        except StepFailure as exc:
+            # No window of this minibatch could be stepped with the current parameters (e.g. a
+            # Flory-Huggins state pushed out of (0, 1)): skip the iteration, parameters as they
+            # were; validation keeps the best parameters seen. Before, the whole job stopped.
+            with torch.no_grad():
+                torch.nn.utils.vector_to_parameters(start, params)
+            logger.warning("iteration %d skipped: %s", self.iteration + 1, exc)
+            result = {"loss": math.nan, "skipped": len(windows)}
         if c.max_input_slope:
             bound_input_slopes(self.model, c.max_input_slope)
         self.scheduler.step()
