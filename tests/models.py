@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import firedrake as fd
 import torch
 
@@ -55,3 +58,32 @@ def dissipative_model(mesh_, kind: str, seed: int, *, degree: int = 1) -> femeso
         else neural_mobility(kind, 1, seed, dim=dim)
     )
     return femeso.OnsagerModel(V, neural_energy(1, seed, position_dim=dim), mobility=mobility)
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+#: The overrides that make an experiment tiny (a test file adds its own on top).
+TINY = {
+    "data": {"train": 2, "validation": 1, "test": 2, "frames": 6},
+    "training": {
+        "iterations": 15,
+        "refine_iterations": 3,
+        "validate_every": 5,
+        "checkpoint_every": 0,
+    },
+    "baseline": {"iterations": 5},
+    "evaluation": {"step_factors": [1.0, 2.0], "plots": False, "vtk": False},
+}
+
+
+def tiny_experiment(name: str, output: Path, *overrides: dict) -> dict:
+    """Return the raw TOML of ``experiments/<name>.toml`` made tiny, writing to ``output``.
+
+    :data:`TINY` is applied first, then each of ``overrides`` (section -> keys, merged key by key).
+    """
+    raw = tomllib.loads((EXPERIMENTS / f"{name}.toml").read_text())
+    for sections in (TINY, *overrides):
+        for section, keys in sections.items():
+            raw.setdefault(section, {}).update(keys)
+    raw["job"]["output"] = str(output)
+    return raw

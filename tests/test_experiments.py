@@ -19,32 +19,15 @@ import femeso
 from femeso import jobs
 from femeso.config import ConfigError, validate
 from femeso.evaluation import error_table, rollout_errors
+from models import EXPERIMENTS, tiny_experiment
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-#: The overrides that make an experiment tiny.
-TINY = {
-    "mesh": {"cells": 64},
-    "data": {"train": 2, "validation": 1, "test": 2, "frames": 6},
-    "training": {
-        "iterations": 15,
-        "refine_iterations": 3,
-        "validate_every": 5,
-        "checkpoint_every": 0,
-    },
-    "baseline": {"iterations": 5},
-    "evaluation": {"step_factors": [1.0, 2.0], "plots": False, "vtk": False},
-}
+#: Tiny on a 64-cell mesh (on top of models.TINY).
+SMALL_MESH = {"mesh": {"cells": 64}}
 
 
 def experiment(name: str, tmp_path: Path, **sections) -> dict:
     """Return the raw TOML of ``experiments/<name>.toml`` made tiny (and ``sections`` applied)."""
-    raw = tomllib.loads((EXPERIMENTS / f"{name}.toml").read_text())
-    for overrides in (TINY, sections):
-        for section, keys in overrides.items():
-            raw.setdefault(section, {}).update(keys)
-    raw["job"]["output"] = str(tmp_path / name)
-    return raw
+    return tiny_experiment(name, tmp_path / name, SMALL_MESH, sections)
 
 
 def untrained_first_step_error(config) -> float:

@@ -14,7 +14,6 @@ tests/test_adjoint.py and tests/test_gauss_newton.py (``dissipative_model``: a l
 m(u, x) on the plate with holes).
 """
 
-import tomllib
 from pathlib import Path
 
 import firedrake as fd
@@ -34,31 +33,17 @@ from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import bounding_box
 from femeso.transfer import transfer
 from femeso.warm_start import warm_start
+from models import tiny_experiment
 
-EXPERIMENT = (
-    Path(__file__).resolve().parents[1] / "experiments" / "allen_cahn_l_shape_graded_mobility.toml"
-)
-
-#: The overrides that make the experiment tiny.
-TINY = {
-    "data": {"train": 2, "validation": 1, "test": 2, "frames": 6},
-    "training": {
-        "iterations": 0,
-        "refine_iterations": 3,
-        "validate_every": 3,
-        "checkpoint_every": 0,
-    },
-    "baseline": {"iterations": 5},
-    "evaluation": {"horizon_factor": 1, "step_factors": [1.0, 2.0], "plots": True, "vtk": False},
+#: Warm start + 3 Levenberg-Marquardt iterations, plots on (on top of models.TINY).
+GRADED = {
+    "training": {"iterations": 0, "validate_every": 3},
+    "evaluation": {"horizon_factor": 1, "plots": True},
 }
 
 
 def tiny_config(directory: Path, **sections):
-    raw = tomllib.loads(EXPERIMENT.read_text())
-    for overrides in (TINY, sections):
-        for section, keys in overrides.items():
-            raw.setdefault(section, {}).update(keys)
-    raw["job"]["output"] = str(directory / "out")
+    raw = tiny_experiment("allen_cahn_l_shape_graded_mobility", directory / "out", GRADED, sections)
     return validate(raw, "graded mobility (tiny)")
 
 

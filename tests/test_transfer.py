@@ -23,8 +23,8 @@ from femeso.config import ConfigError, load_config, validate
 from femeso.data.io import load_dataset
 from femeso.evaluation import error_table, rollout_errors
 from femeso.transfer import mesh_label, summary_lines, target_config, transfer
+from models import EXPERIMENTS, tiny_experiment
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 IRREGULAR = [
     "allen_cahn_l_shape",
     "cahn_hilliard_curved_channel",
@@ -33,18 +33,8 @@ IRREGULAR = [
 ]
 TARGETS = [("plate_with_holes", 0), ("l_shape", 1)]
 
-#: The overrides that make an experiment tiny.
-TINY = {
-    "data": {"train": 2, "validation": 1, "test": 2, "frames": 6},
-    "training": {
-        "iterations": 15,
-        "refine_iterations": 3,
-        "validate_every": 5,
-        "checkpoint_every": 0,
-    },
-    "baseline": {"iterations": 5},
-    "evaluation": {"horizon_factor": 1, "step_factors": [1.0, 2.0], "plots": False, "vtk": False},
-}
+#: Test rollouts as long as the training trajectories (on top of models.TINY).
+SHORT_TESTS = {"evaluation": {"horizon_factor": 1}}
 
 
 def write_toml(path: Path, raw: dict) -> Path:
@@ -59,11 +49,7 @@ def write_toml(path: Path, raw: dict) -> Path:
 
 def tiny_job(name: str, directory: Path, **sections) -> Path:
     """Write ``experiments/<name>.toml`` made tiny (and ``sections`` applied) to ``directory``."""
-    raw = tomllib.loads((EXPERIMENTS / f"{name}.toml").read_text())
-    for overrides in (TINY, sections):
-        for section, keys in overrides.items():
-            raw.setdefault(section, {}).update(keys)
-    raw["job"]["output"] = str(directory / "out")
+    raw = tiny_experiment(name, directory / "out", SHORT_TESTS, sections)
     return write_toml(directory / f"{name}.toml", raw)
 
 
