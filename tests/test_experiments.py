@@ -173,6 +173,7 @@ def test_error_table_keeps_steps_one_to_five_and_the_last_compared(tmp_path):
             {"model": {"mobility": "none", "transport": "none"}},
             "leave no dynamics",
         ),
+        ({"model": {"polynomial_degree": 5}}, "model.polynomial_degree must be 0 or an even"),
         (
             {
                 "mesh": {"name": "periodic_square"},

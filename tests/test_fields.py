@@ -247,3 +247,91 @@ def test_the_curvature_bound_is_attained_by_a_single_unit():
 def test_bad_input_slope_bounds_are_rejected(bad):
     with pytest.raises(ValueError, match="input slope bound must be a positive number"):
         femeso.fields.bound_input_slopes(femeso.CoerciveNeuralDensity(width=4), bad)
+
+
+def random_polynomial_density(seed: int, degree: int, *, width: int = 6) -> femeso.CoerciveNeuralDensity:
+    """A density with a polynomial part whose lower coefficients are large and of any sign."""
+    density = femeso.CoerciveNeuralDensity(width=width, polynomial_degree=degree, seed=seed)
+    randomise(density, seed)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed + 7)
+        density.poly_coefficients.mul_(10.0)
+        density.raw_leading.copy_(torch.empty((), dtype=DTYPE).uniform_(-12.0, 2.0, generator=g))
+    return density
+
+
+@FAST
+@given(seed=seeds, degree=st.sampled_from([4, 6, 8]))
+def test_polynomial_density_is_coercive_for_every_theta(seed, degree):
+    """Lower coefficients of any sign: F >= alpha u^2 - C still holds, with C from min P."""
+    density = random_polynomial_density(seed, degree)
+    alpha, C = density.coercivity_bounds()
+    assert alpha > 0
+    g = torch.Generator().manual_seed(seed + 1)
+    u = torch.randn(40_000, 1, generator=g, dtype=DTYPE) * torch.logspace(
+        -2, 4, 40_000, dtype=DTYPE
+    )[:, None]
+    F = density(u)
+    lower = alpha * u[:, 0] ** 2 - C
+    assert int((F < lower - 1e-9 * (1 + lower.abs())).sum()) == 0
+    # the polynomial's minimum is exact: no sample is lower and samples come within 1e-6 of it
+    # (log-spaced out to Cauchy's bound on the roots of P', beyond which P increases)
+    coefficients = density.polynomial().detach().numpy()
+    minimum = density.polynomial_minimum()
+    slopes = np.arange(1, degree + 1) * coefficients[1:]
+    reach = 1 + np.abs(slopes[:-1]).max() / slopes[-1]
+    half = np.logspace(-6, np.log10(reach), 1_000_000)
+    sampled = np.polynomial.polynomial.polyval(np.concatenate([-half, [0.0], half]), coefficients)
+    tolerance = 1e-6 * (abs(float(sampled.min())) + 1.0)
+    assert sampled.min() - tolerance <= minimum <= sampled.min() + 1e-12 * np.abs(sampled).max()
+    scale = float(np.abs(coefficients).max()) + 1.0
+    assert float(density(torch.zeros(1, 1, dtype=DTYPE)).detach().abs()) <= 1e-12 * scale
+
+
+@FAST
+@given(seed=seeds, degree=st.sampled_from([4, 6]))
+def test_polynomial_density_closed_forms_match_automatic_differentiation(seed, degree):
+    density = random_polynomial_density(seed, degree)
+    u = torch.linspace(-3, 3, 601, dtype=DTYPE)[:, None]
+    dF, d2F = density.state_derivatives(u)
+    ref_dF, ref_d2F = femeso.energies.Density.state_derivatives(density, u)
+    F, dF_pair = density.value_and_state_derivative(u)
+    scale = 1 + float(ref_d2F.abs().max())
+    assert torch.allclose(dF, ref_dF, rtol=1e-12, atol=1e-12 * scale)
+    assert torch.allclose(d2F, ref_d2F, rtol=1e-10, atol=1e-10 * scale)
+    assert torch.allclose(dF_pair, ref_dF, rtol=1e-12, atol=1e-12 * scale)
+    assert torch.allclose(F, density(u), rtol=1e-12, atol=1e-12 * scale)
+
+
+def test_polynomial_density_ufl_rendering_and_saved_configuration_match_torch(tmp_path):
+    import firedrake as fd
+    import ufl
+
+    from femeso.hypothesis import _build
+
+    density = random_polynomial_density(5, 6)
+    mesh = fd.UnitIntervalMesh(16)
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    (X,) = ufl.SpatialCoordinate(mesh)
+    u = fd.Function(V).interpolate(4 * ufl.sin(5 * X) - 1)
+    rendered = fd.Function(V).interpolate(density.ufl([u])).dat.data_ro
+    torch_u = torch.as_tensor(u.dat.data_ro.copy(), dtype=DTYPE)[:, None]
+    expected = density(torch_u).detach().numpy()
+    assert np.allclose(rendered, expected, rtol=1e-12, atol=1e-10 * np.abs(expected).max())
+    rebuilt = _build(density.config(), 1)
+    rebuilt.load_state_dict(density.state_dict())
+    assert torch.equal(rebuilt(torch_u), density(torch_u))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"polynomial_degree": 5}, "even number >= 4, got 5"),
+        ({"polynomial_degree": 2}, "even number >= 4, got 2"),
+        ({"polynomial_degree": 6, "n_states": 2}, "one state component, got 2"),
+        ({"polynomial_degree": 6, "leading_min": 0.0}, "leading_min must be positive"),
+    ],
+)
+def test_bad_polynomial_parts_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        femeso.CoerciveNeuralDensity(**kwargs)

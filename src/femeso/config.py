@@ -147,6 +147,13 @@ DEFAULTS: dict[str, dict[str, Key]] = {
     "model": {
         "width": Key(16, "hidden width of the density and mobility networks", minimum=1),
         "depth": Key(1, "hidden layers of the networks", minimum=1),
+        "polynomial_degree": Key(
+            0,
+            "degree p of a polynomial part of the density, c_2 u^2 + ... + c_(p-1) u^(p-1) of any "
+            "sign plus e u^p with e > 0 (coercive): 0 (none) or even >= 4, for energies the "
+            "bounded network can follow only approximately (e.g. -u^4 on the data: FENE)",
+            minimum=0,
+        ),
         "mobility": Key(
             "neural",
             "mobility coefficient: neural (softplus of a network of u), neural_x (softplus of a "
@@ -321,6 +328,11 @@ def _check_combinations(config: JobConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: data.mobility = 'graded' needs a dissipative equation (allen_cahn or "
             f"cahn_hilliard), data.equation = {d['equation']!r} has no mobility"
+        )
+    if m["polynomial_degree"] and (m["polynomial_degree"] < 4 or m["polynomial_degree"] % 2):
+        raise ConfigError(
+            f"{source}: model.polynomial_degree must be 0 or an even number >= 4, "
+            f"got {m['polynomial_degree']}"
         )
     if m["mobility"] == "none" and m["transport"] == "none":
         raise ConfigError(

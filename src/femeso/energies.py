@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -183,14 +184,25 @@ class CoerciveNeuralDensity(Density):
 
     .. math::
 
-        F_\theta(u, x) = \frac{a}{2}|u|^2 + \frac{b}{4}|u|^4 + N_\theta(u, x) - N_\theta(0, x),
+        F_\theta(u, x) = \frac{a}{2}|u|^2 + \frac{b}{4}|u|^4 + P_\theta(u)
+            + N_\theta(u, x) - N_\theta(0, x),
         \qquad a = a_{\min} + \mathrm{softplus}(\theta_a) > 0,\ b = \mathrm{softplus}(\theta_b)
 
     with :math:`N_\theta` a :class:`~femeso.fields.NeuralField` whose output is bounded by
-    :math:`B_\theta`. Hence :math:`F_\theta(u, x) \ge \frac{a}{2}|u|^2 - 2B_\theta` for all
-    :math:`u, x` (:meth:`coercivity_bounds`). Subtracting :math:`N_\theta(0, x)` is the additive
-    part of femeso's identifiability gauge: :math:`F_\theta(0, x) = 0`, which removes the
+    :math:`B_\theta`, and an optional polynomial part (``polynomial_degree = p``, one state
+    component) :math:`P_\theta(u) = \sum_{j=2}^{p-1} c_j u^j + e\,u^p`, the :math:`c_j` of any
+    sign, the leading coefficient :math:`e = e_{\min} + \mathrm{softplus}(\theta_e) > 0` and
+    :math:`p` even, so that :math:`P_\theta \ge -C_P > -\infty`. Hence
+    :math:`F_\theta(u, x) \ge \frac{a}{2}|u|^2 - 2B_\theta - C_P` for all :math:`u, x`
+    (:meth:`coercivity_bounds`). Subtracting :math:`N_\theta(0, x)` is the additive part of
+    femeso's identifiability gauge: :math:`F_\theta(0, x) = 0`, which removes the
     constants and functions of ``x`` alone that never change the dynamics.
+
+    The bounded network can follow an energy that *decreases* like :math:`-u^4` only over a
+    finite range, and only approximately; the polynomial part represents it on the data's range
+    exactly while the small leading term keeps :math:`F` coercive (e.g. the FENE chain, whose
+    mesoscopic energy in femeso's gauge :math:`\kappa > 0` is close to :math:`-1.3\,u^4`;
+    docs/results.md).
 
     Parameters
     ----------
@@ -206,6 +218,10 @@ class CoerciveNeuralDensity(Density):
         Floor of the quadratic coefficient (the coercivity constant is at least ``a_min / 2``).
     input_scale
         Typical amplitude of the state, used to normalise the network input.
+    polynomial_degree
+        Degree ``p`` of the polynomial part: 0 (none) or an even number >= 4 (one state only).
+    leading_min
+        Floor :math:`e_{\min} > 0` of the polynomial part's leading coefficient.
     seed
         Initialisation seed.
 
@@ -221,12 +237,29 @@ class CoerciveNeuralDensity(Density):
         quartic: bool = True,
         a_min: float = 1e-3,
         input_scale: float = 1.0,
+        polynomial_degree: int = 0,
+        leading_min: float = 1e-6,
         seed: int | None = None,
     ) -> None:
         super().__init__()
         if a_min <= 0:
             raise ValueError(f"a_min must be positive for coercivity, got {a_min}")
+        if polynomial_degree and (polynomial_degree < 4 or polynomial_degree % 2):
+            raise ValueError(
+                f"polynomial_degree must be 0 or an even number >= 4, got {polynomial_degree}"
+            )
+        if polynomial_degree and n_states != 1:
+            raise ValueError(f"a polynomial part needs one state component, got {n_states}")
+        if leading_min <= 0:
+            raise ValueError(f"leading_min must be positive for coercivity, got {leading_min}")
         self.n_states = n_states
+        self.polynomial_degree = polynomial_degree
+        self.leading_min = leading_min
+        if polynomial_degree:
+            # c_2 ... c_{p-1} start at 0 and e at 2 e_min: P = 2 e_min u^p.
+            self.poly_coefficients = nn.Parameter(torch.zeros(polynomial_degree - 2, dtype=DTYPE))
+            raw = torch.log(torch.expm1(torch.tensor(leading_min, dtype=DTYPE)))
+            self.raw_leading = nn.Parameter(raw)
         self.uses_position = dim is not None
         self.quartic = quartic
         self.a_min = a_min
@@ -246,13 +279,37 @@ class CoerciveNeuralDensity(Density):
         """The quartic coefficient ``b >= 0`` (0 without the quartic term)."""
         return softplus(self.raw_b) if self.quartic else torch.zeros((), dtype=DTYPE)
 
+    def polynomial(self) -> torch.Tensor:
+        """Coefficients of the polynomial part, degree 0 first (an empty tensor without one)."""
+        if not self.polynomial_degree:
+            return torch.zeros(0, dtype=DTYPE)
+        leading = self.leading_min + softplus(self.raw_leading)
+        zeros = torch.zeros(2, dtype=DTYPE)
+        return torch.cat([zeros, self.poly_coefficients, leading.reshape(1)])
+
+    def _polynomial_derivatives(self, c: torch.Tensor, order: int) -> list[torch.Tensor]:
+        """``[P, P', P''][:order + 1]`` at the scalar states ``c`` (zeros without a polynomial)."""
+        coefficients = self.polynomial()
+        out = []
+        for _ in range(order + 1):
+            value = torch.zeros_like(c)
+            for coefficient in coefficients.flip(0):  # Horner
+                value = value * c + coefficient
+            out.append(value)
+            powers = torch.arange(1, len(coefficients), dtype=DTYPE)
+            coefficients = coefficients[1:] * powers
+        return out
+
     def forward(self, u, x=None):
         """Evaluate ``F_theta`` at ``n`` points."""
         sq = (u * u).sum(dim=-1)
         # N(0, x): one evaluation suffices when the network ignores position.
         zero = torch.zeros_like(u if self.uses_position else u[:1])
         offset = self.network(zero, x)[:, 0]
-        return 0.5 * self.a * sq + 0.25 * self.b * sq * sq + self.network(u, x)[:, 0] - offset
+        F = 0.5 * self.a * sq + 0.25 * self.b * sq * sq + self.network(u, x)[:, 0] - offset
+        if self.polynomial_degree:
+            F = F + self._polynomial_derivatives(u[:, 0], 0)[0]
+        return F
 
     def value_and_state_derivative(self, u, x=None):
         """Return ``F`` and ``F'`` in one pass through the network."""
@@ -264,7 +321,11 @@ class CoerciveNeuralDensity(Density):
         c = u[:, 0]
         a, b = self.a, self.b
         F = 0.5 * a * c**2 + 0.25 * b * c**4 + N[:, 0] - offset
-        return F, a * c + b * c**3 + dN[:, 0]
+        dF = a * c + b * c**3 + dN[:, 0]
+        if self.polynomial_degree:
+            P, dP = self._polynomial_derivatives(c, 1)
+            F, dF = F + P, dF + dP
+        return F, dF
 
     def state_derivatives(self, u, x=None):
         """Return ``F'`` and ``F''`` in closed form (forward mode through the network)."""
@@ -273,7 +334,11 @@ class CoerciveNeuralDensity(Density):
         _, dN, d2N = self.network.forward_with_state_derivatives(u, x)
         c = u[:, 0]
         a, b = self.a, self.b
-        return a * c + b * c**3 + dN[:, 0], a + 3 * b * c**2 + d2N[:, 0]
+        dF, d2F = a * c + b * c**3 + dN[:, 0], a + 3 * b * c**2 + d2N[:, 0]
+        if self.polynomial_degree:
+            _, dP, d2P = self._polynomial_derivatives(c, 2)
+            dF, d2F = dF + dP, d2F + d2P
+        return dF, d2F
 
     def ufl(self, u, x=None):
         """Return ``F_theta`` in UFL."""
@@ -281,12 +346,29 @@ class CoerciveNeuralDensity(Density):
         a, b = float(self.a.detach()), float(self.b.detach())
         n_u = self.network.ufl(u, x)[0]
         n_0 = self.network.ufl([0.0] * self.n_states, x)[0]
-        return 0.5 * a * sq + 0.25 * b * sq * sq + n_u - n_0
+        F = 0.5 * a * sq + 0.25 * b * sq * sq + n_u - n_0
+        for j, coefficient in enumerate(self.polynomial().detach().tolist()):
+            if coefficient:
+                F = F + coefficient * u[0] ** j
+        return F
+
+    def polynomial_minimum(self) -> float:
+        r"""Return :math:`\min_u P_\theta(u) \le 0` of the polynomial part (0 without one)."""
+        if not self.polynomial_degree:
+            return 0.0
+        coefficients = self.polynomial().detach().numpy()
+        stationary = np.polynomial.polynomial.polyroots(
+            np.polynomial.polynomial.polyder(coefficients)
+        )
+        real = stationary.real[np.abs(stationary.imag) <= 1e-9 * (1 + np.abs(stationary))]
+        values = np.polynomial.polynomial.polyval(np.append(real, 0.0), coefficients)
+        return float(min(values.min(), 0.0))
 
     def coercivity_bounds(self) -> tuple[float, float]:
         """Return ``(alpha, C)`` with ``F(u, x) >= alpha |u|^2 - C`` for every ``u, x``."""
         with torch.no_grad():
-            return 0.5 * float(self.a), 2.0 * float(self.network.output_bound()[0])
+            bound = 2.0 * float(self.network.output_bound()[0])
+            return 0.5 * float(self.a), bound - self.polynomial_minimum()
 
     def config(self) -> dict:
         """Return the constructor arguments."""
@@ -300,6 +382,8 @@ class CoerciveNeuralDensity(Density):
             "quartic": self.quartic,
             "a_min": self.a_min,
             "input_scale": float(net.input_scale[0]),
+            "polynomial_degree": self.polynomial_degree,
+            "leading_min": self.leading_min,
             "seed": net.seed,
         }
 

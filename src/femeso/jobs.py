@@ -101,7 +101,9 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     constant velocity.
     """
     m, seed = config["model"], config["job"]["seed"]
-    density = CoerciveNeuralDensity(width=m["width"], depth=m["depth"], seed=seed)
+    density = CoerciveNeuralDensity(
+        width=m["width"], depth=m["depth"], polynomial_degree=m["polynomial_degree"], seed=seed
+    )
     energy = Energy(density, ConstantKappa(1.0, learnable=True))
     conservative = []
     if m["transport"] == "learned":
