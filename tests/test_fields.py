@@ -249,9 +249,9 @@ def test_bad_input_slope_bounds_are_rejected(bad):
         femeso.fields.bound_input_slopes(femeso.CoerciveNeuralDensity(width=4), bad)
 
 
-def random_polynomial_density(seed: int, degree: int, *, width: int = 6) -> femeso.CoerciveNeuralDensity:
+def random_polynomial_density(seed: int, degree: int) -> femeso.CoerciveNeuralDensity:
     """A density with a polynomial part whose lower coefficients are large and of any sign."""
-    density = femeso.CoerciveNeuralDensity(width=width, polynomial_degree=degree, seed=seed)
+    density = femeso.CoerciveNeuralDensity(width=6, polynomial_degree=degree, seed=seed)
     randomise(density, seed)
     with torch.no_grad():
         g = torch.Generator().manual_seed(seed + 7)
