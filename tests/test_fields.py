@@ -268,9 +268,10 @@ def test_polynomial_density_is_coercive_for_every_theta(seed, degree):
     alpha, C = density.coercivity_bounds()
     assert alpha > 0
     g = torch.Generator().manual_seed(seed + 1)
-    u = torch.randn(40_000, 1, generator=g, dtype=DTYPE) * torch.logspace(
-        -2, 4, 40_000, dtype=DTYPE
-    )[:, None]
+    u = (
+        torch.randn(40_000, 1, generator=g, dtype=DTYPE)
+        * torch.logspace(-2, 4, 40_000, dtype=DTYPE)[:, None]
+    )
     F = density(u)
     lower = alpha * u[:, 0] ** 2 - C
     assert int((F < lower - 1e-9 * (1 + lower.abs())).sum()) == 0
