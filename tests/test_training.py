@@ -118,6 +118,49 @@ def test_an_iteration_whose_windows_all_fail_is_skipped_with_the_parameters_unch
     assert torch.equal(before, after)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "levenberg_marquardt"])
+def test_after_a_failed_minibatch_training_returns_to_the_best_validated_parameters(optimizer):
+    """A step into parameters that cannot step any window is undone, not kept forever."""
+    data = allen_cahn_data(n_trajectories=2, n_frames=4)
+    model = neural_model(data.space)
+    config = TrainingConfig(
+        iterations=4, batch_size=2, optimizer=optimizer, learning_rate=0.05, validate_every=1
+    )
+    raw_a = model.energy.density.raw_a
+
+    class Tripwire(femeso.EnergyStableStepper):
+        """Fails every step while raw_a is beyond 50 (parameters no window can step)."""
+
+        def advance(self):
+            if float(raw_a) > 50:
+                raise femeso.steppers.StepFailure("tripwire")
+            return super().advance()
+
+    trainer = Trainer(
+        model,
+        data,
+        data,
+        config=config,
+        make_stepper=lambda u0, dt: Tripwire(model, u0, dt),
+        progress=False,
+    )
+    trainer.step()  # a normal iteration, validated: the best parameters so far
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    assert trainer.history.best_iteration == 1
+    with torch.no_grad():
+        raw_a.fill_(100.0)  # as if an accepted step had left the region that steps
+    damping = trainer.optimizer.damping if optimizer == "levenberg_marquardt" else None
+    record = trainer.step()
+    assert record.skipped == 2 and math.isnan(record.loss)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    if damping is not None:
+        increase = trainer.optimizer.param_groups[0]["increase"]
+        assert trainer.optimizer.damping == pytest.approx(damping * increase) != damping
+    record = trainer.step()  # training goes on from there
+    assert record.skipped == 0 and math.isfinite(record.loss)
+
+
 def test_checkpoint_stride_gives_the_same_gradient_as_storing_every_state():
     data = allen_cahn_data(n_trajectories=1, n_frames=7)
     model = neural_model(data.space, seed=3)

@@ -453,6 +453,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
         self.history = TrainingHistory()
         self.iteration = 0
+        self._initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.timings = {"forward_and_adjoint": 0.0, "optimizer": 0.0, "validation": 0.0}
 
     # ------------------------------------------------------------------ set-up
@@ -611,11 +612,14 @@ class Trainer:
                 self.timings["optimizer"] += time.perf_counter() - t1
         except StepFailure as exc:
             # No window of this minibatch could be stepped with the current parameters (e.g. a
-            # Flory-Huggins state pushed out of (0, 1)): skip the iteration, parameters as they
-            # were; validation keeps the best parameters seen. Before, the whole job stopped.
+            # Flory-Huggins state pushed out of (0, 1)): skip the iteration and go back to
+            # parameters that stepped. Staying put made every later minibatch fail as well (the
+            # FH plate on 100-frame trajectories, after an LM step accepted on other windows).
             with torch.no_grad():
                 torch.nn.utils.vector_to_parameters(start, params)
-            logger.warning("iteration %d skipped: %s", self.iteration + 1, exc)
+            logger.warning(
+                "iteration %d skipped: %s; %s", self.iteration + 1, exc, self._recover()
+            )
             result = {"loss": math.nan, "skipped": len(windows)}
         if c.max_input_slope:
             bound_input_slopes(self.model, c.max_input_slope)
@@ -778,6 +782,25 @@ class Trainer:
         self._best_state = state["best_model"]
         self._steppers.clear()
         logger.info("resumed from %s at iteration %d", path, self.iteration)
+
+    def _recover(self) -> str:
+        """Load the best validated parameters (else the initial ones) after a failed minibatch.
+
+        Levenberg--Marquardt's damping grows by its rejection factor, so that the next steps from
+        there are shorter. Returns what was done, for the log.
+        """
+        best = getattr(self, "_best_state", None)
+        self.model.load_state_dict(best if best is not None else self._initial_state)
+        what = (
+            f"back to the best validated parameters (iteration {self.history.best_iteration})"
+            if best is not None
+            else "back to the initial parameters"
+        )
+        if isinstance(self.optimizer, LevenbergMarquardt):
+            group = self.optimizer.param_groups[0]
+            group["damping"] = min(group["damping"] * group["increase"], 1e12)
+            what += f", damping {group['damping']:.1e}"
+        return what
 
     def _save_best(self) -> None:
         self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
