@@ -617,9 +617,7 @@ class Trainer:
             # FH plate on 100-frame trajectories, after an LM step accepted on other windows).
             with torch.no_grad():
                 torch.nn.utils.vector_to_parameters(start, params)
-            logger.warning(
-                "iteration %d skipped: %s; %s", self.iteration + 1, exc, self._recover()
-            )
+            logger.warning("iteration %d skipped: %s; %s", self.iteration + 1, exc, self._recover())
             result = {"loss": math.nan, "skipped": len(windows)}
         if c.max_input_slope:
             bound_input_slopes(self.model, c.max_input_slope)
