@@ -80,7 +80,7 @@ def test_allen_cahn_training_beats_the_untrained_model_and_never_raises_the_ener
     assert results["table"]["classical"]["mean"][0] < 1e-3
 
 
-@pytest.mark.parametrize("experiment_name", ["kdv", "fput"])
+@pytest.mark.parametrize("experiment_name", ["kdv", "fput", "fene"])
 def test_conservative_experiments_learn_the_transport_and_conserve_the_energy(
     tmp_path, experiment_name
 ):
