@@ -250,3 +250,48 @@ def test_warm_start_job_keeps_the_best_of_warm_start_and_training(tmp_path):
     # whichever was kept, the saved model keeps the slope bound (also a kept warm start)
     kept = jobs.load_trained(config, jobs.build_space(config), "onsager")
     assert float(kept.energy.density.network.layers[0].weight.detach().abs().max()) <= 1.5
+
+
+def test_a_polynomial_part_takes_a_non_coercive_energy_the_network_cannot():
+    """Transported data of F = -u^4/4 + u^3/3 (non-coercive, like FENE in the gauge): the
+    warm start puts it into the polynomial part exactly; the network alone cannot follow it."""
+    mesh = fd.PeriodicIntervalMesh(96, 2 * np.pi)
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    truth = KnownDensity(lambda u, x, ops: -0.25 * u[0] ** 4 + u[0] ** 3 / 3, name="non-coercive")
+    derivative = [0.0, 0.0, 1.0, -1.0]
+    data = generate_dataset(
+        V,
+        lambda W: OnsagerModel(
+            W, Energy(truth, kappa=0.3), conservative=SkewTransport([-0.8], dim=1), gauge=None
+        ),
+        n_trajectories=2,
+        n_frames=8,
+        frame_dt=1e-3,
+        seed=2,
+        initial_condition=lambda W, seed: random_smooth_field(
+            W, seed=seed, amplitude=1.5, max_wavenumber=2.0
+        ),
+        progress=False,
+    )
+    errors = {}
+    for degree in (0, 6):
+        model = learned(V, "transport", kappa_ref=0.3)
+        if degree:
+            model.energy.density = CoerciveNeuralDensity(width=8, seed=3, polynomial_degree=degree)
+        result = warm_start(model, data, degree=3)
+        assert fitted_error(result.match, derivative, data_range(data)) < 5e-2
+        errors[degree] = result.density_error
+        if degree:
+            lo, hi = result.match.state_range()
+            u = torch.linspace(lo, hi, 101, dtype=torch.float64)[:, None]
+            F2 = model.energy.density.state_derivatives(u)[1]
+            # no near-step units: F'' stays at the scale of the fitted cubic's
+            assert float(F2.abs().max()) < 10 * 3 * max(abs(lo), abs(hi)) ** 2 + 10
+            # what remains is at most the coercive leading term e u^6 (its F' = 6 e u^5), which
+            # no lower coefficient can cancel
+            samples = np.linspace(lo, hi, 201)
+            e = float(model.energy.density.polynomial()[-1])
+            target = result.match.density_derivative(samples)
+            bound = np.sqrt(np.mean((6 * e * samples**5) ** 2) / np.mean(target**2))
+            assert errors[6] <= bound * (1 + 1e-6) and bound < 1e-4
+    assert errors[6] < 1e-2 * errors[0], errors

@@ -149,7 +149,7 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         "depth": Key(1, "hidden layers of the networks", minimum=1),
         "polynomial_degree": Key(
             0,
-            "degree p of a polynomial part of the density, c_2 u^2 + ... + c_(p-1) u^(p-1) of any "
+            "degree p of a polynomial part of the density, c_1 u + ... + c_(p-1) u^(p-1) of any "
             "sign plus e u^p with e > 0 (coercive): 0 (none) or even >= 4, for energies the "
             "bounded network can follow only approximately (e.g. -u^4 on the data: FENE)",
             minimum=0,

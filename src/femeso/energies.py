@@ -190,7 +190,7 @@ class CoerciveNeuralDensity(Density):
 
     with :math:`N_\theta` a :class:`~femeso.fields.NeuralField` whose output is bounded by
     :math:`B_\theta`, and an optional polynomial part (``polynomial_degree = p``, one state
-    component) :math:`P_\theta(u) = \sum_{j=2}^{p-1} c_j u^j + e\,u^p`, the :math:`c_j` of any
+    component) :math:`P_\theta(u) = \sum_{j=1}^{p-1} c_j u^j + e\,u^p`, the :math:`c_j` of any
     sign, the leading coefficient :math:`e = e_{\min} + \mathrm{softplus}(\theta_e) > 0` and
     :math:`p` even, so that :math:`P_\theta \ge -C_P > -\infty`. Hence
     :math:`F_\theta(u, x) \ge \frac{a}{2}|u|^2 - 2B_\theta - C_P` for all :math:`u, x`
@@ -256,8 +256,8 @@ class CoerciveNeuralDensity(Density):
         self.polynomial_degree = polynomial_degree
         self.leading_min = leading_min
         if polynomial_degree:
-            # c_2 ... c_{p-1} start at 0 and e at 2 e_min: P = 2 e_min u^p.
-            self.poly_coefficients = nn.Parameter(torch.zeros(polynomial_degree - 2, dtype=DTYPE))
+            # c_1 ... c_{p-1} start at 0 and e at 2 e_min: P = 2 e_min u^p.
+            self.poly_coefficients = nn.Parameter(torch.zeros(polynomial_degree - 1, dtype=DTYPE))
             raw = torch.log(torch.expm1(torch.tensor(leading_min, dtype=DTYPE)))
             self.raw_leading = nn.Parameter(raw)
         self.uses_position = dim is not None
@@ -284,8 +284,8 @@ class CoerciveNeuralDensity(Density):
         if not self.polynomial_degree:
             return torch.zeros(0, dtype=DTYPE)
         leading = self.leading_min + softplus(self.raw_leading)
-        zeros = torch.zeros(2, dtype=DTYPE)
-        return torch.cat([zeros, self.poly_coefficients, leading.reshape(1)])
+        zero = torch.zeros(1, dtype=DTYPE)
+        return torch.cat([zero, self.poly_coefficients, leading.reshape(1)])
 
     def _polynomial_derivatives(self, c: torch.Tensor, order: int) -> list[torch.Tensor]:
         """``[P, P', P''][:order + 1]`` at the scalar states ``c`` (zeros without a polynomial)."""

@@ -389,6 +389,37 @@ def _regress(
         return float(mismatch().pow(2).mean().sqrt())
 
 
+def _fit_polynomial_part(
+    density: CoerciveNeuralDensity, u: torch.Tensor, x: torch.Tensor | None, target: torch.Tensor
+) -> None:
+    r"""Set the free coefficients :math:`c_j` of the density's polynomial part by least squares.
+
+    The network's output layer is zeroed first (the network then adds nothing; the regression
+    and training that follow grow it where the polynomial misses), the quadratic, quartic and
+    leading terms are held, and :math:`\sum_j j c_j u^{j-1}` is fitted to what they leave of
+    ``target`` -- exactly, when the fitted F' has degree below ``p``. Regressing everything
+    jointly from the network's random start instead let it take part of a cubic F' with
+    near-step units at the ends of the range (KdV, degree 4: F'' = 10^3 there).
+    """
+    with torch.no_grad():
+        output = density.network.layers[-1]
+        output.weight.zero_()
+        output.bias.zero_()
+        c = u[:, 0]
+        coefficients = density.polynomial()
+        powers = torch.arange(len(coefficients), dtype=DTYPE)
+        own = sum(j * coefficients[j] * c ** (j - 1) for j in range(1, len(coefficients)))
+        free = range(1, density.polynomial_degree)
+        rest = density.state_derivatives(u, x)[0] - own
+        lead = powers[-1] * coefficients[-1] * c ** (len(coefficients) - 2)
+        basis = torch.stack([j * c ** (j - 1) for j in free], dim=1)
+        scale = basis.abs().amax(dim=0).clamp_min(1e-300)
+        solution = torch.linalg.lstsq(
+            basis / scale, (target - rest - lead)[:, None], driver="gelsd"
+        ).solution
+        density.poly_coefficients.copy_(solution[:, 0] / scale)
+
+
 def warm_start(
     model: OnsagerModel,
     data: Dataset,
@@ -456,6 +487,8 @@ def warm_start(
     def density_mismatch() -> torch.Tensor:
         return (density.state_derivatives(u, x)[0] - target) / target_scale
 
+    if density.polynomial_degree:
+        _fit_polynomial_part(density, u, x, target)
     density_error = _regress(list(density.parameters()), density_mismatch, iterations)
     kind, part = _part(model)
     mobility_error = float("nan")
