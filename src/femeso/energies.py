@@ -360,8 +360,9 @@ class CoerciveNeuralDensity(Density):
         stationary = np.polynomial.polynomial.polyroots(
             np.polynomial.polynomial.polyder(coefficients)
         )
-        real = stationary.real[np.abs(stationary.imag) <= 1e-9 * (1 + np.abs(stationary))]
-        values = np.polynomial.polynomial.polyval(np.append(real, 0.0), coefficients)
+        # every root's real part: a double real root may come out as a pair with an O(1e-8)
+        # imaginary part, and P at any extra real point can only be >= the minimum
+        values = np.polynomial.polynomial.polyval(np.append(stationary.real, 0.0), coefficients)
         return float(min(values.min(), 0.0))
 
     def coercivity_bounds(self) -> tuple[float, float]:
