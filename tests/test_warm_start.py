@@ -38,9 +38,16 @@ def random_polynomial_density(rng: np.random.Generator, scale: float) -> tuple[K
     return KnownDensity(formula, name="random quartic"), d
 
 
-def learned(space, mobility: str, *, kappa_ref: float, fixed_velocity: float | None = None):
+def learned(
+    space,
+    mobility: str,
+    *,
+    kappa_ref: float,
+    fixed_velocity: float | None = None,
+    polynomial_degree: int = 0,
+):
     """A network model of the structure the warm start fits."""
-    density = CoerciveNeuralDensity(width=8, seed=3)
+    density = CoerciveNeuralDensity(width=8, seed=3, polynomial_degree=polynomial_degree)
     energy = Energy(density, ConstantKappa(1.0, learnable=True))
     if mobility == "transport":
         velocity = [1.0 if fixed_velocity is None else fixed_velocity]
@@ -148,27 +155,33 @@ def test_an_untrustworthy_fit_leaves_the_model_unchanged():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("learnable", [True, False])
-def test_transport_velocity_and_density_are_recovered(learnable):
+def transported_data(density, amplitude: float, velocity: float = -0.8):
+    """Data of ``density`` (kappa 0.3) transported along ``velocity`` on a periodic interval."""
     mesh = fd.PeriodicIntervalMesh(96, 2 * np.pi)
     V = fd.FunctionSpace(mesh, "CG", 1)
-    rng = np.random.default_rng(7)
-    density, derivative = random_polynomial_density(rng, scale=1.0)
-    v_true = -0.8
     data = generate_dataset(
         V,
         lambda W: OnsagerModel(
-            W, Energy(density, kappa=0.3), conservative=SkewTransport([v_true], dim=1), gauge=None
+            W, Energy(density, kappa=0.3), conservative=SkewTransport([velocity], dim=1), gauge=None
         ),
         n_trajectories=2,
         n_frames=8,
         frame_dt=1e-3,
         seed=2,
         initial_condition=lambda W, seed: random_smooth_field(
-            W, seed=seed, amplitude=0.8, max_wavenumber=2.0
+            W, seed=seed, amplitude=amplitude, max_wavenumber=2.0
         ),
         progress=False,
     )
+    return V, data
+
+
+@pytest.mark.parametrize("learnable", [True, False])
+def test_transport_velocity_and_density_are_recovered(learnable):
+    rng = np.random.default_rng(7)
+    density, derivative = random_polynomial_density(rng, scale=1.0)
+    v_true = -0.8
+    V, data = transported_data(density, amplitude=0.8, velocity=v_true)
     model = learned(V, "transport", kappa_ref=0.3, fixed_velocity=None if learnable else v_true)
     result = warm_start(model, data, degree=3)
     assert abs(result.match.coefficient / v_true - 1) < 2e-2
@@ -255,29 +268,12 @@ def test_warm_start_job_keeps_the_best_of_warm_start_and_training(tmp_path):
 def test_a_polynomial_part_takes_a_non_coercive_energy_the_network_cannot():
     """Transported data of F = -u^4/4 + u^3/3 (non-coercive, like FENE in the gauge): the
     warm start puts it into the polynomial part exactly; the network alone cannot follow it."""
-    mesh = fd.PeriodicIntervalMesh(96, 2 * np.pi)
-    V = fd.FunctionSpace(mesh, "CG", 1)
     truth = KnownDensity(lambda u, x, ops: -0.25 * u[0] ** 4 + u[0] ** 3 / 3, name="non-coercive")
     derivative = [0.0, 0.0, 1.0, -1.0]
-    data = generate_dataset(
-        V,
-        lambda W: OnsagerModel(
-            W, Energy(truth, kappa=0.3), conservative=SkewTransport([-0.8], dim=1), gauge=None
-        ),
-        n_trajectories=2,
-        n_frames=8,
-        frame_dt=1e-3,
-        seed=2,
-        initial_condition=lambda W, seed: random_smooth_field(
-            W, seed=seed, amplitude=1.5, max_wavenumber=2.0
-        ),
-        progress=False,
-    )
+    V, data = transported_data(truth, amplitude=1.5)
     errors = {}
     for degree in (0, 6):
-        model = learned(V, "transport", kappa_ref=0.3)
-        if degree:
-            model.energy.density = CoerciveNeuralDensity(width=8, seed=3, polynomial_degree=degree)
+        model = learned(V, "transport", kappa_ref=0.3, polynomial_degree=degree)
         result = warm_start(model, data, degree=3)
         assert fitted_error(result.match, derivative, data_range(data)) < 5e-2
         errors[degree] = result.density_error

@@ -407,15 +407,12 @@ def _fit_polynomial_part(
         output.bias.zero_()
         c = u[:, 0]
         coefficients = density.polynomial()
-        powers = torch.arange(len(coefficients), dtype=DTYPE)
-        own = sum(j * coefficients[j] * c ** (j - 1) for j in range(1, len(coefficients)))
-        free = range(1, density.polynomial_degree)
-        rest = density.state_derivatives(u, x)[0] - own
-        lead = powers[-1] * coefficients[-1] * c ** (len(coefficients) - 2)
-        basis = torch.stack([j * c ** (j - 1) for j in free], dim=1)
+        basis = torch.stack([j * c ** (j - 1) for j in range(1, density.polynomial_degree)], dim=1)
+        # everything but the free terms (the leading term included) is held
+        rest = density.state_derivatives(u, x)[0] - basis @ coefficients[1:-1]
         scale = basis.abs().amax(dim=0).clamp_min(1e-300)
         solution = torch.linalg.lstsq(
-            basis / scale, (target - rest - lead)[:, None], driver="gelsd"
+            basis / scale, (target - rest)[:, None], driver="gelsd"
         ).solution
         density.poly_coefficients.copy_(solution[:, 0] / scale)
 
