@@ -18,7 +18,7 @@ setup:
 	@$(SETUP)
 
 demo: setup
-	$(VENV)/bin/femeso demo
+	$(VENV)/bin/femeso demo --overwrite
 
 test: setup
 	$(PY) -m pytest -m "not parallel and not slow" $(PYTEST_ARGS)

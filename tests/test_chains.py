@@ -1,5 +1,6 @@
-"""Microscopic chains: Störmer–Verlet accuracy and reversibility, conservation through the
-coarse-graining, the dissipative chain's energy law, FENE rejection, seeds and MPI."""
+"""Microscopic chains: the paper's protocol (b = 1/24, linear co-moving coarse-graining, slow
+steps, rejection rules), the KdV limit, Störmer–Verlet accuracy and reversibility, conservation
+through the coarse-graining, the dissipative chain's energy law, seeds and MPI."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from femeso.data.chains import (
     BondBreakError,
     FENEBond,
     FPUTBond,
+    RejectedSampleError,
     coarse_grain_to_mesh,
     dissipative_chain,
     fene_chain,
@@ -28,7 +30,8 @@ CHAINS = {"fput": fput_chain, "fene": fene_chain}
 SHORT = {"fput": {"t_end": 0.04, "frame_dt": 0.01}, "fene": {"t_end": 0.02, "frame_dt": 0.005}}
 # Windows of 20 frames for the rate: the Verlet energy error oscillates; its envelope scales.
 RATE = {"fput": {"t_end": 0.1, "frame_dt": 0.005}, "fene": {"t_end": 0.05, "frame_dt": 0.0025}}
-SMALL_SET = {"n_chain": 32, "t_end": 0.02, "frame_dt": 0.01, "courant": 0.4, "max_wavenumber": 3}
+SMALL_SET = {"n_chain": 32, "t_end": 0.02, "frame_dt": 0.01, "max_wavenumber": 3}
+TWO_PI = 2 * np.pi
 
 
 def energy_error(traj):
@@ -38,19 +41,99 @@ def energy_error(traj):
 
 @pytest.mark.parametrize("kind", ["fput", "fene"])
 def test_stormer_verlet_energy_error_is_bounded_and_second_order(kind):
+    slow_dt = RATE[kind]["frame_dt"] / 5
     errors = [
-        energy_error(CHAINS[kind](seed=1, courant=courant, **RATE[kind])) for courant in (0.2, 0.1)
+        energy_error(CHAINS[kind](seed=1, slow_dt=slow_dt, substeps=n, **RATE[kind]))
+        for n in (50, 100)
     ]
     rate = math.log2(errors[0] / errors[1])
-    assert errors[0] < 1e-4  # c dt = 0.2: a small, bounded energy error
+    assert errors[0] < 1e-4  # a small, bounded energy error
     assert errors[1] > 1e-12  # far above round-off: the rate is the integrator's
     assert rate == pytest.approx(2.0, abs=0.3)
+
+
+def test_defaults_are_the_papers_protocol():
+    fput = fput_chain(seed=0, t_end=0.01)
+    eps = TWO_PI / 128
+    # b = 1/24: c = 24 b = 1, alpha = a c = 1, a = 1
+    assert fput.parameters["b"] == 1 / 24 and fput.parameters["a"] == 1.0
+    assert 24 * fput.parameters["b"] == 1.0
+    # 50 lab-time Verlet steps per slow step 1e-3, 10 slow steps per frame of 1e-2
+    assert fput.dt == pytest.approx(1e-3 / eps**3 / 50, rel=1e-14)
+    assert fput.lattice_times[1] == pytest.approx(500 * fput.dt, rel=1e-14)
+    assert fput.shifts[1] == pytest.approx(eps * 1.0 * fput.lattice_times[1], rel=1e-12)
+    assert fput.scale == pytest.approx(eps**2, rel=1e-15)
+    full = fput_chain(seed=0)  # T = 1, 101 frames
+    assert len(full.times) == 101 and full.times[-1] == pytest.approx(1.0)
+    fene = fene_chain(seed=0)  # 209 particles, c = H = 1, slow step 5e-4, 51 frames of 5e-3
+    eps = TWO_PI / 209
+    assert fene.strains.shape == (51, 209) and fene.times[-1] == pytest.approx(0.25)
+    assert fene.dt == pytest.approx(5e-4 / eps**3 / 50, rel=1e-14)
+    assert fene.lattice_times[1] == pytest.approx(500 * fene.dt, rel=1e-14)
+    assert np.abs(fene.strains).max() <= 0.9 * 50 * eps**2
+    assert fene.parameters["max_strain_ratio"] == 0.9
+
+
+def test_random_profile_has_three_distinct_modes_of_one_to_six_and_unit_std():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        u = random_sine_profile(rng, 128)
+        assert np.std(u) == pytest.approx(1.0, rel=1e-12) and abs(u.mean()) < 1e-14
+        power = np.abs(np.fft.rfft(u)) / 128
+        modes = np.flatnonzero(power > 1e-12)
+        assert len(modes) == 3 and modes.min() >= 1 and modes.max() <= 6
+        seen.update(modes.tolist())
+    assert seen == {1, 2, 3, 4, 5, 6}
+    with pytest.raises(ValueError, match="distinct"):
+        random_sine_profile(rng, 128, max_wavenumber=2)
+
+
+def _kdv(u0, t_end, *, a=1.0, b=1 / 24, steps=2000):
+    """u_t + a u u_x + b u_xxx = 0 on [0, 2 pi): integrating-factor RK4, Fourier."""
+    n = u0.size
+    k = np.fft.rfftfreq(n, 1 / n)
+    lin = 1j * b * k**3
+    h = t_end / steps
+
+    def rhs(w, t):
+        u = np.fft.irfft(w * np.exp(lin * t), n=n)
+        return -0.5j * a * k * np.fft.rfft(u * u) * np.exp(-lin * t)
+
+    w, t = np.fft.rfft(u0), 0.0
+    for _ in range(steps):
+        k1 = rhs(w, t)
+        k2 = rhs(w + h / 2 * k1, t + h / 2)
+        k3 = rhs(w + h / 2 * k2, t + h / 2)
+        k4 = rhs(w + h * k3, t + h)
+        w, t = w + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), t + h
+    return np.fft.irfft(w * np.exp(lin * t), n=n)
+
+
+def test_fput_chain_follows_kdv_with_a_1_b_1_24_to_order_eps_squared():
+    # In the co-moving slow frame the FPUT strains follow u_t + u u_x + u_xxx / 24 = 0 (a = 1,
+    # b = 1/24: c = 24 b is the lattice's sound speed); the error is O(eps^2).
+    profile = lambda x: np.sin(x) + 0.5 * np.cos(2 * x + 1.0)  # noqa: E731
+    fine = np.arange(256) * TWO_PI / 256
+    ref = np.fft.rfft(_kdv(profile(fine), 0.05)) / 256
+    errors = []
+    for n_chain in (32, 64, 128):
+        xi = np.arange(n_chain) * TWO_PI / n_chain
+        traj = fput_chain(u0=profile(xi), n_chain=n_chain, t_end=0.05, frame_dt=0.05)
+        x = xi - traj.shifts[-1]  # particle n sits at eps n - eps c t
+        k = np.arange(ref.size)
+        weights = np.where((k == 0) | (k == 128), 1.0, 2.0)
+        kdv_at_particles = np.real(np.exp(1j * np.outer(x, k)) @ (ref * weights))
+        errors.append(np.abs(traj.strains[-1] / traj.eps**2 - kdv_at_particles).max())
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert errors[-1] < 2e-3  # N = 128: 1.5e-3 of max |u| = 1.4
+    assert np.all(orders > 1.8), (errors, orders)
 
 
 @pytest.mark.parametrize("kind", ["fput", "fene"])
 def test_paper_chains_conserve_energy_strain_and_momentum(kind):
     traj = CHAINS[kind](seed=5, **SHORT[kind])
-    assert energy_error(traj) < 1e-6  # default c dt = 0.1
+    assert energy_error(traj) < 2e-6  # the paper's steps: c dt = 0.17 (FPUT), 0.37 (FENE)
     scale = np.abs(traj.strains).sum(axis=1).max()
     assert np.abs(traj.strains.sum(axis=1) - traj.strains[0].sum()).max() < 1e-13 * scale
     pscale = np.abs(traj.momenta).sum(axis=1).max()
@@ -84,23 +167,40 @@ def test_stormer_verlet_is_time_reversible(bond):
     assert np.abs(-p2 - p0).max() <= 1e-10 * np.abs(p0).max()
 
 
-def test_coarse_graining_is_the_co_moving_trigonometric_interpolant():
-    n_chain, length = 128, 2 * np.pi
+def test_coarse_graining_is_the_co_moving_linear_interpolant():
+    n_chain, length = 128, TWO_PI
     eps = length / n_chain
     xi = np.arange(n_chain) * eps
-    strain = eps**2 * (0.3 + np.sin(3 * xi) + 0.5 * np.cos(7 * xi + 1.0))
-    shift = 123.456  # eps c t of a late frame, many periods
-    for n_points in (256, 128, 64):
-        mesh = fd.PeriodicIntervalMesh(n_points, length)
-        V = fd.FunctionSpace(mesh, "CG", 1)
-        u = coarse_grain_to_mesh(strain, V, shift=shift, scale=eps**2, length=length)
-        x = fd.Function(V).interpolate(fd.SpatialCoordinate(mesh)[0]).dat.data_ro
-        y = x + shift  # particle n sits at xi_n = eps n - shift
-        exact = 0.3 + np.sin(3 * y) + 0.5 * np.cos(7 * y + 1.0)
-        assert np.abs(u.dat.data_ro - exact).max() < 1e-10
-        # The trapezoidal rule is exact on the interpolant: mesh mass = chain mass.
-        mass = fd.assemble(u * fd.dx)
-        assert mass == pytest.approx(eps * strain.sum() / eps**2, rel=1e-13)
+
+    def hat_profile(y):  # periodic, piecewise linear with kinks at the particles 10, 40, 90
+        y = np.mod(y, length) / eps
+        return np.interp(y, [0, 10, 40, 90, 128], [0.3, 2.0, -1.0, 0.5, 0.3])
+
+    strain = eps**2 * hat_profile(xi)
+    for shift in (0.0, 123.456, -0.3 * eps, 7 * eps):  # eps c t of late frames: many periods
+        for n_points in (256, 200, 64):
+            mesh = fd.PeriodicIntervalMesh(n_points, length)
+            V = fd.FunctionSpace(mesh, "CG", 1)
+            u = coarse_grain_to_mesh(strain, V, shift=shift, scale=eps**2, length=length)
+            x = fd.Function(V).interpolate(fd.SpatialCoordinate(mesh)[0]).dat.data_ro
+            # particle n sits at xi_n = eps n - shift: the profile, moved by -shift
+            assert np.abs(u.dat.data_ro - hat_profile(x + shift)).max() < 1e-12
+            # numpy.interp on the co-moving positions (the paper's coarse-graining)
+            pos = np.mod(xi - shift, length)
+            order = np.argsort(pos)
+            ref = np.interp(x, pos[order], hat_profile(xi)[order], period=length)
+            assert np.abs(u.dat.data_ro - ref).max() < 1e-12
+            # With n_points a multiple of N every particle has the same weight: the mesh's
+            # (trapezoidal) mass is the chain's, for any shift.
+            if n_points % n_chain == 0:
+                mass = fd.assemble(u * fd.dx)
+                assert mass == pytest.approx(eps * strain.sum() / eps**2, rel=1e-13)
+    # Not trigonometric: a mode between the grid points is not reproduced.
+    wave = eps**2 * np.sin(40 * xi)
+    V = fd.FunctionSpace(fd.PeriodicIntervalMesh(256, length), "CG", 1)
+    u = coarse_grain_to_mesh(wave, V, shift=0.5 * eps, scale=eps**2)
+    x = np.arange(256) * length / 256
+    assert np.abs(np.sort(u.dat.data_ro) - np.sort(np.sin(40 * (x + 0.5 * eps)))).max() > 0.1
     with pytest.raises(ValueError, match="scalar P1"):
         coarse_grain_to_mesh(strain, fd.FunctionSpace(mesh, "DG", 0))
 
@@ -145,21 +245,29 @@ def test_dissipative_chain_with_noise_conserves_mass_and_is_seeded():
     assert np.abs(a.strains[-1] - cold.strains[-1]).max() > 1e-3  # the noise acts
 
 
-def test_fene_samples_reaching_R_are_rejected():
+def test_fene_samples_beyond_nine_tenths_of_R_are_rejected():
     n_chain = 209
     xi = np.arange(n_chain) * 2 * np.pi / n_chain
-    with pytest.raises(BondBreakError, match="reached R"):
-        fene_chain(u0=55.0 * np.sin(xi), t_end=0.005, frame_dt=0.005)
+    instant = {"t_end": 1e-6, "frame_dt": 1e-6, "slow_dt": 1e-6, "substeps": 1}  # c dt = 0.04
+    with pytest.raises(BondBreakError, match=r"0\.9 R .*rejected"):
+        fene_chain(u0=45.5 * np.sin(xi), **instant)  # |r / R| = 0.91
+    assert (
+        fene_chain(u0=44.5 * np.sin(xi), **instant).strains.max()
+        > 0.88 * 50 * (2 * np.pi / 209) ** 2
+    )
+    fene_chain(u0=45.5 * np.sin(xi), max_strain_ratio=0.95, **instant)
+    with pytest.raises(BondBreakError):  # the strain grows near R: rejected within a frame
+        fene_chain(u0=43.0 * np.sin(xi), t_end=0.005)
     with pytest.raises(BondBreakError, match="maximal bond extension"):
         stormer_verlet(np.full(8, 2.0), np.zeros(8), FENEBond(1.0, 1.0), dt=0.1, n_steps=1)
     # The generator resamples from the trajectory's own stream, and says how often it did.
-    params = {"n_chain": 64, "t_end": 0.005, "frame_dt": 0.005, "amplitude": 25.0}
+    params = {"n_chain": 64, "t_end": 0.005, "frame_dt": 0.005, "amplitude": 19.0}
     ds = generate_chain_dataset(
         "fene", n_trajectories=6, seed=0, n_points=64, progress=False, **params
     )
     resampled = [t.metadata["resampled"] for t in ds]
     assert sum(resampled) > 0 and ds.metadata["resampled"] == sum(resampled)
-    assert np.abs(to_grid_arrays(ds)).max() < 50.0  # u = r / eps^2 < R / eps^2 = 50
+    assert np.abs(to_grid_arrays(ds)).max() <= 45.0  # u = r / eps^2 <= 0.9 R / eps^2 = 45
     with pytest.raises(BondBreakError, match="resampled"):
         generate_chain_dataset(
             "fene",
@@ -172,12 +280,26 @@ def test_fene_samples_reaching_R_are_rejected():
         )
 
 
+def test_fput_samples_beyond_max_abs_u_20_are_rejected():
+    xi = np.arange(128) * 2 * np.pi / 128
+    with pytest.raises(RejectedSampleError, match="max \\|u\\| exceeded 20"):
+        fput_chain(u0=20.5 * np.sin(xi), t_end=0.01)
+    assert np.abs(fput_chain(u0=19.5 * np.sin(xi), t_end=0.01).strains[0]).max() > 0
+    params = {"n_chain": 64, "t_end": 0.01, "amplitude": 9.0}
+    ds = generate_chain_dataset(
+        "fput", n_trajectories=6, seed=0, n_points=64, progress=False, **params
+    )
+    resampled = [t.metadata["resampled"] for t in ds]
+    assert sum(resampled) > 0 and ds.metadata["resampled"] == sum(resampled)
+    assert np.abs(to_grid_arrays(ds)).max() <= 20.0
+    assert not issubclass(RejectedSampleError, BondBreakError)
+    assert issubclass(BondBreakError, RejectedSampleError)
+
+
 @pytest.mark.parametrize("kind", ["fput", "fene", "dissipative"])
 def test_datasets_are_reproducible_from_the_seed(kind):
     extra = {"temperature": 0.2} if kind == "dissipative" else {}
     params = dict(SMALL_SET, **extra)
-    if kind == "dissipative":
-        params.pop("courant")
 
     def make(seed, n=3, batch_size=64):
         ds = generate_chain_dataset(
@@ -208,6 +330,10 @@ def test_generator_rejects_bad_parameters():
         generate_chain_dataset("toda", n_trajectories=1, seed=0)
     with pytest.raises(ValueError, match="multiple of frame_dt"):
         fput_chain(seed=0, t_end=0.015, frame_dt=0.01)
+    with pytest.raises(ValueError, match="multiple of slow_dt"):
+        fput_chain(seed=0, t_end=0.015, frame_dt=0.0015)
+    with pytest.raises(ValueError, match="unstable"):
+        fput_chain(seed=0, t_end=0.01, substeps=5)
 
 
 @pytest.mark.parallel(nprocs=2)

@@ -197,6 +197,23 @@ def test_save_is_atomic_and_never_overwrites(tmp_path, monkeypatch):
     assert len(load_dataset(path)) == 1
 
 
+def test_save_refuses_nan_and_writes_nothing(tmp_path):
+    dataset = exact_dataset(fd.COMM_WORLD)
+    dataset[1].states[2].dat.data[5] = np.nan  # changed after the trajectory checked it
+    with pytest.raises(
+        ValueError,
+        match=r"^\S*bad.h5: trajectory 1, state 2 \(t = 1.25\) has 1 NaN/Inf values; nothing wr",
+    ):
+        save_dataset(tmp_path / "bad.h5", dataset)
+    assert os.listdir(tmp_path) == []
+    dataset[1].states[2].dat.data[5] = np.inf
+    good = save_dataset(tmp_path / "good.h5", exact_dataset(fd.COMM_WORLD))
+    before = digest(good)
+    with pytest.raises(ValueError, match="good.h5: trajectory 1, state 2"):
+        save_dataset(good, dataset, overwrite=True)
+    assert digest(good) == before and os.listdir(tmp_path) == ["good.h5"]
+
+
 def test_load_rejects_missing_corrupt_and_foreign_files(tmp_path):
     missing = tmp_path / "missing.h5"
     with pytest.raises(FileNotFoundError, match="missing.h5: no such file"):

@@ -12,18 +12,22 @@ import femeso
 from femeso.data import Dataset, TrajectoryData, export_vtk
 from femeso.data.generators import allen_cahn_model, generate_dataset, paper_sine_initial_condition
 from femeso.evaluation import (
+    METRICS,
     density_comparison,
     density_curves,
     energy_parts_along,
     energy_scaling_exponent,
+    error_table,
     mobility_comparison,
+    nodal_relative_rmse,
+    persistence_errors,
     rollout_errors,
     step_size_study,
     to_jsonable,
     write_json,
 )
 from femeso.fields import Expression
-from femeso.plots import plot_curves, plot_density, plot_fields
+from femeso.plots import color_limits, plot_curves, plot_density, plot_fields
 from femeso.steppers import StepFailure, StepRecord, Trajectory
 
 FRAME_DT = 0.02
@@ -94,7 +98,7 @@ def test_true_model_errors_are_its_time_discretisation_error_only(setting):
     # at that step the rollout reproduces them to rounding ...
     exact = rollout_errors(stepper_of(true), data, dt=FRAME_DT / SUBSTEPS, keep_states=False)
     assert exact.compared.sum() == 7 and exact.n_steps == 6 * SUBSTEPS
-    assert np.nanmax(exact.errors) < 1e-9
+    assert np.nanmax(exact.errors) < 1e-9 and np.nanmax(exact.nodal_errors) < 1e-9
     assert exact.rollouts is None
     # ... and at the frame step the error is the midpoint scheme's O(dt^2): halving dt divides
     # it by ~4 (exactly (1 - 1/256) / (1/4 - 1/256) = 4.05 for an error C dt^2).
@@ -118,6 +122,15 @@ def test_true_model_errors_are_its_time_discretisation_error_only(setting):
     # Mean and spread over the trajectories.
     np.testing.assert_allclose(at_frame.error_mean, at_frame.errors.mean(axis=0))
     np.testing.assert_allclose(at_frame.error_std, at_frame.errors.std(axis=0))
+    np.testing.assert_allclose(at_frame.nodal_error_mean, at_frame.nodal_errors.mean(axis=0))
+    # The paper's metric is the RMSE of the nodal values, not the L2 error: on this coarse mesh
+    # they differ by up to 27% (measured; the consistent against the lumped mass matrix).
+    for i, k in ((0, 3), (1, 6)):
+        u, truth = at_frame.rollouts[i].states[k].dat.data_ro, data[i].states[k].dat.data_ro
+        expected = np.sqrt(np.mean((u - truth) ** 2) / np.mean(truth**2))
+        assert at_frame.nodal_errors[i, k] == pytest.approx(expected, rel=1e-12)
+    ratio = at_frame.nodal_errors[:, 1:] / at_frame.errors[:, 1:]
+    assert np.all((ratio > 0.8) & (ratio < 1.4)) and ratio.max() > 1.05
     summary = at_frame.summary()
     assert summary["energy_increases"] == 0 and summary["failures"] == 0
     assert summary["error_last"] == pytest.approx(at_frame.error_mean[-1])
@@ -182,7 +195,233 @@ def test_black_box_is_judged_by_the_reference_energy(setting):
     failing = rollout_errors(lambda u0, dt: ReplayStepper(traj.states, dt, fail_after=3), [traj])
     assert "StepFailure after 3 steps" in failing.failures[0]
     assert np.all(failing.errors[0, :4] == 0.0) and np.isnan(failing.errors[0, 4:]).all()
-    assert failing.summary()["failures"] == 1
+    assert failing.summary()["failures"] == 1 and failing.summary()["n_failed"] == 1
+    # ... and counts as diverged (error 1) from the failing step on, in both metrics: the
+    # statistics drop nothing (they used to be nanmeans, with nan after the failure).
+    assert failing.failed_at == [4] and failing.summary()["first_failed_step"] == 4
+    np.testing.assert_array_equal(failing.error_mean, [0, 0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(failing.nodal_error_mean, [0, 0, 0, 0, 1, 1, 1])
+    for metric in ("paper", "l2"):
+        table = error_table(failing, metric=metric)
+        assert table["metric"] == METRICS[metric]
+        assert table["steps"] == [1, 2, 3, 4, 5, 6] and table["n"] == [1] * 6
+        assert table["mean"] == [0, 0, 0, 1, 1, 1]
+        assert table["n_failed"] == 1 and table["failed_at"] == [4]
+        assert table["diverged_from"] == 4
+
+
+# ------------------------------------------------------------------------ the paper's metric
+N_GRID = 256
+
+
+@pytest.fixture(scope="module")
+def grid():
+    """The paper's grid: a uniform periodic P1 mesh of 256 points on [0, 2 pi), and the DoFs' x."""
+    mesh = fd.PeriodicIntervalMesh(N_GRID, 2 * math.pi)
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    x = fd.Function(V).interpolate(fd.SpatialCoordinate(mesh)[0]).dat.data_ro % (2 * math.pi)
+    return V, x
+
+
+def on_grid(V, x, values):
+    """The P1 function with nodal values ``values(x)`` at the grid points ``x``."""
+    f = fd.Function(V)
+    f.dat.data[:] = values(x)
+    return f
+
+
+def paper_rmse(prediction, truth):
+    """The published metric on grid arrays, written directly in NumPy."""
+    return np.sqrt(np.mean((prediction - truth) ** 2) / np.mean(truth**2))
+
+
+class ScalingStepper:
+    """Multiplies the state by ``factor`` every step; ``fail_after`` steps fail on trajectory
+    ``fail_trajectory`` (counted by the resets of the one stepper ``rollout_errors`` builds)."""
+
+    def __init__(self, u0, dt, factor, fail_after=None, fail_trajectory=0):
+        self.u, self.dt, self.factor = u0.copy(deepcopy=True), dt, factor
+        self.fail_after, self.fail_trajectory = fail_after, fail_trajectory
+        self.trajectory, self.k, self.t = 0, 0, 0.0
+
+    def reset(self, u, *, t=0.0):
+        self.u, self.k, self.t = u.copy(deepcopy=True), 0, t
+        self.trajectory += 1
+
+    def rollout(self, n_steps, *, progress=False):
+        traj = Trajectory(np.array([self.t]), [self.u.copy(deepcopy=True)])
+        times = [self.t]
+        for _ in range(n_steps):
+            if self.trajectory == self.fail_trajectory and self.fail_after == self.k:
+                raise StepFailure(f"step from t={self.t:.6g} failed")
+            self.u = fd.Function(self.u.function_space()).assign(self.factor * self.u)
+            self.k += 1
+            self.t += self.dt
+            nan = math.nan
+            traj.records.append(StepRecord(self.t, self.dt, nan, {}, nan, nan, [nan], 0, 0))
+            traj.states.append(self.u.copy(deepcopy=True))
+            times.append(self.t)
+        traj.times = np.array(times)
+        return traj
+
+
+def test_nodal_metric_is_the_papers_rmse_on_the_grid(grid):
+    V, x = grid
+    # the DoFs are the 256 grid points x_j = 2 pi j / 256, each once
+    np.testing.assert_allclose(np.sort(x), 2 * math.pi * np.arange(N_GRID) / N_GRID, atol=1e-12)
+    xs = 2 * math.pi * np.arange(N_GRID) / N_GRID
+
+    def truth(x):
+        return np.sin(x) + 0.5 * np.cos(3 * x) + 0.2
+
+    def prediction(x):
+        return 1.1 * truth(x) + 0.05 * np.sin(7 * x) ** 2
+
+    value = nodal_relative_rmse(on_grid(V, x, prediction), on_grid(V, x, truth))
+    expected = paper_rmse(prediction(xs), truth(xs))
+    assert 0.05 < expected < 0.2
+    assert value == pytest.approx(expected, rel=1e-12, abs=0)
+    # It is not the relative L2 norm of the P1 functions (the mass matrix is not the identity).
+    l2 = femeso.evaluation.l2_norm(on_grid(V, x, prediction) - on_grid(V, x, truth))
+    l2 /= femeso.evaluation.l2_norm(on_grid(V, x, truth))
+    assert abs(l2 - expected) > 1e-6 * expected
+    zero = on_grid(V, x, np.zeros_like)
+    assert nodal_relative_rmse(zero, zero) == 0.0
+    assert nodal_relative_rmse(on_grid(V, x, truth), zero) == math.inf
+    W = fd.FunctionSpace(V.mesh(), "CG", 2)
+    with pytest.raises(ValueError, match="different degrees of freedom"):
+        nodal_relative_rmse(fd.Function(W), zero)
+
+
+def scaled_data(V, x, growth, n_frames=8):
+    """Two trajectories on the grid: constant in time, and growing like ``growth**k``."""
+    u0 = on_grid(V, x, lambda x: np.sin(x) + 0.3 * np.cos(2 * x))
+    times = np.arange(n_frames) * 0.01
+    constant = TrajectoryData(V, times, [u0.copy(deepcopy=True) for _ in times])
+    grows = TrajectoryData(
+        V, times, [fd.Function(V).assign(growth**k * u0) for k in range(n_frames)]
+    )
+    return u0, [constant, grows]
+
+
+def test_divergence_counts_as_one_for_every_trajectory_from_its_step_on(grid):
+    V, x = grid
+    u0, data = scaled_data(V, x, 1.3)
+    report = rollout_errors(lambda u, dt: ScalingStepper(u, dt, 1.3), data)
+    # measured: trajectory 0 (constant data) has error 1.3^k - 1 in both metrics, trajectory 1
+    # (data growing as the stepper) none; from step 3 on 1.3^k - 1 >= 1
+    k = np.arange(8)
+    for measured in (report.nodal_errors, report.errors):
+        np.testing.assert_allclose(measured[0], 1.3**k - 1, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(measured[1], 0.0, atol=1e-14)
+    u = report.rollouts[0].states[5].dat.data_ro
+    truth = data[0].states[5].dat.data_ro
+    assert report.nodal_errors[0, 5] == pytest.approx(paper_rmse(u, truth), rel=1e-12)
+    # the paper's rule: from step 3 on every trajectory counts 1 (the mean is exactly 1) ...
+    paper = error_table(report, metric="paper")
+    assert paper["steps"] == [1, 2, 3, 4, 5, 7] and paper["diverged_from"] == 3
+    assert paper["mean"][:2] == pytest.approx([0.15, 0.345], rel=1e-10)
+    assert paper["mean"][2:] == [1.0, 1.0, 1.0, 1.0] and paper["std"][2:] == [0.0] * 4
+    np.testing.assert_array_equal(report.nodal_error_mean[3:], 1.0)
+    assert report.summary()["nodal_error_last"] == 1.0
+    # ... the L2 table keeps the measured errors (also above 1): nothing dropped or capped
+    l2 = error_table(report, metric="l2")
+    assert l2["diverged_from"] is None and l2["n_failed"] == 0
+    np.testing.assert_allclose(l2["mean"], (1.3 ** np.array(l2["steps"]) - 1) / 2, rtol=1e-10)
+    # Persistence (u(t+dt) = u(t)) has the opposite errors: none on the constant trajectory.
+    still = persistence_errors(data)
+    np.testing.assert_allclose(still.nodal_errors[0], 0.0, atol=1e-14)
+    for j in (1, 4, 7):
+        expected = paper_rmse(data[1].states[0].dat.data_ro, data[1].states[j].dat.data_ro)
+        assert still.nodal_errors[1, j] == pytest.approx(expected, rel=1e-12)
+    assert still.energy_increases == [None, None] and still.failed_at == [None, None]
+    assert error_table(still, metric="paper")["steps"] == paper["steps"]
+
+
+def test_a_failed_rollout_is_counted_never_averaged_away(grid):
+    V, x = grid
+    u0, data = scaled_data(V, x, 1.01)
+    # trajectory 1 reproduces its data exactly until its step 3 fails; trajectory 0 is off by 1%
+    report = rollout_errors(
+        lambda u, dt: ScalingStepper(u, dt, 1.01, fail_after=2, fail_trajectory=1), data
+    )
+    assert report.failed_at == [None, 3] and report.n_failed == 1
+    assert np.isnan(report.errors[1, 3:]).all()  # measured: nothing after the failure
+    l2 = error_table(report, metric="l2")
+    k = np.array(l2["steps"])
+    # trajectory 0's measured error, and trajectory 1's: 0 before its failure, 1 from it on
+    expected = (1.01**k - 1 + np.where(k >= 3, 1.0, 0.0)) / 2
+    np.testing.assert_allclose(l2["mean"], expected, rtol=1e-10)
+    assert l2["n"] == [2] * 6 and l2["n_failed"] == 1 and l2["diverged_from"] == 3
+    paper = error_table(report, metric="paper")
+    assert paper["mean"][2:] == [1.0] * 4 and paper["failed_at"] == [3]
+    assert np.isfinite(report.error_mean).all() and np.isfinite(report.nodal_error_mean).all()
+    text = json.dumps(report.to_dict(), allow_nan=False)
+    assert json.loads(text)["failed_at"] == [None, 3]
+
+
+def test_results_tables_warnings_and_text_never_show_nan(grid):
+    from femeso import jobs
+
+    V, x = grid
+    u0, data = scaled_data(V, x, 1.0, n_frames=6)  # two constant trajectories
+    reports = {
+        # worse than persistence (which is exact here), and failing on trajectory 1
+        "onsager": rollout_errors(
+            lambda u, dt: ScalingStepper(u, dt, 1.02, fail_after=3, fail_trajectory=1), data
+        ),
+        "classical": rollout_errors(lambda u, dt: ScalingStepper(u, dt, 1.001), data),
+    }
+    results = jobs.rollout_results(reports, horizon=0.03, data=Dataset(V, data))
+    assert set(results["table"]) == {"onsager", "classical"}  # as before: L2, the models
+    assert set(results["tables"]) == {"paper", "l2"}
+    for metric, table in results["tables"].items():
+        assert table["metric"] == METRICS[metric]
+        assert set(table["rows"]) == {"onsager", "classical", "persistence"}
+    assert results["tables"]["paper"]["rows"]["persistence"]["mean"] == [0.0] * 5
+    assert results["onsager"]["n_failed"] == 1
+    onsager = results["onsager"]
+    assert onsager["nodal_error_at_training_horizon"] == pytest.approx(1.02**3 - 1, rel=1e-10)
+    assert onsager["error_at_training_horizon"] == pytest.approx(1.02**3 - 1, rel=1e-10)
+    warnings = results["warnings"]
+    assert (
+        "WARNING: onsager is worse than persistence (u(t+dt) = u(t)) at step 1: 2.0e-02 vs "
+        "0.0e+00 (relative RMSE of nodal values (paper))"
+    ) in warnings
+    assert any("worse than the classical solver at the training horizon" in w for w in warnings)
+    assert not any(w.startswith("WARNING: classical") for w in warnings)
+    results.update(
+        job="tiny",
+        cells=V.dim(),
+        dofs=V.dim(),
+        ranks=1,
+        training_horizon=0.03,
+        long_horizon=0.05,
+        step_sizes={
+            "t_end": 0.05,
+            "reference": "finest",
+            "factors": [0.5, 1.0, 2.0],
+            "error": [math.nan, 1e-4, math.nan],
+            "failure": [None, None, "StepFailure after 1 steps: no"],
+            "order": math.nan,
+        },
+        targets={"error_at_training_horizon": {"value": math.nan, "target": 0.02, "met": False}},
+    )
+    lines = jobs.summary_lines(results)
+    text = "\n".join(lines)
+    assert "nan" not in text.lower()
+    assert (
+        f"{METRICS['paper']} of the rollouts" in text and f"{METRICS['l2']} of the rollouts" in text
+    )
+    # the paper's table: steps 1, 5 (here the last compared one); the L2 table: 1 to 5
+    paper_header = lines[lines.index(next(x for x in lines if x.startswith(METRICS["paper"]))) + 1]
+    assert paper_header.split() == ["step", "1", "5", "failed"]
+    assert "0.5x dt: reference, 1x dt: err 1.00e-04, 2x dt: failed; order -" in text
+    assert "onsager: 1 of 2 rollouts failed (first at step 4)" in text
+    assert warnings[0] in lines
+    assert "target error_at_training_horizon: - (needs <= 0.02) NOT MET" in text
+    # results.json: strict JSON
+    json.dumps(to_jsonable(results), allow_nan=False)
 
 
 def test_bad_inputs_raise_one_line_value_errors(setting):
@@ -411,6 +650,84 @@ def test_plots_write_png_files(setting, tmp_path):
         plot_curves(tmp_path / "bad.png", [0.0, 1.0], {"a": [1.0, 2.0, 3.0]}, ylabel="y")
 
 
+def test_color_limits_keep_the_data_readable_when_a_model_diverges():
+    ranges = {"true": (-1.0, 1.0), "learned": (-1.2, 1.1), "baseline": (-8.0, 8.0)}
+    # the data and a close learned model set the scale; the diverging baseline is clipped
+    assert color_limits(ranges, ["true"], ["learned"]) == (-1.2, 1.1, ["baseline"])
+    assert color_limits(ranges, ["true"]) == (-1.0, 1.0, ["learned", "baseline"])
+    # a learned model that diverges itself does not widen the scale either
+    assert color_limits(ranges, ["true"], ["baseline"]) == (-1.0, 1.0, ["learned", "baseline"])
+    # ... up to the slack: half the data's span beyond it on either side
+    assert color_limits({"a": (0.0, 2.0), "b": (-1.0, 3.0)}, ["a"], ["b"])[:2] == (-1.0, 3.0)
+    assert color_limits({"a": (0.0, 2.0), "b": (-1.0, 3.01)}, ["a"], ["b"])[:2] == (0.0, 2.0)
+    # a non-finite field is always clipped; a constant reference still gets a positive span
+    lo, hi, clipped = color_limits({"true": (0.5, 0.5), "nan": (math.nan, math.nan)}, ["true"])
+    assert lo == 0.5 and hi > lo and clipped == ["nan"]
+
+
+def _line_range(f):
+    """The range of the values a 1-D field plot draws (at the nodes of ``plots._line_data``)."""
+    from femeso.plots import _line_data
+
+    values = _line_data(f)[1]
+    return float(values.min()), float(values.max())
+
+
+def test_field_plots_clip_a_diverging_model_and_label_its_range(tmp_path, monkeypatch):
+    import femeso.plots as plots
+
+    figures = []
+
+    def keep(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", keep)
+    mesh = fd.UnitSquareMesh(8, 8)
+    W = fd.FunctionSpace(mesh, "CG", 1)
+    x, y = fd.SpatialCoordinate(mesh)
+    true = fd.Function(W).interpolate(fd.sin(3 * x) * y)
+    learned = fd.Function(W).interpolate(1.05 * fd.sin(3 * x) * y + 0.01)
+    baseline = fd.Function(W).interpolate(8 * fd.cos(5 * x) * y)
+    fields = {"true": [true], "learned": [learned], "baseline": [baseline]}
+    path = plot_fields(
+        tmp_path / "fields.png", fields, [1.0], reference="true", scale_with=["learned"]
+    )
+    assert is_png(path)
+    (fig,) = figures
+    panels = {ax.get_title().split(",")[0]: ax for ax in fig.axes if ax.get_title()}
+    lo = min(true.dat.data_ro.min(), learned.dat.data_ro.min())
+    hi = max(true.dat.data_ro.max(), learned.dat.data_ro.max())
+    for name in ("true", "learned", "baseline"):
+        assert panels[name].collections[0].get_clim() == pytest.approx((lo, hi), rel=1e-12)
+    assert "clipped" in panels["baseline"].get_title()
+    assert f"range [{baseline.dat.data_ro.min():.3g}, " in panels["baseline"].get_title()
+    assert "clipped" not in panels["true"].get_title() + panels["learned"].get_title()
+    # the errors: the learned model's sets the scale, the baseline's is clipped
+    bound = float(np.abs(learned.dat.data_ro - true.dat.data_ro).max())
+    errors = {n: panels[f"{n} - true"] for n in ("learned", "baseline")}
+    for ax in errors.values():
+        assert ax.collections[0].get_clim() == pytest.approx((-bound, bound), rel=1e-9)
+    assert "clipped" in errors["baseline"].get_title()
+    # 1-D: the axis limits are the data's (with a margin), the baseline's label its range
+    figures.clear()
+    line = fd.FunctionSpace(fd.PeriodicIntervalMesh(64, 2 * math.pi), "CG", 1)
+    (s,) = fd.SpatialCoordinate(line.mesh())
+    one_d = {
+        "true": [fd.Function(line).interpolate(fd.sin(s))],
+        "baseline": [fd.Function(line).interpolate(8 * fd.sin(2 * s))],
+    }
+    assert is_png(plot_fields(tmp_path / "line.png", one_d, [0.0]))
+    ax = figures[0].axes[0]
+    data_lo, data_hi = _line_range(one_d["true"][0])
+    margin = 0.05 * (data_hi - data_lo)
+    assert ax.get_ylim() == pytest.approx((data_lo - margin, data_hi + margin), rel=1e-12)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    low = _line_range(one_d["baseline"][0])[0]
+    assert legend[0] == "true" and legend[1].startswith(f"baseline (range [{low:.3g}, ")
+
+
 # ------------------------------------------------------------------------------- parallel
 def errors_on(comm):
     mesh = fd.PeriodicIntervalMesh(32, 2 * math.pi, comm=comm)
@@ -439,6 +756,12 @@ def test_parallel_evaluation_matches_serial_and_plots_on_rank_zero(tmp_path_fact
     data, true, report = errors_on(comm)
     _, _, serial = errors_on(fd.COMM_SELF)
     np.testing.assert_allclose(report.errors, serial.errors, rtol=1e-9, atol=1e-13)
+    # the nodal RMSE counts every DoF once over the ranks (owned values, no halo copies)
+    np.testing.assert_allclose(report.nodal_errors, serial.nodal_errors, rtol=1e-9, atol=1e-13)
+    assert np.all(report.nodal_errors[:, 1:] > 0)
+    # persistence: frame 0 against frame k, the same in parallel
+    still, still_serial = persistence_errors(data), persistence_errors(errors_on(fd.COMM_SELF)[0])
+    np.testing.assert_allclose(still.nodal_errors, still_serial.nodal_errors, rtol=1e-12)
     np.testing.assert_allclose(report.energies, serial.energies, rtol=1e-10)
     np.testing.assert_allclose(report.reference_energies, serial.reference_energies, rtol=1e-10)
     # Fits gather the samples of every rank: the same numbers everywhere.

@@ -8,10 +8,15 @@ The public surface::
     trajectory = stepper.rollout(100)
 """
 
-from femeso._runtime import configure_environment, keep_command_line_from_petsc
+from femeso._runtime import (
+    configure_environment,
+    keep_command_line_from_petsc,
+    quiet_unactionable_warnings,
+)
 
 configure_environment()
 keep_command_line_from_petsc()
+quiet_unactionable_warnings()
 
 # Imports follow the environment set-up on purpose (threads, kernel caches).
 from femeso.baseline import BlackBoxModel, BlackBoxStepper  # noqa: E402

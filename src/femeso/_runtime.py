@@ -53,14 +53,46 @@ def keep_command_line_from_petsc() -> None:
     """Initialise PETSc without the command line when running the ``femeso`` program.
 
     PETSc reads ``sys.argv`` on initialisation; the ``femeso`` command's own arguments are not
-    PETSc options (``-o``, ``-q`` ...). PETSc options for the command go in ``PETSC_OPTIONS``.
-    Scripts that import femeso keep PETSc's usual command-line options.
+    PETSc options (``-o``, ``-q`` ...): PETSc would report them as unused options, or take one
+    that happens to be a PETSc option name as its own. PETSc options for the command go in
+    ``PETSC_OPTIONS``. Scripts that import femeso keep PETSc's usual command-line options.
+
+    Firedrake initialises PETSc when it is imported (``petsctools.init(sys.argv)``) and warns
+    that "PETSc has already been initialised" when someone did it first -- which is what calling
+    ``petsc4py.init`` here used to do on every command. Instead Firedrake itself is imported
+    here with the command line hidden, so that PETSc is initialised once, by Firedrake, with the
+    program name only.
     """
     import sys
     from pathlib import Path
 
-    if Path(sys.argv[0]).name != "femeso":
+    if Path(sys.argv[0]).name != "femeso" or "firedrake" in sys.modules:
         return
-    import petsc4py
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        import firedrake  # noqa: F401  (initialises PETSc)
+    finally:
+        sys.argv = argv
 
-    petsc4py.init([sys.argv[0]])
+
+def quiet_unactionable_warnings() -> None:
+    """Silence warnings that femeso's own, deliberate use of a library triggers.
+
+    Only warnings raised on behalf of femeso's modules are filtered (``module`` is the module the
+    warning is attributed to), so a user's own code still gets them:
+
+    * PyTorch's "Detected call of ``lr_scheduler.step()`` before ``optimizer.step()``": the
+      trainer advances the learning-rate schedule on an iteration it skips (no window of the
+      minibatch could be stepped), so that the schedule stays a function of the iteration and a
+      resumed run matches an uninterrupted one; when the first iteration is skipped, PyTorch
+      takes that for a misordered loop.
+    """
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`",
+        category=UserWarning,
+        module=r"femeso\.",
+    )

@@ -44,7 +44,7 @@ from torch import nn
 
 from femeso._log import logger
 from femeso.fields import DTYPE, NeuralField
-from femeso.hypothesis import read_model_file, write_model_file
+from femeso.hypothesis import load_parameters_into, write_model_file
 from femeso.quadrature import QuadratureRule
 from femeso.steppers import (
     DIRECT_SOLVER,
@@ -191,23 +191,34 @@ class BlackBoxModel(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Save architecture (JSON) and parameters (NumPy ``.npz``) on rank 0 -- no pickle.
 
-        The same file format as :meth:`femeso.hypothesis.OnsagerModel.save`.
+        The same file format as :meth:`femeso.hypothesis.OnsagerModel.save`, written atomically.
+
+        Raises
+        ------
+        ValueError
+            If a parameter is NaN or infinite (nothing is written).
+        OSError
+            If the file cannot be written (one line naming it; nothing left under its name).
+
         """
         return write_model_file(path, self.config(), self, self.mesh.comm)
 
     def load_parameters(self, path: str | Path) -> None:
         """Load parameter values saved by :meth:`save` (the architectures must match).
 
+        Everything is checked (architecture, names, shapes, dtypes and finiteness of the weights)
+        before the model is changed.
+
         Raises
         ------
+        FileNotFoundError
+            If there is no such file.
         ValueError
-            If the saved architecture differs from this model's.
+            If the file is not a readable model file or its architecture or weights differ from
+            this model's; one line naming the file and what is wrong.
 
         """
-        saved, state = read_model_file(path)
-        if saved != json.loads(json.dumps(self.config())):
-            raise ValueError(f"{path}: saved model architecture differs from this model's")
-        self.load_state_dict(state)
+        load_parameters_into(self, path, json.loads(json.dumps(self.config())))
 
 
 class BlackBoxStepper(SteppingLoop):

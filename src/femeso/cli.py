@@ -45,7 +45,9 @@ def _targets_met(results: dict) -> bool:
 def _cmd_run(args: argparse.Namespace) -> int:
     from femeso.jobs import run, summary_lines
 
-    results = run(_config(args), resume=args.resume, progress=not args.quiet)
+    results = run(
+        _config(args), resume=args.resume, progress=not args.quiet, overwrite=args.overwrite
+    )
     _emit(summary_lines(results))
     _emit([f"results: {Path(_config(args)['job']['output']) / 'report' / 'results.json'}"])
     return 0
@@ -57,7 +59,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = validate({"job": {"name": "demo", "output": str(args.output)}}, "<demo>")
     t0 = time.perf_counter()
-    results = run(config, resume=args.resume, progress=not args.quiet)
+    results = run(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     _emit(summary_lines(results))
     _emit(
         [
@@ -72,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from femeso.jobs import generate
 
-    paths = generate(_config(args), progress=not args.quiet)
+    paths = generate(_config(args), progress=not args.quiet, overwrite=args.overwrite)
     _emit([f"{split}: {path}" for split, path in paths.items()])
     return 0
 
@@ -81,7 +83,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from femeso.jobs import train
 
     models = ("onsager", "baseline") if args.model == "both" else (args.model,)
-    out = train(_config(args), resume=args.resume, models=models, progress=not args.quiet)
+    out = train(
+        _config(args),
+        resume=args.resume,
+        models=models,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+    )
     _emit(
         [
             f"{name}: {r['iterations']} iterations, loss {r['loss_first']:.3e} -> "
@@ -139,6 +147,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from femeso.data.describe import describe, describe_lines
+
+    infos = describe(args.paths, format=args.format, fields=args.field or None)
+    _emit(describe_lines(infos))
+    return 2 if any(info.get("problems") for info in infos) else 0
+
+
 def _cmd_mesh(args: argparse.Namespace) -> int:
     from femeso.meshes import generate_mesh
 
@@ -158,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def job_command(name: str, func, help: str, *, resume: bool = False):
+    def job_command(name: str, func, help: str, *, resume: bool = False, overwrite: bool = False):
         p = sub.add_parser(name, help=help)
         p.add_argument("config", help="the job's TOML file (see `femeso config`)")
         p.add_argument("-o", "--output", help="override job.output")
@@ -167,13 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--resume", action="store_true", help="continue from the last checkpoints"
             )
+        if overwrite:
+            p.add_argument(
+                "--overwrite",
+                action="store_true",
+                help="replace results of an earlier run in the output folder",
+            )
         p.set_defaults(func=func)
         return p
 
-    job_command("run", _cmd_run, "the whole job: generate, train, roll out, report", resume=True)
-    job_command("generate", _cmd_generate, "generate the train/validation/test data")
+    job_command(
+        "run",
+        _cmd_run,
+        "the whole job: generate (or import files), train, roll out, report",
+        resume=True,
+        overwrite=True,
+    )
+    job_command(
+        "generate",
+        _cmd_generate,
+        "generate the train/validation/test data (data.source = 'files': import the files)",
+        overwrite=True,
+    )
     train = job_command(
-        "train", _cmd_train, "train the Onsager model and the baseline", resume=True
+        "train",
+        _cmd_train,
+        "train the Onsager model and the baseline",
+        resume=True,
+        overwrite=True,
     )
     train.add_argument("--model", choices=("onsager", "baseline", "both"), default="both")
     job_command("rollout", _cmd_rollout, "roll out the test data; VTK files for ParaView")
@@ -208,11 +245,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", default="femeso-demo", help="output directory")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier demo in the output folder"
+    )
     demo.set_defaults(func=_cmd_demo)
 
     config = sub.add_parser("config", help="print every configuration key with its default")
     config.add_argument("--check", metavar="TOML", help="only validate this file")
     config.set_defaults(func=_cmd_config)
+
+    inspect = sub.add_parser(
+        "inspect", help="what femeso sees in data files (before any training), and what it refuses"
+    )
+    inspect.add_argument("paths", nargs="+", metavar="PATH", help="data files")
+    inspect.add_argument(
+        "--format", default="auto", help="the files' format (default: by extension and content)"
+    )
+    inspect.add_argument(
+        "--field", action="append", metavar="NAME", help="a field to read (repeatable)"
+    )
+    inspect.set_defaults(func=_cmd_inspect)
 
     mesh = sub.add_parser("mesh", help="mesh a gmsh .geo geometry into a .msh file")
     mesh.add_argument("geo", help="the .geo file")
@@ -228,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, TypeError, KeyError) as exc:
+    except (
+        OSError,  # missing files, results in the way, a full disk or a file-size limit
+        ValueError,
+        TypeError,
+        KeyError,
+    ) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if MPI.COMM_WORLD.rank == 0:
             print(f"femeso {args.command}: error: {message}", file=sys.stderr)

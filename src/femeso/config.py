@@ -22,6 +22,10 @@ __all__ = ["DEFAULTS", "EQUATIONS", "ConfigError", "JobConfig", "default_toml", 
 
 #: The data a job can learn from; the last three need a periodic interval mesh.
 EQUATIONS = ("cahn_hilliard", "allen_cahn", "kdv", "fput", "fene")
+SOURCES = ("generator", "files")
+FILE_FORMATS = ("auto", "xdmf", "pvd", "vtu", "femeso", "checkpoint", "grid_hdf5", "npz")
+#: ``[data]`` keys of the file source; the other ``[data]`` keys belong to the generators.
+FILE_KEYS = ("source", "paths", "format", "fields", "split", "max_trajectories", "train_frames")
 PERIODIC_1D = ("kdv", "fput", "fene")
 CHAINS = ("fput", "fene")
 
@@ -40,6 +44,7 @@ class Key:
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     positive: bool = False
+    items: type = float
 
     def check(self, name: str, value: Any) -> Any:
         types = self.types or (type(self.default),)
@@ -60,7 +65,10 @@ class Key:
                 raise ConfigError(f"{name} must be > 0, got {value!r}")
             if self.minimum is not None and value < self.minimum:
                 raise ConfigError(f"{name} must be >= {self.minimum:g}, got {value!r}")
-        if isinstance(value, list):
+        if isinstance(value, list) and self.items is str:
+            if not all(isinstance(item, str) and item for item in value):
+                raise ConfigError(f"{name} must be a list of non-empty strings, got {value!r}")
+        elif isinstance(value, list):
             for item in value:
                 if not isinstance(item, int | float) or isinstance(item, bool) or item <= 0:
                     raise ConfigError(f"{name} must be a list of positive numbers, got {value!r}")
@@ -93,6 +101,48 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         "degree": Key(1, "Lagrange degree of the state space", minimum=1),
     },
     "data": {
+        "source": Key(
+            "generator",
+            "where the data come from: generator (femeso's own generators, the keys below) or "
+            "files (a user's simulation output: data.paths, data.format, data.fields, "
+            "data.split; the mesh comes from the files)",
+            choices=SOURCES,
+        ),
+        "paths": Key(
+            [],
+            "files: the data files or glob patterns, relative to the job file's directory "
+            "(XDMF/.pvd/.vtu series, femeso or Firedrake CheckpointFile HDF5, the paper's grid "
+            "HDF5 u_sol_all/t_coord/x_coord, .npz); one or many trajectories per file",
+            types=(list,),
+            items=str,
+        ),
+        "format": Key(
+            "auto",
+            "files: the file format (auto: by extension and content)",
+            choices=FILE_FORMATS,
+        ),
+        "fields": Key(
+            [],
+            "files: the names of the fields inside the files (empty: the only one there)",
+            types=(list,),
+            items=str,
+        ),
+        "split": Key(
+            [0.7, 0.2, 0.1],
+            "files: train/validation/test fractions of the trajectories, split by whole "
+            "trajectories, seeded by job.seed (the paper's 0.7/0.2/0.1)",
+            types=(list,),
+        ),
+        "max_trajectories": Key(
+            0,
+            "files: read at most this many trajectories (the first ones, before the split; 0: all)",
+            minimum=0,
+        ),
+        "train_frames": Key(
+            0,
+            "files: frames after the initial one kept per training/validation trajectory (0: all)",
+            minimum=0,
+        ),
         "equation": Key(
             "cahn_hilliard",
             "the data: cahn_hilliard, allen_cahn, kdv (u_t + 6 u u_x + u_xxx = 0) on any mesh / "
@@ -154,6 +204,13 @@ DEFAULTS: dict[str, dict[str, Key]] = {
             "bounded network can follow only approximately (e.g. -u^4 on the data: FENE)",
             minimum=0,
         ),
+        "dynamics": Key(
+            "auto",
+            "how the mobility acts: conserved (H^-1: u_t = div(m grad mu), mass conserved, "
+            "Cahn-Hilliard-like) or local (u_t = -m mu, Allen-Cahn-like); auto: from "
+            "data.equation (conserved for cahn_hilliard), must be given for data.source = 'files'",
+            choices=("auto", "conserved", "local"),
+        ),
         "mobility": Key(
             "neural",
             "mobility coefficient: neural (softplus of a network of u), neural_x (softplus of a "
@@ -197,6 +254,13 @@ DEFAULTS: dict[str, dict[str, Key]] = {
             False,
             "start the Onsager model from a gradient-matching least-squares fit of the data "
             "(constant mobility or velocity, polynomial F'; one mobility or one 1-D transport)",
+        ),
+        "starts": Key(
+            3,
+            "with warm_start: how many candidate starts are tried and judged on the validation "
+            "windows (in order: warm start of degree 5, the networks' initialisation, warm "
+            "starts of degree 3 and 7)",
+            minimum=1,
         ),
         "batch_size": Key(8, "windows per minibatch", minimum=1),
         "unroll": Key(1, "implicit steps per window (unrolled loss)", minimum=1),
@@ -258,6 +322,8 @@ class JobConfig(dict):
     """A validated configuration: ``config["data"]["frame_dt"]``, with :attr:`source`."""
 
     source: str = "<defaults>"
+    #: the directory relative paths of the job file are taken from
+    directory: str = "."
 
     @property
     def output(self) -> Path:
@@ -306,21 +372,72 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
         )
     if isinstance(mobility, float) and mobility <= 0:
         raise ConfigError(f"{source}: data.mobility must be > 0, got {mobility!r}")
+    _check_files(raw, config, source)
     _check_combinations(config, source)
+    config.directory = str(Path(source).parent) if source not in ("<dict>", "<defaults>") else "."
     return config
+
+
+def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
+    """Check the file source: its keys, and no generator or mesh key that it would ignore."""
+    d = config["data"]
+    given = raw.get("data", {})
+    if d["source"] != "files":
+        spec = DEFAULTS["data"]
+        extra = sorted(
+            k for k in given if k in FILE_KEYS and k != "source" and given[k] != spec[k].default
+        )
+        if extra:
+            raise ConfigError(
+                f"{source}: data.{extra[0]} needs data.source = 'files' (the generator ignores it)"
+            )
+        return
+    if not d["paths"]:
+        raise ConfigError(f"{source}: data.source = 'files' needs data.paths (files or globs)")
+    spec = DEFAULTS["data"]
+    ignored = sorted(k for k in given if k not in FILE_KEYS and given[k] != spec[k].default)
+    if ignored:
+        raise ConfigError(
+            f"{source}: data.{ignored[0]} is a generator setting; data.source = 'files' takes "
+            f"its data from the files (remove it)"
+        )
+    mesh_keys = sorted(
+        k
+        for k, v in raw.get("mesh", {}).items()
+        if k != "degree" and k in DEFAULTS["mesh"] and v != DEFAULTS["mesh"][k].default
+    )
+    if mesh_keys:
+        raise ConfigError(
+            f"{source}: mesh.{mesh_keys[0]}: with data.source = 'files' the mesh comes from the "
+            "data files (only mesh.degree may be set)"
+        )
+    f = d["split"]
+    if len(f) != 3 or abs(sum(f) - 1.0) > 1e-12 or f[0] <= 0 or f[2] <= 0:
+        raise ConfigError(
+            f"{source}: data.split must be three fractions (train, validation, test) summing "
+            f"to 1 with train > 0 and test > 0, got {f!r}"
+        )
+    m = config["model"]
+    if m["dynamics"] == "auto" and m["mobility"] != "none":
+        raise ConfigError(
+            f"{source}: data.source = 'files' needs model.dynamics = 'conserved' or 'local' "
+            "(there is no data.equation to tell)"
+        )
 
 
 def _check_combinations(config: JobConfig, source: str) -> None:
     """Reject combinations of valid keys that do not make a job (one line naming the keys)."""
     d, m, mesh = config["data"], config["model"], config["mesh"]["name"]
-    if d["equation"] in PERIODIC_1D and mesh != "periodic_interval":
+    if d["source"] == "files":  # the mesh comes from the files: checked when they are read
+        mesh = "periodic_interval" if m["transport"] == "learned" else "<from the files>"
+    if d["source"] == "generator" and d["equation"] in PERIODIC_1D and mesh != "periodic_interval":
         raise ConfigError(
             f"{source}: data.equation = {d['equation']!r} needs mesh.name = 'periodic_interval', "
             f"got {mesh!r}"
         )
     if d["equation"] in CHAINS and config["mesh"]["degree"] != 1:
         raise ConfigError(f"{source}: data.equation = {d['equation']!r} needs mesh.degree = 1")
-    if d["initial"] == "paper_sine" and not mesh.startswith("periodic_"):
+    if d["initial"] == "paper_sine" and not mesh.startswith("periodic_") and d["source"] != "files":
         raise ConfigError(
             f"{source}: data.initial = 'paper_sine' needs a periodic mesh, got mesh.name = {mesh!r}"
         )
@@ -363,7 +480,11 @@ def load_config(path: str | Path | None) -> JobConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such configuration file")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return validate(raw, str(path))

@@ -9,8 +9,10 @@ that need the model's own energy become ``nan``/``None``, and a ``reference_ener
 true model's :meth:`~femeso.hypothesis.OnsagerModel.energy_value`) judges it instead.
 
 * :func:`rollout_errors` -- autoregressive rollouts from the first state of each data trajectory,
-  relative :math:`L^2` errors at the data frames, energies, dissipation and mass along the way
-  (:class:`RolloutReport`, JSON through :meth:`RolloutReport.to_dict`);
+  errors at the data frames in two metrics (below), energies, dissipation and mass along the way
+  (:class:`RolloutReport`, JSON through :meth:`RolloutReport.to_dict`); :func:`error_table` the
+  rows of the paper's tables, :func:`persistence_errors` the trivial forecast
+  :math:`u(t + \Delta t) = u(t)` that every learned model must beat;
 * :func:`step_size_study` -- the same model re-run at other step sizes than the data's, with the
   errors' empirical order;
 * interpretability: :func:`density_comparison` and :func:`mobility_comparison` (learned against
@@ -30,6 +32,21 @@ linear term :math:`e\cdot u` (it shifts :math:`\mu` by a constant, whose gradien
 :math:`s = \kappa_{\rm ref}/\kappa_{\rm true}` (for a constant true :math:`\kappa`) and
 :math:`m_{\rm learned} \approx m_{\rm true}/s`, which is what the comparison functions fit.
 
+The two error metrics
+---------------------
+``"paper"`` (:data:`METRICS`): the relative RMSE of the nodal values,
+:math:`\sqrt{\mathrm{mean}\,(u - u_{data})^2 / \mathrm{mean}\,u_{data}^2}` over the degrees of
+freedom of every rank (:func:`nodal_relative_rmse`) -- the published tables' metric, which on a
+uniform periodic P1 mesh is the RMSE over the grid points. ``"l2"``: the relative
+:math:`L^2` error :math:`\|u - u_{data}\|_{L^2}/\|u_{data}\|_{L^2}` of the finite-element
+functions (:func:`l2_norm`), the natural analogue on other meshes. Reports carry both, labelled.
+
+Nothing is dropped from a mean over trajectories (:func:`score_errors`): a rollout that failed
+counts as error 1 (diverged) from the failing step on, and so does a non-finite error; with the
+paper's metric, once any trajectory's error reaches 1 at step ``k`` every trajectory's error from
+step ``k`` on counts as 1 (the published protocol). Only steps beyond a trajectory's last data
+frame have no error (there is nothing to compare with).
+
 Every function is collective over the mesh's communicator where it assembles or integrates;
 numbers are the same on every rank. Results are plain Python numbers and lists, with ``nan`` where
 a number does not exist; :func:`to_jsonable` / :func:`write_json` turn ``nan`` into JSON ``null``.
@@ -40,7 +57,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,20 +71,25 @@ from femeso._log import logger
 from femeso.data.trajectories import Dataset, TrajectoryData, mesh_of
 from femeso.fields import DTYPE
 from femeso.hypothesis import OnsagerModel
-from femeso.steppers import Trajectory
+from femeso.steppers import StepRecord, Trajectory
 
 __all__ = [
+    "METRICS",
     "RolloutReport",
     "density_comparison",
     "density_curves",
     "energy_parts_along",
     "energy_scaling_exponent",
     "error_table",
+    "format_value",
     "l2_norm",
     "mobility_comparison",
     "mobility_samples",
+    "nodal_relative_rmse",
+    "persistence_errors",
     "relative_energy_drift",
     "rollout_errors",
+    "score_errors",
     "step_size_study",
     "to_jsonable",
     "write_json",
@@ -81,6 +102,12 @@ _RTOL_TIME = 1e-6  # relative tolerance when matching times and step ratios
 
 #: The rollout steps of the paper's tables (step 1 to 5) and a long horizon.
 TABLE_STEPS = (1, 2, 3, 4, 5, 100)
+
+#: The error metrics by key, with the names under which reports show them.
+METRICS = {"paper": "relative RMSE of nodal values (paper)", "l2": "relative L2 error"}
+
+#: An error that counts as diverged: the value it is scored as, and (paper) the threshold.
+DIVERGED = 1.0
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -95,6 +122,48 @@ def _relative_error(u: fd.Function, ref: fd.Function) -> float:
     if norm == 0.0:
         return 0.0 if err == 0.0 else math.inf
     return err / norm
+
+
+def _owned_values(f: fd.Function) -> list[np.ndarray]:
+    """Return the owned DoF values of every component of ``f`` (``data_ro`` holds no halo)."""
+    return [np.asarray(s.dat.data_ro, dtype=float).reshape(-1) for s in f.subfunctions]
+
+
+def nodal_relative_rmse(u: fd.Function, ref: fd.Function) -> float:
+    r"""Return the relative RMSE of the nodal values of ``u`` against ``ref`` (the paper's metric).
+
+    :math:`\sqrt{\mathrm{mean}_j (u_j - r_j)^2 / \mathrm{mean}_j r_j^2}` over the degrees of
+    freedom ``j`` of all ranks and all components (each owned DoF once: halo copies are left
+    out). On a uniform periodic P1 mesh the DoFs are the grid points, and this is the published
+    tables' relative RMSE on the grid. ``inf`` when ``ref`` is zero and ``u`` is not. Collective.
+
+    Raises
+    ------
+    ValueError
+        If ``u`` and ``ref`` do not have the same DoF layout (the same function space).
+
+    """
+    a, b = _owned_values(u), _owned_values(ref)
+    same = len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b, strict=False))
+    # The means of the numerator and the denominator run over the same DoFs: their counts cancel.
+    local = np.array(
+        [
+            sum(float(np.sum((x - y) ** 2)) for x, y in zip(a, b, strict=False)) if same else 0.0,
+            sum(float(np.sum(y**2)) for y in b),
+            0.0 if same else 1.0,
+        ]
+    )
+    total = np.empty_like(local)
+    mesh_of(ref.function_space()).comm.Allreduce(local, total, op=MPI.SUM)
+    if total[2] > 0:
+        raise ValueError(
+            "nodal_relative_rmse: the two functions have different degrees of freedom "
+            "(put them on the same function space)"
+        )
+    err, norm = total[0], total[1]
+    if norm == 0.0:
+        return 0.0 if err == 0.0 else math.inf
+    return math.sqrt(err / norm)
 
 
 def _masses(u: fd.Function) -> list[float]:
@@ -148,11 +217,76 @@ def _step_ratio(dt: float, h: float) -> tuple[int, int]:
     )
 
 
-def _nan_stat(a: np.ndarray, fn: Callable[..., np.ndarray]) -> np.ndarray:
-    """``fn`` (nanmean/nanstd) over axis 0, ``nan`` (without a warning) where all are ``nan``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)
-        return fn(a, axis=0)
+def score_errors(
+    errors: np.ndarray,
+    comparable: np.ndarray,
+    failed_at: Sequence[int | None] | None = None,
+    *,
+    metric: str = "l2",
+) -> tuple[np.ndarray, int | None]:
+    """Return the errors as the tables count them, and the first step that counts as diverged.
+
+    Nothing is dropped: at every comparable entry (the trajectory has a data frame at that step)
+    the result is finite. A failed rollout (``failed_at[i]``: its first step without a state)
+    counts as :data:`DIVERGED` (1) from that step on, and so does a non-finite error. With
+    ``metric="paper"`` the published rule applies on top: once any trajectory's error reaches 1
+    at step ``k``, every trajectory's error from step ``k`` on counts as 1. With ``"l2"`` finite
+    errors are kept as measured, also above 1.
+
+    Parameters
+    ----------
+    errors
+        ``(n_traj, n_steps + 1)`` measured errors (``nan`` where not measured).
+    comparable
+        ``(n_traj, n_steps + 1)`` booleans: the data has a frame to compare with there.
+    failed_at
+        Per trajectory ``None`` or the first step of a failed rollout without a state.
+    metric
+        ``"paper"`` or ``"l2"``.
+
+    Returns
+    -------
+    scored : numpy.ndarray
+        ``nan`` exactly where not comparable.
+    diverged_from : int or None
+        The first step with an entry that counts as diverged, ``None`` if there is none.
+
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    e = np.asarray(errors, dtype=float)
+    ok = np.asarray(comparable, dtype=bool)
+    finite = np.isfinite(e)
+    bad = ok & ~finite
+    for i, k in enumerate(failed_at or []):
+        if k is not None:
+            bad[i, k:] |= ok[i, k:]
+    if metric == "paper":
+        bad |= ok & finite & (np.where(finite, e, 0.0) >= DIVERGED)
+    scored = np.where(ok, e, np.nan)
+    scored[bad] = DIVERGED
+    columns = np.flatnonzero(bad.any(axis=0))
+    first = int(columns[0]) if columns.size else None
+    if metric == "paper" and first is not None:
+        scored[:, first:] = np.where(ok[:, first:], DIVERGED, np.nan)
+    return scored, first
+
+
+def _statistics(scored: np.ndarray, comparable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (population) standard deviation over the comparable trajectories, per step.
+
+    ``nan`` only at steps where no trajectory is comparable; every comparable entry counts.
+    """
+    ok = np.asarray(comparable, dtype=bool)
+    n = ok.sum(axis=0)
+    values = np.where(ok, scored, 0.0)
+    have = n > 0
+    mean = np.full(ok.shape[1], np.nan)
+    std = np.full(ok.shape[1], np.nan)
+    mean[have] = values[:, have].sum(axis=0) / n[have]
+    deviation = np.where(ok, scored - mean, 0.0)
+    std[have] = np.sqrt((deviation[:, have] ** 2).sum(axis=0) / n[have])
+    return mean, std
 
 
 def _trajectories(data: Dataset | Sequence[TrajectoryData], what: str) -> list[TrajectoryData]:
@@ -221,7 +355,9 @@ class RolloutReport:
     Times are *elapsed* times since each trajectory's first frame. Arrays indexed by trajectory
     ``i`` and step ``k`` (time ``times[k] = k * dt``) hold ``nan`` where a value does not exist:
     errors at step times that are not data frame times or lie beyond the data, energies of a
-    black-box stepper, everything after a failed step.
+    black-box stepper, everything after a failed step. The *statistics* over the trajectories
+    (``error_mean`` ...) drop nothing: a failed or non-finite error counts as 1 (see
+    :func:`score_errors`); they are ``nan`` only where no trajectory has a data frame.
 
     Attributes
     ----------
@@ -233,9 +369,10 @@ class RolloutReport:
         ``(n_steps + 1,)``: whether the step time is a data frame time (the common times).
     errors
         ``(n_traj, n_steps + 1)`` relative :math:`L^2` errors
-        :math:`\|u - u_{data}\| / \|u_{data}\|` (assembled on the mesh).
+        :math:`\|u - u_{data}\| / \|u_{data}\|` (assembled on the mesh), as measured.
     error_mean, error_std
-        ``(n_steps + 1,)`` mean and standard deviation over the trajectories that have a value.
+        ``(n_steps + 1,)`` mean and standard deviation over the trajectories that have a data
+        frame, of the errors scored by :func:`score_errors` (``metric="l2"``).
     energies
         ``(n_traj, n_steps + 1)`` the stepper's own energy (``nan`` for a black box).
     dissipation
@@ -263,6 +400,19 @@ class RolloutReport:
         comparisons with the data excluded).
     energy_rtol
         The relative tolerance of the increase counts.
+    nodal_errors
+        ``(n_traj, n_steps + 1)`` relative RMSE of the nodal values (the paper's metric,
+        :func:`nodal_relative_rmse`), as measured; ``None`` if not measured.
+    nodal_error_mean, nodal_error_std
+        Their statistics as for ``error_mean`` (``metric="paper"``: an error >= 1 counts as 1 for
+        every trajectory from that step on); ``None`` without ``nodal_errors``.
+    comparable
+        ``(n_traj, n_steps + 1)``: the trajectory has a data frame at that step (default: where
+        ``errors`` is finite, and the compared steps of a failed trajectory after its failure
+        where another trajectory was compared).
+    failed_at
+        Per trajectory ``None`` or the first step without a state of a rollout that failed
+        (default: derived from ``failures`` and the recorded ``mass``).
 
     """
 
@@ -288,11 +438,60 @@ class RolloutReport:
     failures: list[str | None] = field(default_factory=list)
     wall_times: list[float] = field(default_factory=list)
     energy_rtol: float = 1e-9
+    nodal_errors: np.ndarray | None = None
+    nodal_error_mean: np.ndarray | None = None
+    nodal_error_std: np.ndarray | None = None
+    comparable: np.ndarray | None = None
+    failed_at: list[int | None] | None = None
+
+    def __post_init__(self) -> None:
+        n_traj = self.errors.shape[0]
+        if self.failed_at is None:
+            # The mass is recorded for every state the rollout produced.
+            visited = np.isfinite(self.mass).all(axis=2)
+            self.failed_at = [
+                None
+                if i >= len(self.failures) or self.failures[i] is None
+                else int(np.argmin(np.append(visited[i], False)))
+                for i in range(n_traj)
+            ]
+        if self.comparable is None:
+            ok = np.isfinite(self.errors)
+            elsewhere = ok.any(axis=0) & np.asarray(self.compared, dtype=bool)
+            for i, k in enumerate(self.failed_at):
+                if k is not None:
+                    ok[i, k:] |= elsewhere[k:]
+            self.comparable = ok
+        if self.nodal_errors is not None and self.nodal_error_mean is None:
+            self.nodal_error_mean, self.nodal_error_std = self.error_statistics("paper")
 
     @property
     def n_trajectories(self) -> int:
         """Number of trajectories evaluated."""
         return self.errors.shape[0]
+
+    @property
+    def n_failed(self) -> int:
+        """Number of rollouts that stopped at a failed step."""
+        return sum(k is not None for k in self.failed_at)
+
+    def _measured(self, metric: str) -> np.ndarray:
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+        if metric == "l2":
+            return self.errors
+        if self.nodal_errors is None:
+            raise ValueError(f"this report has no {METRICS['paper']} (no nodal_errors)")
+        return self.nodal_errors
+
+    def scored_errors(self, metric: str = "l2") -> tuple[np.ndarray, int | None]:
+        """Return the errors of ``metric`` as the tables count them (:func:`score_errors`)."""
+        return score_errors(self._measured(metric), self.comparable, self.failed_at, metric=metric)
+
+    def error_statistics(self, metric: str = "l2") -> tuple[np.ndarray, np.ndarray]:
+        """Return the mean and standard deviation over the trajectories of the scored errors."""
+        scored, _ = self.scored_errors(metric)
+        return _statistics(scored, self.comparable)
 
     @property
     def error_times(self) -> np.ndarray:
@@ -316,14 +515,33 @@ class RolloutReport:
         """Return the headline numbers as Python scalars (``nan`` kept; see :meth:`to_dict`).
 
         Keys: ``n_trajectories``, ``dt``, ``frame_dt``, ``n_steps``, ``horizon``,
-        ``error_first`` / ``error_last`` (mean error at the first compared step after the start
-        and at the last compared one), ``error_max`` (largest mean error),
+        ``error_first`` / ``error_last`` (mean relative :math:`L^2` error at the first compared
+        step after the start and at the last compared one), ``error_max`` (largest mean error),
+        ``nodal_error_first`` / ``nodal_error_last`` / ``nodal_error_max`` (the same for the
+        paper's relative RMSE of nodal values; ``nan`` when not measured),
         ``energy_increases`` (total, ``None`` without an energy), ``reference_energy_increases``,
-        ``max_mass_drift``, ``failures``, ``wall_time``.
+        ``max_mass_drift``, ``failures`` and ``n_failed`` (both: the number of failed rollouts),
+        ``first_failed_step`` (``None`` without a failure), ``wall_time``.
         """
-        finite = np.isfinite(self.error_mean)
-        finite[0] = False  # the start is exact by construction
-        idx = np.flatnonzero(finite)
+
+        def first_last_max(mean: np.ndarray | None) -> tuple[float, float, float, float]:
+            if mean is None:
+                return math.nan, math.nan, math.nan, math.nan
+            finite = np.isfinite(mean)
+            finite[0] = False  # the start is exact by construction
+            idx = np.flatnonzero(finite)
+            if not idx.size:
+                return math.nan, math.nan, math.nan, math.nan
+            return (
+                float(mean[idx[0]]),
+                float(mean[idx[-1]]),
+                float(self.times[idx[-1]]),
+                float(np.max(mean[idx])),
+            )
+
+        first, last, last_time, largest = first_last_max(self.error_mean)
+        n_first, n_last, _, n_largest = first_last_max(self.nodal_error_mean)
+        failed = [k for k in self.failed_at if k is not None]
         counts = [c for c in self.energy_increases if c is not None]
         ref = self.reference_energy_increases
         ref_counts = [c for c in ref if c is not None] if ref is not None else []
@@ -335,14 +553,19 @@ class RolloutReport:
                 "frame_dt": self.frame_dt,
                 "n_steps": self.n_steps,
                 "horizon": float(self.times[-1]),
-                "error_first": self.error_mean[idx[0]] if idx.size else math.nan,
-                "error_last": self.error_mean[idx[-1]] if idx.size else math.nan,
-                "error_last_time": self.times[idx[-1]] if idx.size else math.nan,
-                "error_max": float(np.max(self.error_mean[idx])) if idx.size else math.nan,
+                "error_first": first,
+                "error_last": last,
+                "error_last_time": last_time,
+                "error_max": largest,
+                "nodal_error_first": n_first,
+                "nodal_error_last": n_last,
+                "nodal_error_max": n_largest,
                 "energy_increases": sum(counts) if counts else None,
                 "reference_energy_increases": sum(ref_counts) if ref_counts else None,
                 "max_mass_drift": float(drift.max()) if drift.size else math.nan,
                 "failures": sum(f is not None for f in self.failures),
+                "n_failed": len(failed),
+                "first_failed_step": min(failed) if failed else None,
                 "wall_time": float(sum(self.wall_times)),
             }
         )
@@ -363,8 +586,10 @@ class RolloutReport:
             "reference_energy_increases": self.reference_energy_increases,
             "reference_energy_increases_data": self.reference_energy_increases_data,
             "failures": self.failures,
+            "failed_at": self.failed_at,
             "wall_times": self.wall_times,
             "energy_rtol": self.energy_rtol,
+            "metrics": {"errors": METRICS["l2"], "nodal_errors": METRICS["paper"]},
         }
         if arrays:
             out.update(
@@ -374,6 +599,10 @@ class RolloutReport:
                     "errors": self.errors,
                     "error_mean": self.error_mean,
                     "error_std": self.error_std,
+                    "nodal_errors": self.nodal_errors,
+                    "nodal_error_mean": self.nodal_error_mean,
+                    "nodal_error_std": self.nodal_error_std,
+                    "comparable": self.comparable,
                     "energies": self.energies,
                     "dissipation": self.dissipation,
                     "mass": self.mass,
@@ -458,10 +687,14 @@ def rollout_errors(
     r"""Roll a model out from each trajectory's first state and compare with the data.
 
     Each trajectory is rolled out autoregressively from its first frame with step ``dt`` (default:
-    the data's frame step). Errors :math:`\|u - u_{data}\|_{L^2}/\|u_{data}\|_{L^2}` are taken at
-    the common times of the rollout and the data (every ``frame_dt/dt``-th step when ``dt``
-    divides the frame step; every step, against every ``dt/frame_dt``-th frame, when ``dt`` is a
-    whole multiple of it). Energies, dissipation and mass are recorded at every step.
+    the data's frame step). Errors in both metrics -- the relative :math:`L^2` error
+    :math:`\|u - u_{data}\|_{L^2}/\|u_{data}\|_{L^2}` and the paper's relative RMSE of the nodal
+    values (:func:`nodal_relative_rmse`) -- are taken at the common times of the rollout and the
+    data (every ``frame_dt/dt``-th step when ``dt`` divides the frame step; every step, against
+    every ``dt/frame_dt``-th frame, when ``dt`` is a whole multiple of it). Energies, dissipation
+    and mass are recorded at every step. A rollout that fails (the stepper raises a
+    ``RuntimeError`` or ``ArithmeticError``, e.g. :class:`~femeso.steppers.StepFailure`) stops
+    there; its errors count as 1 from then on in the statistics (:func:`score_errors`).
 
     One stepper is built by ``make_stepper`` for the first trajectory and restarted with
     ``stepper.reset(u0, t=t0)`` for the others (and for a first trajectory that does not start at
@@ -537,6 +770,9 @@ def rollout_errors(
     chunk = q  # one rollout call per compared frame when dt < frame step
 
     errors = np.full((n_traj, n_steps + 1), np.nan)
+    nodal_errors = np.full((n_traj, n_steps + 1), np.nan)
+    comparable = np.zeros((n_traj, n_steps + 1), dtype=bool)
+    failed_at: list[int | None] = []
     energies = np.full((n_traj, n_steps + 1), np.nan)
     dissipation = np.full((n_traj, n_steps), np.nan)
     n_comp = len(_masses(trajs[0].states[0]))
@@ -578,6 +814,7 @@ def rollout_errors(
             j = frame_of_step[k]
             if 0 <= j < len(traj.states):
                 errors[i, k] = _relative_error(u, traj.states[j])
+                nodal_errors[i, k] = nodal_relative_rmse(u, traj.states[j])
             if reference_energy is not None:
                 ref_roll[i, k] = float(reference_energy(u))
             compare_time[0] += time.perf_counter() - tic
@@ -587,6 +824,14 @@ def rollout_errors(
         )
         wall.append(time.perf_counter() - start - compare_time[0])
         failures.append(failure)
+        comparable[i] = (frame_of_step >= 0) & (frame_of_step < len(traj.states))
+        if failure is None:
+            failed_at.append(None)
+        else:
+            # The first step without a state; the start is the data's first frame itself.
+            failed_at.append(max(len(abs_times), 1))
+            if not abs_times:
+                errors[i, 0] = nodal_errors[i, 0] = 0.0
         if abs_times:
             energies[i, 0] = e0
         for k, r in enumerate(records):
@@ -607,6 +852,7 @@ def rollout_errors(
     if bar is not None:
         bar.close()
     mass_drift = np.max(np.abs(mass - mass[:, :1, :]), axis=2)
+    error_mean, error_std = _statistics(score_errors(errors, comparable, failed_at)[0], comparable)
     report = RolloutReport(
         times=k_all * dt,
         dt=dt,
@@ -614,8 +860,8 @@ def rollout_errors(
         n_steps=n_steps,
         compared=compared,
         errors=errors,
-        error_mean=_nan_stat(errors, np.nanmean),
-        error_std=_nan_stat(errors, np.nanstd),
+        error_mean=error_mean,
+        error_std=error_std,
         energies=energies,
         dissipation=dissipation,
         mass=mass,
@@ -630,29 +876,41 @@ def rollout_errors(
         failures=failures,
         wall_times=wall,
         energy_rtol=energy_rtol,
+        nodal_errors=nodal_errors,
+        comparable=comparable,
+        failed_at=failed_at,
     )
     s = report.summary()
     logger.info(
-        "evaluated %d trajectories, %d steps of dt=%.4g: mean relative L2 error %s -> %s; %s",
+        "evaluated %d trajectories, %d steps of dt=%.4g: mean %s %s -> %s, %s %s -> %s; %s%s",
         n_traj,
         n_steps,
         dt,
+        METRICS["paper"],
+        _fmt(s["nodal_error_first"]),
+        _fmt(s["nodal_error_last"]),
+        METRICS["l2"],
         _fmt(s["error_first"]),
         _fmt(s["error_last"]),
         "no own energy"
         if s["energy_increases"] is None
         else f"{s['energy_increases']} energy increases",
+        f"; {s['n_failed']} rollout(s) failed (counted as error 1)" if s["n_failed"] else "",
     )
     return report
 
 
-def error_table(report: RolloutReport, steps: Sequence[int] = TABLE_STEPS) -> dict[str, Any]:
+def error_table(
+    report: RolloutReport, steps: Sequence[int] = TABLE_STEPS, *, metric: str = "l2"
+) -> dict[str, Any]:
     """Return the mean and standard deviation of the rollout errors at the given steps.
 
-    The rows of the paper's tables: relative :math:`L^2` errors (on a uniform periodic mesh the
-    relative RMSE of the nodal values) of the rollouts from the test trajectories' first frames,
-    after ``steps`` steps of the rollout step. Steps beyond the last one compared with the data
-    are replaced by that last one (once).
+    The rows of the paper's tables: errors of the rollouts from the test trajectories' first
+    frames after ``steps`` steps of the rollout step, in one of the two metrics
+    (:data:`METRICS`): ``"paper"``, the relative RMSE of the nodal values with the published
+    divergence rule, or ``"l2"``, the relative :math:`L^2` error. Nothing is dropped from a mean
+    (:func:`score_errors`): a failed rollout counts as 1 from its failing step on. Steps beyond
+    the last one with a data frame are replaced by that last one (once).
 
     Parameters
     ----------
@@ -660,16 +918,28 @@ def error_table(report: RolloutReport, steps: Sequence[int] = TABLE_STEPS) -> di
         What :func:`rollout_errors` measured.
     steps
         Increasing rollout step counts (>= 1).
+    metric
+        ``"l2"`` (default) or ``"paper"``.
 
     Returns
     -------
     dict
-        ``steps``, ``times`` (elapsed), ``mean``, ``std`` (population standard deviation over
-        the trajectories that have a value) and ``n`` (how many do: fewer after a failed
-        rollout), one entry per step kept; empty lists when nothing was compared.
+        ``metric`` (its name, e.g. ``"relative RMSE of nodal values (paper)"``), ``steps``,
+        ``times`` (elapsed), ``mean``, ``std`` (population standard deviation over the
+        trajectories) and ``n`` (how many trajectories have a data frame there), one entry per
+        step kept (empty lists when nothing was compared); ``n_trajectories``, ``n_failed`` (the
+        rollouts that failed), ``failed_at`` (their first steps without a state, sorted) and
+        ``diverged_from`` (the first step at which an error counts as diverged, ``None`` if
+        none).
+
+    Raises
+    ------
+    ValueError
+        For an unknown metric, or ``"paper"`` on a report without nodal errors.
 
     """
-    have = np.isfinite(report.errors).any(axis=0)
+    scored, diverged = report.scored_errors(metric)
+    have = np.asarray(report.comparable, dtype=bool).any(axis=0)
     have[0] = False
     compared = np.flatnonzero(have)
     kept: list[int] = []
@@ -678,16 +948,70 @@ def error_table(report: RolloutReport, steps: Sequence[int] = TABLE_STEPS) -> di
         kept = [int(k) for k in steps if 1 <= k <= last and have[k]]
         if any(k > last for k in steps) and last not in kept:
             kept.append(last)
-    columns = report.errors[:, kept] if kept else np.zeros((report.n_trajectories, 0))
+    mean, std = _statistics(scored, report.comparable)
+    failed = sorted(k for k in report.failed_at if k is not None)
     return _plain(
         {
+            "metric": METRICS[metric],
             "steps": kept,
             "times": [float(report.times[k]) for k in kept],
-            "mean": list(_nan_stat(columns, np.nanmean)),
-            "std": list(_nan_stat(columns, np.nanstd)),
-            "n": [int(c) for c in np.isfinite(columns).sum(axis=0)],
+            "mean": [float(mean[k]) for k in kept],
+            "std": [float(std[k]) for k in kept],
+            "n": [int(report.comparable[:, k].sum()) for k in kept],
+            "n_trajectories": report.n_trajectories,
+            "n_failed": len(failed),
+            "failed_at": failed,
+            "diverged_from": diverged,
         }
     )
+
+
+class _Persistence:
+    r"""The trivial forecast :math:`u(t + \Delta t) = u(t)` as a stepper (no energy)."""
+
+    def __init__(self, u0: fd.Function, dt: float) -> None:
+        self.dt = float(dt)
+        self.reset(u0)
+
+    def reset(self, u: fd.Function, *, t: float = 0.0) -> None:
+        self.u, self.t = u.copy(deepcopy=True), float(t)
+
+    def rollout(self, n_steps: int, *, progress: bool = False) -> Trajectory:
+        times = self.t + self.dt * np.arange(n_steps + 1)
+        self.t = float(times[-1])
+        nan = math.nan
+        records = [StepRecord(float(t), self.dt, nan, {}, nan, nan, [], 0, 0) for t in times[1:]]
+        # The same (never modified) state at every step: nothing is copied.
+        return Trajectory(times=times, states=[self.u] * (n_steps + 1), records=records)
+
+
+def persistence_errors(
+    data: Dataset | Sequence[TrajectoryData],
+    *,
+    n_steps: int | None = None,
+    dt: float | None = None,
+) -> RolloutReport:
+    r"""Return the errors of persistence, :math:`u(t + \Delta t) = u(t)`, on the data.
+
+    Persistence forecasts every later frame by the first one; its errors (frame 0 against frame
+    ``k``, in both metrics) need no model and are the bar a learned model must clear at least.
+    The report is that of :func:`rollout_errors` (the same steps, comparisons and statistics, so
+    that :func:`error_table` rows line up with the models'), without energies.
+
+    Parameters
+    ----------
+    data
+        The trajectories (as for :func:`rollout_errors`).
+    n_steps, dt
+        As for :func:`rollout_errors`: pass the models' ``dt`` so that step ``k`` means the same
+        time in both tables.
+
+    Returns
+    -------
+    RolloutReport
+
+    """
+    return rollout_errors(_Persistence, data, n_steps=n_steps, dt=dt, keep_states=False)
 
 
 def relative_energy_drift(report: RolloutReport) -> float | None:
@@ -705,7 +1029,22 @@ def relative_energy_drift(report: RolloutReport) -> float | None:
 
 
 def _fmt(x: float | None) -> str:
-    return "nan" if x is None or not math.isfinite(x) else f"{x:.3e}"
+    return format_value(x, ".3e")
+
+
+def format_value(x: Any, spec: str = ".2e", missing: str = "-") -> str:
+    """Format a number for a report's text: ``missing`` for ``None``, ``nan`` or ``inf``.
+
+    Integers and booleans print as they are, other objects with ``str``; no result is ever
+    printed as ``nan``.
+    """
+    if x is None:
+        return missing
+    if isinstance(x, bool | np.bool_ | int | np.integer):
+        return str(x)
+    if isinstance(x, float | np.floating):
+        return format(float(x), spec) if math.isfinite(x) else missing
+    return str(x)
 
 
 # ------------------------------------------------------------------------------ step-size study

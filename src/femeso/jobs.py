@@ -16,7 +16,10 @@ Every stage reads what the previous ones wrote under ``job.output``:
 
 from __future__ import annotations
 
+import glob
+import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from femeso.data.generators import (
     paper_sine_initial_condition,
 )
 from femeso.data.io import export_vtk, load_dataset, save_dataset
+from femeso.data.mapping import map_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy
 from femeso.fields import NeuralField, bound_input_slopes
@@ -66,10 +70,30 @@ __all__ = [
 SPLITS = ("train", "validation", "test")
 
 
+#: The result folders of a job, made from its data (removed with the data on --overwrite).
+RESULTS = ("onsager", "baseline", "rollouts", "report")
+
+
 # ---------------------------------------------------------------------- building blocks
+def from_files(config: JobConfig) -> bool:
+    """Return whether the job learns from files (``data.source = "files"``)."""
+    return config["data"]["source"] == "files"
+
+
 def build_space(config: JobConfig) -> fd.FunctionSpace:
-    """Return the job's state space (scalar CG of ``mesh.degree`` on the job's mesh)."""
+    """Return the job's state space (scalar CG of ``mesh.degree`` on the job's mesh).
+
+    For data from files the mesh is the one stored with the imported training data
+    (``data/train.h5``), and ``data.frame_dt``, ``data.frames`` and
+    ``evaluation.horizon_factor`` are filled in from the data (``data/source.json``).
+    """
     m = config["mesh"]
+    if from_files(config):
+        _resolve_file_data(config)
+        path = _data_path(config, "train")
+        with fd.CheckpointFile(str(path), "r") as inp:
+            mesh = inp.load_mesh()
+        return fd.FunctionSpace(mesh, "CG", m["degree"])
     if m["name"] == "periodic_interval":
         mesh = fd.PeriodicIntervalMesh(m["cells"], m["length"])
     elif m["name"] == "periodic_square":
@@ -82,7 +106,7 @@ def build_space(config: JobConfig) -> fd.FunctionSpace:
 def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel | None:
     """Return the model that generates the job's data (``None`` for chain data: none is known)."""
     d = config["data"]
-    if d["equation"] in CHAINS:
+    if from_files(config) or d["equation"] in CHAINS:
         return None
     if d["equation"] == "kdv":
         return kdv_model(space)
@@ -101,6 +125,11 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     constant velocity.
     """
     m, seed = config["model"], config["job"]["seed"]
+    if m["transport"] == "learned" and space.mesh().geometric_dimension != 1:
+        raise ValueError(
+            f"{config.source}: model.transport = 'learned' needs 1-D periodic data, the data's "
+            f"mesh is {space.mesh().geometric_dimension}-D"
+        )
     density = CoerciveNeuralDensity(
         width=m["width"], depth=m["depth"], polynomial_degree=m["polynomial_degree"], seed=seed
     )
@@ -129,7 +158,10 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
         )
     else:
         coefficient = 1.0
-    cls = ConservedMobility if config["data"]["equation"] == "cahn_hilliard" else LocalMobility
+    dynamics = m["dynamics"]
+    if dynamics == "auto":
+        dynamics = "conserved" if config["data"]["equation"] == "cahn_hilliard" else "local"
+    cls = ConservedMobility if dynamics == "conserved" else LocalMobility
     return OnsagerModel(
         space,
         energy,
@@ -159,28 +191,24 @@ def _data_path(config: JobConfig, split: str) -> Path:
 
 
 def load_data(config: JobConfig, space: fd.FunctionSpace) -> dict[str, Dataset]:
-    """Load the job's datasets onto ``space`` (written by :func:`generate`)."""
+    """Load the job's datasets onto ``space`` (written by :func:`generate`).
+
+    The files may have been written on any number of ranks and on another mesh object of the
+    same geometry: every state is matched to ``space``'s DoFs by position
+    (:func:`femeso.data.mapping.map_dataset`), and a file on another geometry, element or size
+    is an error naming it.
+    """
     out = {}
     for split in SPLITS:
         path = _data_path(config, split)
+        if split == "validation" and not path.exists() and _data_path(config, "train").exists():
+            out[split] = Dataset(space, [], {"split": split})  # the job has no validation data
+            continue
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `femeso generate` first")
         data = load_dataset(path, comm=space.mesh().comm)
-        out[split] = _on_space(data, space)
+        out[split] = map_dataset(data, space, label=str(path))
     return out
-
-
-def _on_space(data: Dataset, space: fd.FunctionSpace) -> Dataset:
-    """Move a loaded dataset's states onto ``space`` (same mesh layout, values copied)."""
-    trajectories = []
-    for traj in data.trajectories:
-        states = []
-        for state in traj.states:
-            f = fd.Function(space)
-            f.dat.data[...] = state.dat.data_ro
-            states.append(f)
-        trajectories.append(TrajectoryData(space, traj.times, states, traj.metadata))
-    return Dataset(space, trajectories, data.metadata)
 
 
 def _drop_frames(data: Dataset, n: int) -> Dataset:
@@ -194,9 +222,67 @@ def _drop_frames(data: Dataset, n: int) -> Dataset:
     return Dataset(data.space, trajectories, data.metadata)
 
 
+# ---------------------------------------------------------------------- output folders
+def check_output(config: JobConfig) -> None:
+    """Raise ``ValueError`` if the job's output folder cannot be a folder (a file is in the way)."""
+    out = config.output
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ValueError(f"{out}: cannot be the output folder: {path} is a file")
+            return
+
+
+def _existing(paths: list[Path]) -> list[Path]:
+    comm = fd.COMM_WORLD
+    found = [str(p) for p in paths if p.exists()] if comm.rank == 0 else None
+    return [Path(p) for p in comm.bcast(found, root=0)]
+
+
+def _remove(paths: list[Path]) -> None:
+    """Remove files and folders (rank 0), then wait for every rank."""
+    comm = fd.COMM_WORLD
+    if comm.rank == 0:
+        for path in paths:
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    comm.barrier()
+
+
+def prepare_data_folder(config: JobConfig, *, overwrite: bool) -> None:
+    """Refuse to replace earlier data unless ``overwrite``; then remove it and its results.
+
+    Results made from earlier data (models, rollouts, report) would no longer match new data:
+    they go with it.
+    """
+    check_output(config)
+    data = [_data_path(config, split) for split in SPLITS] + [_source_path(config)]
+    existing = _existing(data)
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{existing[0]}: data of an earlier run are in {config.output} (pass --overwrite to "
+            "replace them and the results made from them)"
+        )
+    stale = _existing(existing + [config.output / r for r in RESULTS])
+    if stale:
+        logger.warning("overwrite: removing %s", ", ".join(str(p) for p in stale))
+        _remove(stale)
+
+
 # ---------------------------------------------------------------------- stages
-def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
-    """Generate the train / validation / test trajectories and save them under ``data/``."""
+def generate(
+    config: JobConfig, *, progress: bool = True, overwrite: bool = False
+) -> dict[str, Path]:
+    """Generate (or, for ``data.source = "files"``, import) the train / validation / test data.
+
+    The trajectories are saved under ``data/``. Earlier data there is an error unless
+    ``overwrite``, which also removes the results made from it.
+    """
+    prepare_data_folder(config, overwrite=overwrite)
+    if from_files(config):
+        return import_files(config, progress=progress)
     t0 = time.perf_counter()
     d, seed = config["data"], config["job"]["seed"]
     space = build_space(config)
@@ -211,20 +297,163 @@ def generate(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
         count = d[split]
         path = _data_path(config, split)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if count == 0:
-            data = Dataset(space, [], {"split": split})
-        else:
-            data = generate_trajectories(
-                config,
-                space,
-                count=count,
-                frames=frames[split],
-                seed=seeds[split],
-                progress=progress,
-            )
-        paths[split] = save_dataset(path, data, overwrite=True)
+        if count == 0:  # no validation data: no file (an empty dataset has no space to save)
+            logger.info("generate: no %s trajectories", split)
+            continue
+        data = generate_trajectories(
+            config, space, count=count, frames=frames[split], seed=seeds[split], progress=progress
+        )
+        paths[split] = save_dataset(path, data)
     logger.info("generate: data in %s (%.1f s)", config.output / "data", time.perf_counter() - t0)
     return paths
+
+
+def _source_path(config: JobConfig) -> Path:
+    return config.output / "data" / "source.json"
+
+
+def data_files(config: JobConfig) -> list[Path]:
+    """Return the files of ``data.paths`` (globs expanded, relative to the job file), sorted.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path or pattern matches no file.
+
+    """
+    base = Path(config.directory)
+    files: list[Path] = []
+    for pattern in config["data"]["paths"]:
+        full = Path(pattern) if Path(pattern).is_absolute() else base / pattern
+        matches = sorted(Path(p) for p in glob.glob(str(full)))
+        if not matches:
+            raise FileNotFoundError(
+                f"{config.source}: data.paths: {pattern!r} matches no file (in {base})"
+            )
+        files.extend(m for m in matches if m not in files)
+    return files
+
+
+def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
+    """Read the job's data files, split them by whole trajectories, save them under ``data/``.
+
+    Every trajectory must have equally spaced frames, all with the same step (the training
+    step); ``data.max_trajectories`` keeps the first ones; ``data.split`` (seeded by
+    ``job.seed``) cuts them into train / validation / test; ``data.train_frames`` shortens the
+    training and validation trajectories. ``data/source.json`` records the files, the step,
+    the frames and the split.
+    """
+    from femeso.data.io import read_data
+
+    t0 = time.perf_counter()
+    d, seed = config["data"], config["job"]["seed"]
+    files = data_files(config)
+    dataset = read_data(
+        files, format=d["format"], fields=d["fields"] or None, degree=config["mesh"]["degree"]
+    )
+    if d["max_trajectories"] and len(dataset) > d["max_trajectories"]:
+        logger.info(
+            "data: keeping the first %d of %d trajectories (data.max_trajectories)",
+            d["max_trajectories"],
+            len(dataset),
+        )
+        dataset = Dataset(dataset.space, dataset.trajectories[: d["max_trajectories"]], {})
+    frame_dt = _common_frame_step(dataset)
+    parts = dataset.split(seed, d["split"])
+    for name, part in zip(SPLITS, parts, strict=True):
+        if name != "validation" and len(part) == 0:
+            raise ValueError(
+                f"{config.source}: data.split = {d['split']} leaves no {name} trajectory out of "
+                f"{len(dataset)}"
+            )
+    keep = d["train_frames"]
+    paths = {}
+    for name, part in zip(SPLITS, parts, strict=True):
+        if keep and name != "test":
+            part = Dataset(
+                part.space,
+                [
+                    TrajectoryData(t.space, t.times[: keep + 1], t.states[: keep + 1], t.metadata)
+                    for t in part
+                ],
+                part.metadata,
+            )
+        if len(part) == 0:  # no validation data: no file
+            continue
+        path = _data_path(config, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        paths[name] = save_dataset(path, part)
+    train_frames = min(len(t) for t in parts.train) - 1
+    test_frames = min(len(t) for t in parts.test) - 1
+    if keep:
+        train_frames = min(train_frames, keep)
+    source = {
+        "files": [str(f) for f in files],
+        "trajectories": len(dataset),
+        "frame_dt": frame_dt,
+        "train_frames": train_frames,
+        "test_frames": test_frames,
+        "split": {
+            name: part.metadata["split"]["indices"]
+            for name, part in zip(SPLITS, parts, strict=True)
+        },
+        "dofs": dataset.space.dim(),
+        "element": str(dataset.space.ufl_element()),
+    }
+    if fd.COMM_WORLD.rank == 0:
+        _source_path(config).write_text(json.dumps(source, indent=1) + "\n")
+    fd.COMM_WORLD.barrier()
+    logger.info(
+        "import: %d trajectories from %d file(s), step %g, split %d / %d / %d, into %s (%.1f s)",
+        len(dataset),
+        len(files),
+        frame_dt,
+        *(len(p) for p in parts),
+        config.output / "data",
+        time.perf_counter() - t0,
+    )
+    return paths
+
+
+def _common_frame_step(dataset: Dataset) -> float:
+    """Return the frame step shared by every trajectory; ``ValueError`` naming the first misfit."""
+    steps = []
+    for i, traj in enumerate(dataset):
+        where = f"{traj.metadata.get('source', 'data')}: trajectory {i}"
+        if len(traj) < 2:
+            raise ValueError(f"{where}: one frame only (nothing to learn a step from)")
+        h = np.diff(traj.times)
+        if np.ptp(h) > 1e-6 * np.mean(h):
+            k = int(np.argmax(np.abs(h - np.median(h))))
+            raise ValueError(
+                f"{where}: frames are not equally spaced (step {h[k]:.6g} at frame {k}, "
+                f"median {np.median(h):.6g})"
+            )
+        steps.append(float(np.mean(h)))
+    if np.ptp(steps) > 1e-6 * np.mean(steps):
+        i = int(np.argmax(np.abs(np.asarray(steps) - steps[0])))
+        where = dataset[i].metadata.get("source", "data")
+        raise ValueError(
+            f"{where}: trajectory {i} has the frame step {steps[i]:.6g}, trajectory 0 "
+            f"({dataset[0].metadata.get('source', 'data')}) {steps[0]:.6g}: one step per job"
+        )
+    return float(np.mean(steps))
+
+
+def _resolve_file_data(config: JobConfig) -> None:
+    """Fill in the frame step, frames and horizon factor of imported data (``source.json``)."""
+    path = _source_path(config)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: run `femeso generate` first (imports the files)"
+        )
+    source = json.loads(path.read_text())
+    d = config["data"]
+    d["frame_dt"] = float(source["frame_dt"])
+    d["frames"] = int(source["train_frames"])
+    config["evaluation"]["horizon_factor"] = max(
+        1, int(source["test_frames"]) // max(1, int(source["train_frames"]))
+    )
 
 
 def generate_trajectories(
@@ -310,7 +539,7 @@ def _chain_data(
         frame_dt=d["frame_dt"],
         t_end=total * d["frame_dt"],
     )
-    data = _on_space(data, space)
+    data = map_dataset(data, space, label=f"the {d['equation']} chains")
     if any(len(t.times) != total + 1 for t in data.trajectories):
         raise RuntimeError(f"the {d['equation']} chains did not return {total + 1} frames")
     return _drop_frames(data, d["burn_in"])
@@ -320,7 +549,7 @@ def _chain_data(
 PHASES = ("iterations", "refine_iterations")
 
 #: ``[training]`` keys of the job's phases, not of one :class:`TrainingConfig`.
-PHASE_KEYS = ("refine_iterations", "refine_batch_size", "warm_start")
+PHASE_KEYS = ("refine_iterations", "refine_batch_size", "warm_start", "starts")
 
 
 def _trainer_settings(config: JobConfig) -> dict[str, Any]:
@@ -383,6 +612,7 @@ def train(
     resume: bool = False,
     models: tuple[str, ...] = ("onsager", "baseline"),
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train the Onsager model (and the baseline); keep the best-on-validation parameters.
 
@@ -393,8 +623,19 @@ def train(
     so far; the best over the warm start and all phases is kept. Each phase's directory receives
     ``checkpoint.pt`` every ``checkpoint_every`` iterations (``resume=True`` continues exactly
     from it), ``history.json`` and ``best_model.npz``; ``model.npz`` holds the parameters the
-    later stages use (best on validation when validated).
+    later stages use (best on validation when validated). A model folder that holds results
+    of an earlier run is an error unless ``resume`` (continue it) or ``overwrite`` (replace it).
     """
+    check_output(config)
+    trained = [which for which in models if which == "onsager" or config["baseline"]["enabled"]]
+    if not resume:
+        existing = _existing([config.output / which for which in trained])
+        if existing and not overwrite:
+            raise FileExistsError(
+                f"{existing[0]}: results of an earlier training run (pass --resume to continue "
+                "it or --overwrite to replace it)"
+            )
+        _remove(existing)
     space = build_space(config)
     data = load_data(config, space)
     validation = data["validation"] if len(data["validation"]) else None
@@ -408,10 +649,28 @@ def train(
         )
         best = _Best()
         summary: dict[str, Any] = {}
+        make_stepper = stepper_factory(
+            model, config["model"]["substeps"] if which == "onsager" else 1
+        )
+        # One judge for every start and phase: the same validation windows (the main phase's
+        # unroll), whatever each phase optimises.
+        judge = (
+            Trainer(
+                model,
+                data["train"],
+                validation,
+                _training_config(config, baseline=which == "baseline"),
+                make_stepper=make_stepper,
+                progress=False,
+            )
+            if validation is not None
+            else None
+        )
         if which == "onsager" and config["training"]["warm_start"]:
-            summary["warm_start"] = warm_start(model, data["train"]).summary()
-            if config["training"]["max_input_slope"]:  # the bound the optimisers keep, from here
-                bound_input_slopes(model, config["training"]["max_input_slope"])
+            summary["start"] = choose_start(config, model, data["train"], judge)
+            summary["warm_start"] = summary["start"].pop("warm_start")
+            if judge is not None:
+                best.offer(model, summary["start"]["validation"], summary["start"]["chosen"])
         histories, trainers = [], {}
         for phase, (settings, directory) in _phases(config, which).items():
             trainer = Trainer(
@@ -419,19 +678,26 @@ def train(
                 data["train"],
                 validation,
                 settings,
-                make_stepper=stepper_factory(model, config["model"]["substeps"]),
+                make_stepper=make_stepper,
                 directory=directory,
                 progress=progress,
             )
-            started = summary.get("warm_start", {}).get("applied", False)
-            if not trainers and started and validation is not None:
-                best.offer(model, trainer.validate(), "warm start")
-                summary["warm_start"]["validation"] = best.validation
             histories.append(trainer.run(resume=resume))
             trainers[phase] = trainer
-            if trainer.load_best():
-                best.offer(model, histories[-1].best_validation, "best on validation")
+            if trainer.load_best() or judge is not None:
+                name = _phase_name(settings)
+                if judge is not None:
+                    best.offer(model, judge.validate(), f"{name}, best on validation")
+                else:
+                    best.offer(model, histories[-1].best_validation, f"{name}, best")
             best.restore(model)
+        if judge is not None and best.state is not None:
+            logger.info(
+                "train %s: kept the %s model (validation loss %.3e)",
+                which,
+                best.label,
+                best.validation,
+            )
         model.save(_model_path(config, which))
         first, last = histories[0], histories[-1]
         out[which] = {
@@ -456,6 +722,96 @@ def train(
             out[which]["model"],
         )
     return out
+
+
+def _phase_name(settings: TrainingConfig) -> str:
+    return {"levenberg_marquardt": "Levenberg-Marquardt", "adam": "Adam", "lbfgs": "L-BFGS"}.get(
+        settings.optimizer, settings.optimizer
+    )
+
+
+#: The candidate starts of the Onsager model, in order: ``training.starts`` of them are tried.
+START_CANDIDATES = (
+    ("warm start (degree 5)", 5),
+    ("initialisation", None),
+    ("warm start (degree 3)", 3),
+    ("warm start (degree 7)", 7),
+)
+
+
+def choose_start(
+    config: JobConfig, model: OnsagerModel, train_data: Dataset, judge: Trainer | None
+) -> dict[str, Any]:
+    """Try the candidate starts of the Onsager model; keep the best on validation.
+
+    The candidates are the first ``training.starts`` of :data:`START_CANDIDATES`: gradient-
+    matching warm starts (:func:`femeso.warm_start.warm_start`) of several polynomial degrees,
+    and the networks' own initialisation. Every warm start is applied whatever its residual;
+    the validation windows (``judge``) decide. Without validation data the degree-5 warm start
+    is kept when its residual is at most 0.5 (a warning says that nothing validated it).
+
+    Returns
+    -------
+    dict
+        ``chosen`` (label), ``validation`` (its loss), ``candidates`` (label -> validation loss
+        or ``None`` for a failed candidate) and ``warm_start`` (the summary of the first warm
+        start tried).
+
+    """
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    slope = config["training"]["max_input_slope"]
+    candidates: dict[str, float | None] = {}
+    states: dict[str, dict] = {}
+    first_warm: dict[str, Any] | None = None
+    for label, degree in START_CANDIDATES[: config["training"]["starts"]]:
+        model.load_state_dict(initial)
+        if degree is not None:
+            try:
+                fit = warm_start(model, train_data, degree=degree, max_residual=math.inf)
+            except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
+                logger.warning("start %s failed: %s", label, exc)
+                candidates[label] = None
+                continue
+            first_warm = first_warm or fit.summary()
+            if slope:  # the bound the optimisers keep, from here
+                bound_input_slopes(model, slope)
+        states[label] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        candidates[label] = judge.validate() if judge is not None else None
+    if judge is None:
+        residual = (first_warm or {}).get("relative_residual", math.inf)
+        chosen = "warm start (degree 5)" if residual <= 0.5 else "initialisation"
+        if chosen not in states:
+            chosen = next(iter(states))
+        logger.warning(
+            "no validation data: the start is chosen by the warm start's residual (%.2f): %s",
+            residual,
+            chosen,
+        )
+        value = math.nan
+    else:
+        finite = {k: v for k, v in candidates.items() if v is not None and math.isfinite(v)}
+        if not finite:
+            raise RuntimeError(
+                "every start failed on the validation windows: "
+                + ", ".join(f"{k}: {v}" for k, v in candidates.items())
+            )
+        chosen = min(finite, key=finite.get)
+        value = finite[chosen]
+        others = ", ".join(
+            f"{k} {'failed' if v is None or not math.isfinite(v) else f'{v:.3e}'}"
+            for k, v in candidates.items()
+            if k != chosen
+        )
+        logger.info(
+            "start: %s chosen, validation loss %.3e (others: %s)", chosen, value, others or "none"
+        )
+    model.load_state_dict(states[chosen])
+    return {
+        "chosen": chosen,
+        "validation": value,
+        "candidates": candidates,
+        "warm_start": first_warm,
+    }
 
 
 class _Best:
@@ -545,29 +901,92 @@ TARGETS = {
 }
 
 
-def rollout_results(reports: dict[str, Any], horizon: float) -> dict[str, Any]:
-    """Return each model's rollout summary and the error table (``table``) of the reports.
+def rollout_results(
+    reports: dict[str, Any], horizon: float, data: Dataset | None = None
+) -> dict[str, Any]:
+    r"""Return each model's rollout summary, the error tables and warnings about bad models.
 
-    Per model: :meth:`~femeso.evaluation.RolloutReport.summary`, the error at the training
-    ``horizon`` and the relative drift of the model's own energy; ``table`` holds
-    :func:`~femeso.evaluation.error_table` of every model.
+    Per model: :meth:`~femeso.evaluation.RolloutReport.summary`, the mean error at the training
+    ``horizon`` in both metrics (``error_at_training_horizon``: relative L2;
+    ``nodal_error_at_training_horizon``: the paper's relative RMSE of nodal values) and the
+    relative drift of the model's own energy. With the test ``data``, ``persistence``
+    (:math:`u(t + \Delta t) = u(t)`, :func:`~femeso.evaluation.persistence_errors`) is scored
+    like a model.
+
+    Keys besides the models: ``table`` (relative L2 :func:`~femeso.evaluation.error_table` of
+    every model, persistence left out: the form earlier results had), ``tables`` (``"paper"`` and
+    ``"l2"``: ``{"metric": name, "rows": {model: error_table}}``, persistence included),
+    ``metrics`` (key -> name) and ``warnings`` (lines ``"WARNING: ..."`` for every learned model
+    whose error at step 1 or at the training horizon exceeds that of persistence or of the
+    classical solver, in the paper's metric).
     """
-    from femeso.evaluation import error_table, relative_energy_drift
+    from femeso.evaluation import METRICS, error_table, persistence_errors, relative_energy_drift
 
+    models = list(reports)
+    reports = dict(reports)
+    if data is not None:
+        dt = reports[models[0]].dt if models else None
+        reports["persistence"] = persistence_errors(data, dt=dt)
     results: dict[str, Any] = {}
     for name, r in reports.items():
         summary = r.summary()
         summary["error_at_training_horizon"] = _error_at(r, horizon)
+        summary["nodal_error_at_training_horizon"] = _error_at(r, horizon, metric="paper")
         summary["energy_drift"] = relative_energy_drift(r)
         results[name] = summary
-    results["table"] = {name: error_table(r) for name, r in reports.items()}
+    results["table"] = {name: error_table(reports[name]) for name in models}
+    have_nodal = all(r.nodal_errors is not None for r in reports.values())
+    metrics = [m for m in METRICS if m != "paper" or have_nodal]
+    results["tables"] = {
+        m: {
+            "metric": METRICS[m],
+            "rows": {name: error_table(r, metric=m) for name, r in reports.items()},
+        }
+        for m in metrics
+    }
+    results["metrics"] = dict(METRICS)
+    # Warnings in the headline metric: a learned model must beat persistence (and the solver).
+    metric = "paper" if have_nodal else "l2"
+    rows = results["tables"][metric]["rows"]
+    prefix = "nodal_" if metric == "paper" else ""
+
+    def at_step_1(name: str) -> float:
+        row = rows[name]
+        return row["mean"][row["steps"].index(1)] if 1 in row["steps"] else math.nan
+
+    against = {"persistence": "persistence (u(t+dt) = u(t))", "classical": "the classical solver"}
+    warnings = []
+    for name in ("onsager", "baseline"):
+        for other, label in against.items():
+            if name not in reports or other not in reports:
+                continue
+            for where, mine, theirs in (
+                ("step 1", at_step_1(name), at_step_1(other)),
+                (
+                    f"the training horizon t={horizon:g}",
+                    results[name][f"{prefix}error_at_training_horizon"],
+                    results[other][f"{prefix}error_at_training_horizon"],
+                ),
+            ):
+                if math.isfinite(mine) and math.isfinite(theirs) and mine > theirs:
+                    warnings.append(
+                        f"WARNING: {name} is worse than {label} at {where}: {mine:.1e} vs "
+                        f"{theirs:.1e} ({METRICS[metric]})"
+                    )
+    results["warnings"] = warnings
     return results
 
 
-def _error_at(report, t: float) -> float:
-    """Mean error at the elapsed time ``t`` of a rollout report."""
+def _error_at(report, t: float, metric: str = "l2") -> float:
+    """Mean error (``"l2"`` or ``"paper"``) at the elapsed time ``t`` of a rollout report.
+
+    ``nan`` when the report has no such errors or none at that step.
+    """
+    mean = report.error_mean if metric == "l2" else report.nodal_error_mean
+    if mean is None:
+        return math.nan
     i = int(np.argmin(np.abs(np.asarray(report.times) - t)))
-    return float(report.error_mean[i])
+    return float(mean[i])
 
 
 def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -603,7 +1022,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
         "cells": space.mesh().num_cells(),
         "ranks": space.mesh().comm.size,
     }
-    results.update(rollout_results(reports, horizon))
+    results.update(rollout_results(reports, horizon, data=data["test"]))
     results["conservative"] = model.is_conservative
     results["transport"] = [w.constant.tolist() for w in model.conservative if w.field is None]
 
@@ -749,7 +1168,7 @@ def _true_mobility(config: JobConfig, mesh: fd.MeshGeometry):
 
 
 def _plots(config, data, reports, model, truth, density, mobility, samples) -> list[Path | None]:
-    from femeso.evaluation import density_curves
+    from femeso.evaluation import METRICS, density_curves
     from femeso.plots import plot_curves, plot_density, plot_fields
 
     directory = config.output / "report"
@@ -776,16 +1195,18 @@ def _plots(config, data, reports, model, truth, density, mobility, samples) -> l
             times,
             labels,
             reference="true",
+            scale_with=("onsager",),  # a diverging baseline is clipped, not the scale
             title=f"{config['job']['name']}: test trajectory 0",
         )
     )
+    # the scored means: a failed rollout counts as 1 from its failing step on
     series = {name: r.error_mean for name, r in reports.items()}
     paths.append(
         plot_curves(
             directory / "error.png",
             {name: r.times for name, r in reports.items()},
             series,
-            "relative L2 error",
+            METRICS["l2"],
             logy=True,
             train_end=horizon,
             title="rollout error against the data (mean over test trajectories)",
@@ -885,13 +1306,20 @@ def _energy_plot(path: Path, reports, horizon: float, *, known: bool) -> Path | 
     )
 
 
-def run(config: JobConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the whole job: generate (unless the data exist and ``resume``), train, report."""
+def run(
+    config: JobConfig, *, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> dict[str, Any]:
+    """Run the whole job: generate (unless the data exist and ``resume``), train, report.
+
+    An output folder with results of an earlier run is an error unless ``resume`` (continue
+    it) or ``overwrite`` (replace all of it).
+    """
     t0 = time.perf_counter()
-    have_data = all(_data_path(config, split).exists() for split in SPLITS)
+    check_output(config)
+    have_data = all(_data_path(config, split).exists() for split in ("train", "test"))
     if not (resume and have_data):
-        generate(config, progress=progress)
-    training = train(config, resume=resume, progress=progress)
+        generate(config, progress=progress, overwrite=overwrite)
+    training = train(config, resume=resume, progress=progress, overwrite=overwrite)
     results = report(config, progress=progress)
     results["training"] = training
     results["seconds_total"] = time.perf_counter() - t0
@@ -906,77 +1334,153 @@ def _f(x: Any) -> str:
     return "-" if x is None else f"{x:.2e}" if isinstance(x, float) else str(x)
 
 
-def table_lines(table: dict[str, dict[str, Any]]) -> list[str]:
-    """Return the error table (mean ± std of the relative L2 error at each step) as text."""
-    steps = max((t["steps"] for t in table.values()), key=len, default=[])
-    lines = [f"{'step':<11}" + "".join(f"{k:>20}" for k in steps)]
-    for name in ("onsager", "classical", "baseline"):
-        if name not in table:
-            continue
+def table_lines(
+    table: dict[str, dict[str, Any]], *, steps: tuple[int, ...] | None = None
+) -> list[str]:
+    """Return an error table (mean ± std over the test trajectories at each step) as text.
+
+    ``table``: model -> :func:`~femeso.evaluation.error_table` row (either metric). ``steps``
+    selects the columns (default: every step of the rows); a selected step beyond the rows'
+    last one is replaced by that last one. The last column counts the failed rollouts; a line
+    below the table names the first step at which a row counts errors as diverged. A missing
+    number prints as ``-``, never as ``nan``.
+    """
+    from femeso.evaluation import format_value
+
+    have = sorted({k for t in table.values() for k in t["steps"]})
+    columns = have
+    if steps is not None:
+        columns = [k for k in have if k in steps]
+        if have and any(k > have[-1] for k in steps) and have[-1] not in columns:
+            columns.append(have[-1])
+    order = ["onsager", "classical", "baseline", "persistence"]
+    names = [n for n in order if n in table] + [n for n in table if n not in order]
+    lines = [f"{'step':<12}" + "".join(f"{k:>20}" for k in columns) + f"{'failed':>9}"]
+    notes = []
+    for name in names:
         t = table[name]
-        rows = zip(t["steps"], t["mean"], t["std"], strict=True)
-        cells = {k: f"{m:.2e} ± {s:.1e}" for k, m, s in rows}
-        lines.append(f"{name:<11}" + "".join(f"{cells.get(k, '-'):>20}" for k in steps))
-    return lines
+        cells = {}
+        for k, m, s in zip(t["steps"], t["mean"], t["std"], strict=True):
+            mean = format_value(m, ".2e", missing="")
+            cells[k] = f"{mean} ± {format_value(s, '.1e')}" if mean else "-"
+        n_failed, n_traj = t.get("n_failed"), t.get("n_trajectories")
+        failed = "-" if n_failed is None else f"{n_failed}/{n_traj}" if n_failed else "0"
+        lines.append(
+            f"{name:<12}" + "".join(f"{cells.get(k, '-'):>20}" for k in columns) + f"{failed:>9}"
+        )
+        if t.get("failed_at"):
+            notes.append(
+                f"  {name}: {n_failed} of {n_traj} rollouts failed (first at step "
+                f"{t['failed_at'][0]}); a failed rollout counts as 1 from its failing step on"
+            )
+        if t.get("diverged_from") is not None:
+            notes.append(f"  {name}: errors count as diverged (1) from step {t['diverged_from']}")
+    return lines + notes
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
-    """Return the report as lines of text (the command line prints them)."""
+    """Return the report as lines of text (the command line prints them).
+
+    Both error tables, each titled with its metric (the paper's relative RMSE of nodal values at
+    steps 1, 5 and 100; the relative L2 error at steps 1 to 5 and 100), the models' summary,
+    warnings about learned models worse than persistence or the classical solver, the
+    comparisons of the learned parts and the targets. No number prints as ``nan``.
+    """
+    from femeso.evaluation import METRICS, format_value
+
+    def num(x: Any, spec: str = ".2e") -> str:
+        return format_value(x, spec)
+
+    source = "the test trajectories' first frames (mean ± std over the test trajectories"
+    rules = {
+        "paper": "; once an error reaches 1 or a rollout fails, every trajectory counts as 1 "
+        "from that step on, as in the paper",
+        "l2": "; a failed rollout counts as 1 from its failing step on",
+    }
     lines = [
         f"job {results['job']}: {results['cells']} cells, {results['dofs']} DoFs, "
         f"{results['ranks']} rank(s); training horizon {results['training_horizon']:g}, "
         f"long horizon {results['long_horizon']:g}",
-        "relative L2 error of the rollouts from the test trajectories' first frames "
-        "(mean ± std over the test trajectories):",
-        *table_lines(results["table"]),
-        f"{'':<11}{'err@1 step':>11}{'err@train T':>12}{'err@10x T':>11}{'max err':>10}"
-        f"{'V incr.':>8}{'true V incr.':>13}{'V drift':>10}{'mass drift':>11}",
     ]
-    for name in ("onsager", "baseline", "classical"):
+    tables = results.get("tables") or {"l2": {"metric": METRICS["l2"], "rows": results["table"]}}
+    # the paper's metric at its table's steps (100: or the last one compared), L2 at all
+    for metric, steps in (("paper", (1, 5, 100)), ("l2", None)):
+        if metric not in tables:
+            continue
+        lines.append(f"{tables[metric]['metric']} of the rollouts from {source}{rules[metric]}):")
+        lines.extend(table_lines(tables[metric]["rows"], steps=steps))
+    lines.append(
+        f"{'':<12}{'L2@1 step':>11}{'L2@train T':>12}{'L2@10x T':>11}{'max L2':>10}"
+        f"{'RMSE@T':>10}{'failed':>8}{'V incr.':>8}{'true V incr.':>13}{'V drift':>10}"
+        f"{'mass drift':>11}"
+    )
+    for name in ("onsager", "baseline", "classical", "persistence"):
         if name not in results:
             continue
         r = results[name]
         lines.append(
-            f"{name:<11}{_f(r['error_first']):>11}{_f(r['error_at_training_horizon']):>12}"
-            f"{_f(r['error_last']):>11}{_f(r['error_max']):>10}{_f(r['energy_increases']):>8}"
-            f"{_f(r['reference_energy_increases']):>13}{_f(r['energy_drift']):>10}"
-            f"{_f(r['max_mass_drift']):>11}"
+            f"{name:<12}{num(r['error_first']):>11}{num(r['error_at_training_horizon']):>12}"
+            f"{num(r['error_last']):>11}{num(r['error_max']):>10}"
+            f"{num(r.get('nodal_error_at_training_horizon')):>10}"
+            f"{num(r.get('n_failed', r.get('failures'))):>8}{num(r['energy_increases']):>8}"
+            f"{num(r['reference_energy_increases']):>13}{num(r['energy_drift']):>10}"
+            f"{num(r['max_mass_drift']):>11}"
         )
+    lines.append(
+        f"(L2: {METRICS['l2']}; RMSE: {METRICS['paper']}; T: the training horizon, 10x T: the "
+        "last step compared with the data)"
+    )
+    lines.extend(results.get("warnings") or [])
     if results.get("transport"):
         lines.append(f"learned transport velocity: {results['transport']}")
     d, m = results.get("density"), results.get("mobility")
     if d is not None:
-        g = d["gauge"]
+        g, d2 = d["gauge"], d["second_derivative"]
         lines.append(
-            f"learned F vs true, in the gauge (F ~ {g['slope']:.4g} F_true + o + e u, only o, e "
-            f"fitted): R2={g['r2']:.5f}; free fit: s={d['slope']:.4g}, R2={d['r2']:.5f}; "
-            f"F'' slope {d['second_derivative']['slope']:.4g}, "
-            f"R2={d['second_derivative']['r2']:.4f}"
+            f"learned F vs true, in the gauge (F ~ {num(g['slope'], '.4g')} F_true + o + e u, "
+            f"only o, e fitted): R2={num(g['r2'], '.5f')}; free fit: s={num(d['slope'], '.4g')}, "
+            f"R2={num(d['r2'], '.5f')}; F'' slope {num(d2['slope'], '.4g')}, "
+            f"R2={num(d2['r2'], '.4f')}"
         )
     if m is not None:
         lines.append(
-            f"learned m vs true (m ~ c m_true): c={m.get('scale', float('nan')):.4g} "
-            f"R2={m.get('r2', float('nan')):.4f}; s*c={m.get('product') or float('nan'):.4g}"
+            f"learned m vs true (m ~ c m_true): c={num(m.get('scale'), '.4g')} "
+            f"R2={num(m.get('r2'), '.4f')}; s*c={num(m.get('product'), '.4g')}"
         )
         g = m.get("gauge")
         if g:
             over = "(u, x)" if m.get("position") else "u"
             lines.append(
-                f"learned m vs true in the gauge (m ~ m_true / {g['slope']:.4g}, over the data's "
-                f"{over} samples): relative L2 error {g['relative_l2']:.2e}, R2={g['r2']:.4f}, "
-                f"max relative error {g['max_relative']:.2e}"
+                f"learned m vs true in the gauge (m ~ m_true / {num(g['slope'], '.4g')}, over "
+                f"the data's {over} samples): relative L2 error {num(g['relative_l2'])}, "
+                f"R2={num(g['r2'], '.4f')}, max relative error {num(g['max_relative'])}"
             )
-    steps = results["step_sizes"]
-    lines.append(
-        "inference at other steps, error against the finest (t_end={:g}): ".format(steps["t_end"])
-        + ", ".join(
-            f"{fac:g}x dt: err {err:.2e}"
-            for fac, err in zip(steps["factors"], steps["error"], strict=True)
+    steps = results.get("step_sizes")
+    if steps:
+        finest = steps.get("reference") == "finest"
+        failures = steps.get("failure") or [None] * len(steps["factors"])
+        cells = []
+        for k, (fac, err, failure) in enumerate(
+            zip(steps["factors"], steps["error"], failures, strict=True)
+        ):
+            if failure is not None:
+                text = "failed"
+            elif finest and k == 0:
+                text = "reference"
+            else:
+                text = f"err {num(err)}"
+            cells.append(f"{fac:g}x dt: {text}")
+        against = "the finest" if finest else "the data"
+        lines.append(
+            f"inference at other steps, error against {against} (t_end={steps['t_end']:g}): "
+            + ", ".join(cells)
+            + f"; order {num(steps['order'], '.2f')}"
         )
-        + f"; order {steps['order']:.2f}"
-    )
     relations = {"error_at_training_horizon": "<=", "energy_increases": "==", "density_r2": ">="}
-    for key, t in results["targets"].items():
+    for key, t in (results.get("targets") or {}).items():
         verdict = "MET" if t["met"] else "NOT MET"
-        lines.append(f"target {key}: {t['value']} (needs {relations[key]} {t['target']}) {verdict}")
+        value = num(t["value"], ".3g")
+        lines.append(
+            f"target {key}: {value} (needs {relations.get(key, 'vs')} {t['target']}) {verdict}"
+        )
     return lines

@@ -9,6 +9,7 @@ densities are plain arrays and are plotted in parallel too (by rank 0).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,12 @@ from mpi4py import MPI
 from femeso._log import logger
 from femeso.data.trajectories import mesh_of
 
-__all__ = ["plot_curves", "plot_density", "plot_fields", "plot_mobility"]
+__all__ = ["color_limits", "plot_curves", "plot_density", "plot_fields", "plot_mobility"]
 
 DPI = 120
+
+#: How far beyond the base range (in units of its span) an extra field may widen the scale.
+SLACK = 0.5
 
 
 def _pyplot() -> Any:
@@ -65,6 +69,73 @@ def _line_data(f: fd.Function) -> tuple[np.ndarray, np.ndarray]:
     return x[order], y[order]
 
 
+def color_limits(
+    ranges: Mapping[str, tuple[float, float]],
+    base: Sequence[str],
+    extra: Sequence[str] = (),
+    *,
+    slack: float = SLACK,
+) -> tuple[float, float, list[str]]:
+    """Return the colour (or axis) limits of a group of fields and the fields they clip.
+
+    The limits span the ranges of ``base`` (e.g. the data). A field of ``extra`` (e.g. the
+    learned model) widens them only as far as ``slack`` times the base span on either side: if
+    its range reaches further, it is left out of the scale. So one diverging model cannot flatten
+    the others; it is clipped instead, and its plot should say so (with its own range).
+
+    Parameters
+    ----------
+    ranges
+        Name -> ``(min, max)`` of every field of the group.
+    base
+        Names whose ranges always set the limits (the finite ones among them; all finite ranges
+        when none of them is finite).
+    extra
+        Names whose ranges widen the limits when they stay close to the base range.
+    slack
+        The widening an extra field may ask for, as a fraction of the base span.
+
+    Returns
+    -------
+    lo, hi : float
+        The limits, ``hi > lo``.
+    clipped : list of str
+        The names in ``ranges`` (in order) whose range is not finite or exceeds ``[lo, hi]``
+        (by more than ``1e-6`` of the span).
+
+    """
+    finite = {
+        k: (float(a), float(b)) for k, (a, b) in ranges.items() if math.isfinite(a + b) and a <= b
+    }
+    chosen = [finite[k] for k in base if k in finite] or list(finite.values()) or [(0.0, 1.0)]
+    lo, hi = min(a for a, _ in chosen), max(b for _, b in chosen)
+    span = hi - lo
+    reach_lo, reach_hi = lo - slack * span, hi + slack * span
+    for k in extra:
+        if k in finite and reach_lo <= finite[k][0] and finite[k][1] <= reach_hi:
+            lo, hi = min(lo, finite[k][0]), max(hi, finite[k][1])
+    if hi <= lo:
+        hi = lo + max(1e-12, 1e-12 * abs(lo))
+    tol = 1e-6 * (hi - lo)
+    clipped = [
+        k for k in ranges if k not in finite or finite[k][0] < lo - tol or finite[k][1] > hi + tol
+    ]
+    return lo, hi, clipped
+
+
+def _range_text(values: np.ndarray) -> str:
+    """``"range [a, b], clipped"`` for a plot title (``"not finite"`` when it is not)."""
+    v = np.asarray(values, dtype=float)
+    if not np.isfinite(v).all():
+        return "not finite, clipped"
+    return f"range [{v.min():.3g}, {v.max():.3g}], clipped"
+
+
+def _value_range(values: np.ndarray) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return (float(v.min()), float(v.max())) if v.size else (math.nan, math.nan)
+
+
 def _select_rows(n: int, rows: int | Sequence[int] | None) -> list[int]:
     if rows is None:
         rows = min(n, 4)
@@ -86,6 +157,7 @@ def plot_fields(
     *,
     rows: int | Sequence[int] | None = None,
     reference: str | None = None,
+    scale_with: Sequence[str] = (),
     errors: bool = True,
     component: int = 0,
     title: str | None = None,
@@ -97,6 +169,13 @@ def plot_fields(
     colour scale over the field columns, and the error columns (``field - reference``, signed,
     ``RdBu_r``) share a symmetric scale of their own; each group has a colour bar. On a 1-D mesh
     a row has two panels: all fields as lines, and all errors as lines.
+
+    The scales stay readable when a model diverges (:func:`color_limits`): the field scale is
+    the reference's range, widened by the fields of ``scale_with`` only while they stay close to
+    it; the error scale is that of the errors of ``scale_with`` (default: of the first column
+    after the reference), widened by the others under the same rule. A field or error outside
+    its scale is clipped (saturated colours; on a 1-D mesh the axis limits clip its line), and
+    its title (1-D: its legend entry) gives its own range.
 
     Parameters
     ----------
@@ -113,6 +192,9 @@ def plot_fields(
         Number of evenly spread times to show (default ``min(4, len(times))``), or the indices.
     reference
         The key the errors are taken against (default: the first key).
+    scale_with
+        Keys (e.g. the learned model) whose fields and errors set the scales besides the
+        reference, as long as they stay close to it.
     errors
         Draw the error columns.
     component
@@ -157,6 +239,10 @@ def plot_fields(
     others = [k for k in names if k != reference] if errors else []
     selected = _select_rows(n, rows)
     plt = _pyplot()
+    # What sets the scales: the reference field (and close ones); the errors of scale_with.
+    field_extra = [k for k in scale_with if k in names and k != reference]
+    error_base = [k for k in scale_with if k in others] or others[:1]
+    error_extra = [k for k in others if k not in error_base]
 
     def scalar(name: str, r: int) -> fd.Function:
         return _scalar(fields[name][r], component)
@@ -174,16 +260,28 @@ def plot_fields(
             squeeze=False,
             layout="constrained",
         )
+
+        def lines(ax: Any, data: dict[str, tuple], base: list[str], extra: list[str]) -> None:
+            ranges = {k: _value_range(y) for k, (_, y, _) in data.items()}
+            lo, hi, clipped = color_limits(ranges, base, extra)
+            for k, (x, y, label) in data.items():
+                ax.plot(x, y, label=f"{label} ({_range_text(y)})" if k in clipped else label)
+            margin = 0.05 * (hi - lo)
+            ax.set_ylim(lo - margin, hi + margin)
+
         for row, r in enumerate(selected):
             ax = axes[row, 0]
-            for name in names:
-                ax.plot(*_line_data(scalar(name, r)), label=labels[name])
+            curves = {k: (*_line_data(scalar(k, r)), labels[k]) for k in names}
+            lines(ax, curves, [reference], field_extra)
             ax.set_title(f"t = {times[r]:.4g}")
             ax.set_ylabel("u")
             if others:
                 ax_e = axes[row, 1]
-                for name in others:
-                    ax_e.plot(*_line_data(difference(name, r)), label=f"{labels[name]} - true")
+                diffs = {
+                    k: (*_line_data(difference(k, r)), f"{labels[k]} - {labels[reference]}")
+                    for k in others
+                }
+                lines(ax_e, diffs, error_base, error_extra)
                 ax_e.axhline(0.0, color="0.6", lw=0.5)
                 ax_e.set_title(f"error, t = {times[r]:.4g}")
         axes[0, 0].legend(fontsize="small")
@@ -204,25 +302,40 @@ def plot_fields(
         )
         for row, r in enumerate(selected):
             values = [scalar(name, r) for name in names]
-            lo = min(float(v.dat.data_ro.min()) for v in values)
-            hi = max(float(v.dat.data_ro.max()) for v in values)
-            if hi <= lo:
-                hi = lo + 1e-12
+            ranges = {k: _value_range(v.dat.data_ro) for k, v in zip(names, values, strict=True)}
+            lo, hi, clipped = color_limits(ranges, [reference], field_extra)
             for col, (name, v) in enumerate(zip(names, values, strict=True)):
                 art = tripcolor(v, axes=axes[row, col], vmin=lo, vmax=hi, cmap=cmap)
-                axes[row, col].set_title(f"{labels[name]}, t = {times[r]:.4g}", fontsize="small")
-            fig.colorbar(art, ax=list(axes[row, : len(names)]), shrink=0.85)
+                text = f"{labels[name]}, t = {times[r]:.4g}"
+                if name in clipped:
+                    text += f"\n{_range_text(v.dat.data_ro)}"
+                axes[row, col].set_title(text, fontsize="small")
+            fig.colorbar(
+                art,
+                ax=list(axes[row, : len(names)]),
+                shrink=0.85,
+                extend="both" if clipped else "neither",
+            )
             if others:
                 diffs = [difference(name, r) for name in others]
-                bound = max(float(np.abs(d.dat.data_ro).max()) for d in diffs) or 1e-12
+                bounds = {}
+                for name, d in zip(others, diffs, strict=True):
+                    b = float(np.abs(d.dat.data_ro).max()) if d.dat.data_ro.size else math.nan
+                    bounds[name] = (-b, b)
+                _, bound, clipped_e = color_limits(bounds, error_base, error_extra)
                 for j, (name, d) in enumerate(zip(others, diffs, strict=True)):
                     ax = axes[row, len(names) + j]
                     art = tripcolor(d, axes=ax, vmin=-bound, vmax=bound, cmap="RdBu_r")
-                    ax.set_title(
-                        f"{labels[name]} - {labels[reference]}, t = {times[r]:.4g}",
-                        fontsize="small",
-                    )
-                fig.colorbar(art, ax=list(axes[row, len(names) :]), shrink=0.85)
+                    text = f"{labels[name]} - {labels[reference]}, t = {times[r]:.4g}"
+                    if name in clipped_e:
+                        text += f"\n{_range_text(d.dat.data_ro)}"
+                    ax.set_title(text, fontsize="small")
+                fig.colorbar(
+                    art,
+                    ax=list(axes[row, len(names) :]),
+                    shrink=0.85,
+                    extend="both" if clipped_e else "neither",
+                )
             for ax in axes[row]:
                 ax.set_aspect("equal")
                 ax.set_xticks([])

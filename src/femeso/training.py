@@ -21,11 +21,12 @@ the same losses and gradients (assembled and summed over the distributed mesh).
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import math
-import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -36,6 +37,7 @@ import firedrake as fd
 import numpy as np
 import torch
 
+from femeso._files import atomic_write, first_line, on_rank_zero
 from femeso._log import logger
 from femeso.data.trajectories import Dataset
 from femeso.fields import bound_input_slopes
@@ -746,38 +748,117 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write :meth:`state_dict` atomically (rank 0) and the history as JSON beside it."""
+        """Write :meth:`state_dict` atomically (rank 0) and the history as JSON beside it.
+
+        Raises
+        ------
+        OSError
+            If a file cannot be written (disk full, file-size limit ...): one line naming it, its
+            temporary removed, an existing checkpoint of that name unchanged.
+
+        """
         path = Path(path) if path is not None else self.checkpoint_path
-        if self.comm.rank == 0:
+
+        def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            torch.save(self.state_dict(), tmp)
-            os.replace(tmp, path)
+            with atomic_write(path, "the training checkpoint") as f:
+                try:
+                    torch.save(self.state_dict(), f)
+                except RuntimeError as exc:
+                    # torch's zip writer reports a failed write (disk full ...) as RuntimeError
+                    raise OSError(
+                        "the write failed (disk full or file-size limit?)"
+                        if "write" in str(exc)
+                        else first_line(exc)
+                    ) from exc
             history = path.with_name("history.json")
-            tmp = history.with_name(f".{history.name}.tmp")
-            tmp.write_text(json.dumps(self.history.to_dict(), indent=1))
-            os.replace(tmp, history)
-        self.comm.barrier()
+            with atomic_write(history, "the training history") as f:
+                f.write(json.dumps(self.history.to_dict(), indent=1).encode())
+
+        on_rank_zero(self.comm, write)
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore a :meth:`save_checkpoint` (same configuration but for ``iterations``)."""
-        state = torch.load(path, weights_only=True)
-        if state.get("format") != "femeso-checkpoint-1":
+        """Restore a :meth:`save_checkpoint` (same configuration but for ``iterations``).
+
+        The file is read with ``torch.load(weights_only=True)`` (tensors and plain values only,
+        never code) and checked whole -- format, settings, the model's parameter names, shapes
+        and dtypes -- before the trainer changes; a checkpoint that does not fit leaves the
+        trainer as it was.
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no such file.
+        ValueError
+            One line naming the file and what is wrong: unreadable (truncated, corrupt),
+            holding pickled objects, not a femeso checkpoint, written with other settings or for
+            another architecture.
+
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        if not path.is_file():
+            raise ValueError(f"{path}: not a training checkpoint (not a regular file)")
+        _check_archive(path)
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as exc:  # whatever a damaged or hostile file makes torch raise
+            reason = first_line(exc).split(". ")[0]
+            if "Weights only load failed" in str(exc):
+                reason = _unpickler_reason(exc)
+                if "global" in reason.lower():  # a class or function: code run on loading
+                    raise ValueError(
+                        f"{path}: refused: the checkpoint holds pickled Python objects, not only "
+                        f"tensors and plain values ({reason})"
+                    ) from None
+            raise ValueError(
+                f"{path}: not a readable training checkpoint (truncated or corrupt: {reason})"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != "femeso-checkpoint-1":
             raise ValueError(f"{path}: not a femeso training checkpoint")
+        for key, kind in _CHECKPOINT_ENTRIES.items():
+            if not isinstance(state.get(key), kind):
+                raise ValueError(f"{path}: corrupt checkpoint (entry {key!r} missing or invalid)")
         saved = dict(state["config"])
         mine = asdict(self.config)
-        saved.pop("iterations"), mine.pop("iterations")
+        saved.pop("iterations", None), mine.pop("iterations")
         if saved != mine:
-            changed = sorted(k for k in mine if saved.get(k) != mine[k])
+            changed = sorted(k for k in set(mine) | set(saved) if saved.get(k) != mine.get(k))
             raise ValueError(f"{path}: the checkpoint was written with other settings: {changed}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.iteration = int(state["iteration"])
-        self.history = TrainingHistory.from_dict(json.loads(state["history"]))
-        self._best_state = state["best_model"]
+        expected = self.model.state_dict()
+        for entry in ("model", "best_model"):
+            if state.get(entry) is not None:
+                _check_parameters(path, entry, state[entry], expected)
+        try:
+            history = TrainingHistory.from_dict(json.loads(state["history"]))
+            iteration = int(state["iteration"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: corrupt checkpoint (history: {first_line(exc)})") from None
+        # Everything else is checked by the load_state_dict calls: undo them if one refuses.
+        backup = (
+            {k: v.detach().clone() for k, v in expected.items()},
+            copy.deepcopy(self.optimizer.state_dict()),
+            copy.deepcopy(self.scheduler.state_dict()),
+            torch.get_rng_state(),
+        )
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            self.model.load_state_dict(backup[0])
+            self.optimizer.load_state_dict(backup[1])
+            self.scheduler.load_state_dict(backup[2])
+            torch.set_rng_state(backup[3])
+            raise ValueError(
+                f"{path}: the checkpoint does not fit this trainer ({first_line(exc)})"
+            ) from None
+        self.iteration = iteration
+        self.history = history
+        self._best_state = state.get("best_model")
         self._steppers.clear()
         logger.info("resumed from %s at iteration %d", path, self.iteration)
 
@@ -813,6 +894,77 @@ class Trainer:
             return False
         self.model.load_state_dict(best)
         return True
+
+
+#: The entries of a training checkpoint and their types (``best_model`` may also be ``None``).
+_CHECKPOINT_ENTRIES = {
+    "iteration": int,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "torch_rng": torch.Tensor,
+    "config": dict,
+    "history": str,
+}
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse an empty file or a damaged zip archive before torch's reader sees it.
+
+    torch reports a truncated archive as ``[Errno 22] Invalid argument`` or as a paragraph about
+    miniz; Python's reader says what is wrong and checks every member's CRC.
+    """
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        raise ValueError(f"{path}: not a readable training checkpoint (empty file)")
+    if magic != b"PK\x03\x04":
+        return  # not a zip archive: torch's legacy format, or garbage that torch refuses
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ValueError(
+            f"{path}: not a readable training checkpoint (truncated or corrupt: {first_line(exc)})"
+        ) from None
+    if bad is not None:
+        raise ValueError(
+            f"{path}: not a readable training checkpoint (corrupt: entry {bad!r} fails its CRC)"
+        )
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """Return what torch's weights-only unpickler refused, from its many-line message."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    for line in str(exc).splitlines():
+        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+        if line and not line.startswith(boilerplate):
+            return line
+    return "refused by torch.load(weights_only=True)"
+
+
+def _check_parameters(
+    path: Path, entry: str, saved: Any, expected: dict[str, torch.Tensor]
+) -> None:
+    """Refuse a checkpoint's parameters whose names, shapes or dtypes differ from the model's."""
+    what = "model" if entry == "model" else "best model"
+    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise ValueError(f"{path}: corrupt checkpoint (entry {entry!r} is not a set of tensors)")
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    if missing or extra:
+        names = ", ".join(repr(k) for k in (missing or extra)[:3])
+        raise ValueError(
+            f"{path}: the checkpoint's {what} differs from this one: "
+            + (f"no parameter {names}" if missing else f"unknown parameter {names}")
+        )
+    for key, tensor in expected.items():
+        if saved[key].shape != tensor.shape or saved[key].dtype != tensor.dtype:
+            raise ValueError(
+                f"{path}: the checkpoint's {what} differs from this one: parameter {key!r} is "
+                f"{tuple(saved[key].shape)} {saved[key].dtype} in the file, "
+                f"{tuple(tensor.shape)} {tensor.dtype} here"
+            )
 
 
 def fit(

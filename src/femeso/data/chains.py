@@ -15,22 +15,35 @@ so that :math:`\ddot r_n = \Phi'(r_{n+1}) - 2\Phi'(r_n) + \Phi'(r_{n-1})`. FPUT:
 :math:`\Phi(r) = c^2 r^2/2 + \alpha r^3/3`, i.e. the strain equation
 :math:`\ddot r_n = c^2(r_{n+1} - 2r_n + r_{n-1}) + \alpha(r_{n+1}^2 - 2r_n^2 + r_{n-1}^2)`, with
 :math:`c = 24 b`, :math:`\alpha = a c` for the KdV coefficients of
-:math:`u_\tau + a u u_\xi + b u_{\xi\xi\xi} = 0` (its formal limit in the scaling below). FENE:
+:math:`u_\tau + a u u_\xi + b u_{\xi\xi\xi} = 0` (its formal limit in the scaling below; the
+lattice's own dispersion gives :math:`b = c/24`). FENE:
 :math:`\Phi(r) = -\tfrac12 H R^2 \log(1 - r^2/R^2)`, tension :math:`H r / (1 - (r/R)^2)`,
 :math:`H = c^2`, :math:`R = 50\varepsilon^2`. Both are integrated with Störmer–Verlet (velocity
 Verlet in :math:`(q, p)`, written in strains: half kick, drift, half kick): symplectic,
 time-reversible, second order, conserving :math:`\sum r_n` and :math:`\sum p_n` to round-off and
-:math:`H` to :math:`O(\Delta t^2)` without drift. A FENE chain whose strain reaches :math:`|r_n| \ge
-R` at any step is rejected (:class:`BondBreakError`; the dataset generator draws a new initial
-condition from the same trajectory's random stream and records how often it did).
+:math:`H` to :math:`O(\Delta t^2)` without drift.
+
+**The paper's protocol** (REFERENCE.md, "Protocol details fixed by the paper's public code"), the
+defaults here: ``a = 1``, ``b = 1/24`` (so :math:`c = 1`, :math:`\alpha = 1`, :math:`H = 1`);
+``N = 128`` (FPUT) / ``209`` (FENE) particles on :math:`L = 2\pi`; a slow-time step
+``slow_dt`` (``1e-3`` FPUT, ``5e-4`` FENE) of ``substeps = 50`` lab-time Verlet steps
+(:math:`\Delta t = \text{slow\_dt}/(\varepsilon^3\,\text{substeps})`: :math:`c\Delta t = 0.169` /
+``0.368``), frames every ``frame_dt`` (``1e-2`` / ``5e-3``, 10 slow steps) up to ``t_end``
+(``1`` / ``0.25``: 101 / 51 frames; REFERENCE.md gives FENE both "T = 0.5" and "51 frames" at
+5e-3, which disagree: femeso takes the frame count). Rejection: an FPUT sample with
+:math:`\max_n |r_n|/\varepsilon^2 > 20` at a saved frame (or a non-finite value), a FENE sample
+with :math:`\max_n |r_n|/R > 0.9` at any Verlet step (:class:`RejectedSampleError`,
+:class:`BondBreakError` for FENE; the dataset generator draws a new initial condition from the
+same trajectory's random stream and records how often it did).
 
 Scaling (co-moving slow frame): :math:`\varepsilon = L_x / N`, :math:`r_n(t) = \varepsilon^2
 u(\xi, \tau)` with :math:`\xi = \varepsilon(n - c t)`, :math:`\tau = \varepsilon^3 t`. Initial
-condition: :math:`u_0` a sum of 3 sine modes (random integer wavenumbers in
-``1..max_wavenumber``, amplitudes :math:`U(0,1)`, phases :math:`U(0, 2\pi)`), centred and scaled
-to standard deviation ``amplitude`` (1 in the paper) over the particles, and strain velocities of
-the right-travelling wave :math:`\dot r_n(0) = -c\varepsilon^3 u_0'(\varepsilon n)` (spectral
-derivative); the momenta are their discrete antiderivative with zero total momentum.
+condition: :math:`u_0` a sum of 3 sine modes (3 *distinct* random integer wavenumbers in
+``1..max_wavenumber``, 6 in the paper, amplitudes :math:`U(0,1)`, phases :math:`U(0, 2\pi)`),
+centred and scaled to standard deviation ``amplitude`` (1 in the paper) over the particles, and
+strain velocities of the right-travelling wave :math:`\dot r_n(0) = -c\varepsilon^3
+u_0'(\varepsilon n)` (spectral derivative, exact for the profile); the momenta are their
+discrete antiderivative with zero total momentum.
 
 **Dissipative chain** (:func:`dissipative_chain`). Overdamped particles with friction
 :math:`\gamma`, temperature :math:`k_B T` and the same bond geometry, in particles
@@ -49,13 +62,17 @@ point) is halved until it does not, so the saved energies never increase. Diffus
 that the formal limit is :math:`u_\tau = \gamma^{-1}\partial_\xi^2 \Phi'(u)`; at positive
 temperature no closed mesoscopic equation is known.
 
-**Coarse-graining** (:func:`coarse_grain_to_mesh`): the chain values, scaled, sit at the slow
-positions :math:`\xi_n = \varepsilon n - s` (:math:`s = \varepsilon c t`); their periodic
-trigonometric (band-limited Fourier) interpolant is evaluated at the vertices of
-``PeriodicIntervalMesh(n_points, L)`` and put into P1 exactly at the vertices. For
-``n_points >= N`` the interpolant of the chain is reproduced exactly at the vertices and
-:math:`\int u_h\,d\xi = \varepsilon\sum_n r_n / \text{scale}` (the trapezoidal rule is exact on
-trigonometric polynomials), so the mesh field conserves what the chain conserves.
+**Coarse-graining** (:func:`coarse_grain_to_mesh`, :meth:`ChainTrajectory.mesoscopic_grid`), as
+in the paper: the chain values, scaled, sit at the slow positions :math:`\xi_n = \varepsilon n
+- s` (:math:`s = \varepsilon c t`, modulo :math:`L`); their periodic **piecewise-linear**
+interpolant (``numpy.interp(x, xi, u, period=L)``) is evaluated at the vertices of
+``PeriodicIntervalMesh(n_points, L)`` and put into P1 exactly at the vertices. A piecewise-linear
+strain profile is reproduced exactly. The mesh field's mass :math:`\int u_h\,d\xi` (trapezoidal
+rule at the vertices) equals the chain's :math:`\varepsilon\sum_n r_n/\text{scale}` exactly for
+any shift when ``n_points`` is a multiple of ``N`` (each particle then carries the total weight
+``n_points / N`` of the interpolation: FPUT's 128 particles on 256 points); otherwise up to the
+interpolation's aliasing (FENE's 209 particles on 256 points: relative changes of the mass along
+a trajectory ~1e-5 of max |u|).
 
 :func:`generate_chain_dataset` writes a :class:`femeso.data.Dataset` (with ``"grid"`` metadata, so
 :func:`femeso.data.to_grid_arrays` returns the ``(trajectories, times, n_points)`` array).
@@ -88,6 +105,7 @@ __all__ = [
     "FENEBond",
     "FPUTBond",
     "QuarticBond",
+    "RejectedSampleError",
     "coarse_grain_to_mesh",
     "dissipative_chain",
     "fene_chain",
@@ -100,8 +118,12 @@ __all__ = [
 TWO_PI = 2.0 * math.pi
 
 
-class BondBreakError(ValueError):
-    """A chain's strain reached the maximal extension of its bonds (a rejected FENE sample)."""
+class RejectedSampleError(ValueError):
+    """A chain sample that the paper's protocol rejects (FPUT: max |u| > 20 at a frame)."""
+
+
+class BondBreakError(RejectedSampleError):
+    """A chain's strain reached its bonds' rejection limit (FENE: 0.9 R) or maximal extension R."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,33 +239,33 @@ def random_sine_profile(
     *,
     length: float = TWO_PI,
     n_modes: int = 3,
-    max_wavenumber: int = 5,
+    max_wavenumber: int = 6,
     amplitude: float = 1.0,
 ) -> np.ndarray:
     r"""Return the paper's random initial profile :math:`u_0(\varepsilon n)`, ``n = 0..N-1``.
 
-    :math:`u_0(\xi) = \sum_{j=1}^{3} A_j \sin(2\pi k_j \xi / L + \phi_j)` with integer
-    :math:`k_j` uniform in ``1..max_wavenumber``, :math:`A_j \sim U(0,1)`, :math:`\phi_j \sim
-    U(0, 2\pi)`, sampled at :math:`\xi_n = nL/N`, then centred and scaled so that the samples have
-    standard deviation ``amplitude``. Draws ``3 * n_modes`` numbers from ``rng`` (again while the
-    samples are constant, which has probability zero).
+    :math:`u_0(\xi) = \sum_{j=1}^{3} A_j \sin(2\pi k_j \xi / L + \phi_j)` with ``n_modes``
+    *distinct* integer :math:`k_j` out of ``1..max_wavenumber`` (``rng.choice`` without
+    replacement), :math:`A_j \sim U(0,1)`, :math:`\phi_j \sim U(0, 2\pi)` (drawn in this order),
+    sampled at :math:`\xi_n = nL/N`, then centred and scaled so that the samples have standard
+    deviation ``amplitude`` (again while the samples are constant, which has probability zero).
 
     Raises
     ------
     ValueError
-        If ``max_wavenumber`` is not in ``1 .. N/2 - 1`` or ``amplitude`` is negative.
+        If ``max_wavenumber`` is not in ``n_modes .. N/2 - 1`` or ``amplitude`` is negative.
 
     """
-    if not 1 <= max_wavenumber < n_chain / 2:
+    if not n_modes <= max_wavenumber < n_chain / 2 or n_modes < 1:
         raise ValueError(
-            f"max_wavenumber must be in 1..{(n_chain - 1) // 2} for {n_chain} particles, "
-            f"got {max_wavenumber}"
+            f"max_wavenumber must be in {n_modes}..{(n_chain - 1) // 2} for {n_modes} distinct "
+            f"modes and {n_chain} particles, got {max_wavenumber}"
         )
     if not amplitude >= 0:
         raise ValueError(f"amplitude must be >= 0, got {amplitude!r}")
     xi = np.arange(n_chain) * (length / n_chain)
     while True:
-        k = rng.integers(1, max_wavenumber + 1, size=n_modes)
+        k = rng.choice(np.arange(1, max_wavenumber + 1), size=n_modes, replace=False)
         a = rng.uniform(0.0, 1.0, size=n_modes)
         phi = rng.uniform(0.0, TWO_PI, size=n_modes)
         u = np.sin(np.outer(xi, k) * (TWO_PI / length) + phi) @ a
@@ -263,27 +285,20 @@ def _periodic_derivative(values: np.ndarray, length: float) -> np.ndarray:
     return np.fft.irfft(1j * k * spec, n=n)
 
 
-def _shifted_resample(values: np.ndarray, shift: float, n_out: int) -> np.ndarray:
-    r"""Trigonometric interpolant of samples at :math:`y_n = n/N` (period 1) at :math:`j/M + s`.
+def _linear_resample(values: np.ndarray, shift: float, n_out: int) -> np.ndarray:
+    r"""Periodic linear interpolant of samples at :math:`y_n = n/N - s` (period 1) at :math:`j/M`.
 
-    ``values`` has ``N`` samples; ``shift`` :math:`s` is in units of the period. The interpolant
-    is :math:`(1/N)[F_0 + 2\,\mathrm{Re}\sum_{0<k<N/2} F_k e^{2\pi i k y} + F_{N/2}
-    \cos(\pi N y)]` (DFT :math:`F`; the Nyquist term only for even ``N``). Modes not representable
-    on ``M`` points (:math:`k \ge M/2` when ``M < N``) are dropped.
+    ``values`` has ``N`` samples on its last axis (any leading axes); ``shift`` :math:`s` is in
+    units of the period. Equal to ``numpy.interp(j/M, (n/N - s) mod 1, values, period=1)``.
     """
     n_in = values.shape[-1]
-    spec = np.fft.rfft(values)
-    k = np.arange(spec.shape[-1])
-    spec = spec * np.exp(TWO_PI * 1j * k * (shift % 1.0))
-    out = np.zeros(n_out // 2 + 1, dtype=complex)
-    if n_out >= n_in:
-        out[: spec.shape[-1]] = spec
-        if n_in % 2 == 0 and n_out > n_in:
-            out[n_in // 2] *= 0.5  # cos(pi N y) = two half-amplitude modes +-N/2
-    else:
-        keep = (n_out + 1) // 2  # modes k < M/2
-        out[:keep] = spec[:keep]
-    return np.fft.irfft(out, n=n_out) * (n_out / n_in)
+    frac = float(shift) % 1.0
+    y = np.arange(n_out) * (n_in / n_out) + frac * n_in  # j/M + s in units of 1/N
+    i0 = np.floor(y)
+    w = y - i0
+    lo = i0.astype(np.int64) % n_in
+    hi = (lo + 1) % n_in
+    return values[..., lo] * (1.0 - w) + values[..., hi] * w
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,25 +307,30 @@ def _shifted_resample(values: np.ndarray, shift: float, n_out: int) -> np.ndarra
 
 
 def _verlet_inplace(
-    r: np.ndarray, p: np.ndarray, bond: Bond, dt: float, n_steps: int, broken: np.ndarray
+    r: np.ndarray,
+    p: np.ndarray,
+    bond: Bond,
+    dt: float,
+    n_steps: int,
+    broken: np.ndarray,
+    limit: float | None,
 ) -> None:
     """Advance ``(r, p)`` (shape ``(B, N)``) by ``n_steps`` Verlet steps in place.
 
-    Rows whose strain reaches ``bond.max_strain`` are flagged in ``broken`` and set to zero (they
-    then stay at rest; the other rows are unaffected: every operation is row-wise).
+    Rows with a strain :math:`|r_n| >` ``limit`` (``None``: no limit) after any step are flagged
+    in ``broken`` and set to zero (they then stay at rest; the other rows are unaffected: every
+    operation is row-wise).
     """
-    limit = bond.max_strain
     half = 0.5 * dt
     kick = np.empty_like(p)
     drift = np.empty_like(r)
 
     def tension() -> np.ndarray:
-        if limit is not None:
-            over = (np.abs(r) >= limit).any(axis=-1)
-            if over.any():
-                np.logical_or(broken, over, out=broken)
-                r[over] = 0.0
-                p[over] = 0.0
+        if limit is not None and not np.abs(r).max(initial=0.0) <= limit:  # also NaN
+            over = ~(np.abs(r) <= limit).all(axis=-1)
+            np.logical_or(broken, over, out=broken)
+            r[over] = 0.0
+            p[over] = 0.0
         return bond.tension(r)
 
     f = tension()
@@ -367,7 +387,9 @@ def stormer_verlet(
     if r.shape != p.shape or r.ndim != 2 or r.shape[-1] < 3:
         raise ValueError(f"strain {np.shape(strain)} and momentum {np.shape(momentum)} mismatch")
     broken = np.zeros(r.shape[0], dtype=bool)
-    _verlet_inplace(r, p, bond, float(dt), int(n_steps), broken)
+    # |r| >= R breaks the bond: |r| > the float just below R
+    limit = None if bond.max_strain is None else float(np.nextafter(bond.max_strain, 0.0))
+    _verlet_inplace(r, p, bond, float(dt), int(n_steps), broken, limit)
     if broken.any():
         raise BondBreakError(
             f"chain(s) {np.flatnonzero(broken).tolist()}: strain reached the maximal bond "
@@ -427,11 +449,11 @@ class ChainTrajectory:
     def mesoscopic_grid(self, n_points: int) -> np.ndarray:
         r"""Return :math:`u(\xi_j, \tau_k)`, ``xi_j = j L / n_points``, shape ``(times, n_points)``.
 
-        The co-moving trigonometric interpolation of :func:`coarse_grain_to_mesh`, on a grid.
+        The co-moving periodic linear interpolation of :func:`coarse_grain_to_mesh`, on a grid.
         """
         return np.array(
             [
-                _shifted_resample(r, s / self.length, n_points) / self.scale
+                _linear_resample(r, s / self.length, n_points) / self.scale
                 for r, s in zip(self.strains, self.shifts, strict=True)
             ]
         )
@@ -458,6 +480,8 @@ class _HamiltonianSetup:
     frame_dt: float
     length: float
     n_chain: int
+    strain_limit: float | None  # FENE: reject |r| > limit at any step
+    max_abs_u: float | None  # FPUT: reject max |r / eps^2| > this at a saved frame
 
 
 def _hamiltonian_setup(kind: str, params: dict[str, Any]) -> _HamiltonianSetup:
@@ -470,23 +494,55 @@ def _hamiltonian_setup(kind: str, params: dict[str, Any]) -> _HamiltonianSetup:
         raise ValueError(f"{kind}: the KdV dispersion coefficient b must be > 0, got {b!r}")
     eps = length / n_chain
     c = 24.0 * b
+    strain_limit = max_abs_u = None
     if kind == "fput":
         bond: Bond = FPUTBond(stiffness=c * c, alpha=float(params["a"]) * c)
+        if params["max_abs_u"] is not None:
+            max_abs_u = float(params["max_abs_u"])
+            if not max_abs_u > 0:
+                raise ValueError(f"fput: max_abs_u must be > 0 or None, got {max_abs_u!r}")
     else:
-        bond = FENEBond(stiffness=c * c, max_strain=float(params["max_strain_factor"]) * eps**2)
-    n_frames = _frames(float(params["t_end"]), float(params["frame_dt"]))
-    frame_lattice = float(params["frame_dt"]) / eps**3
-    spf = params["steps_per_frame"]
-    if spf is None:
-        courant = float(params["courant"])
-        if not courant > 0:
-            raise ValueError(f"{kind}: courant must be > 0, got {courant!r}")
-        spf = math.ceil(frame_lattice * c / courant)
-    spf = int(spf)
-    if spf < 1:
-        raise ValueError(f"{kind}: steps_per_frame must be >= 1, got {spf}")
+        max_strain = float(params["max_strain_factor"]) * eps**2
+        bond = FENEBond(stiffness=c * c, max_strain=max_strain)
+        ratio = float(params["max_strain_ratio"])
+        if not (0 < ratio <= 1 and max_strain > 0):
+            raise ValueError(
+                f"fene: need 0 < max_strain_ratio <= 1 and max_strain_factor > 0, got {ratio!r}, "
+                f"{params['max_strain_factor']!r}"
+            )
+        strain_limit = ratio * max_strain
+        if ratio == 1.0:  # |r| >= R breaks the bond
+            strain_limit = float(np.nextafter(strain_limit, 0.0))
+    frame_dt = float(params["frame_dt"])
+    n_frames = _frames(float(params["t_end"]), frame_dt)
+    slow_dt = float(params["slow_dt"])
+    substeps = int(params["substeps"])
+    if not slow_dt > 0 or substeps < 1:
+        raise ValueError(
+            f"{kind}: need slow_dt > 0 and substeps >= 1, got {slow_dt!r}, {substeps!r}"
+        )
+    slow_steps = round(frame_dt / slow_dt)
+    if slow_steps < 1 or abs(slow_steps * slow_dt - frame_dt) > 1e-9 * frame_dt:
+        raise ValueError(
+            f"{kind}: frame_dt = {frame_dt!r} is not a multiple of slow_dt = {slow_dt!r}"
+        )
+    dt = slow_dt / eps**3 / substeps
+    if not c * dt < 1.0:
+        raise ValueError(
+            f"{kind}: the Verlet step is unstable (c dt = {c * dt:.3g} >= 1: raise substeps)"
+        )
     return _HamiltonianSetup(
-        bond, eps, c, frame_lattice / spf, spf, n_frames, float(params["frame_dt"]), length, n_chain
+        bond,
+        eps,
+        c,
+        dt,
+        slow_steps * substeps,
+        n_frames,
+        frame_dt,
+        length,
+        n_chain,
+        strain_limit,
+        max_abs_u,
     )
 
 
@@ -511,24 +567,40 @@ def _hamiltonian_energy(bond: Bond, r: np.ndarray, p: np.ndarray) -> np.ndarray:
 def _run_hamiltonian(
     u0: np.ndarray, setup: _HamiltonianSetup
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Integrate a batch ``u0`` of shape ``(B, N)``; return strains, momenta, energies, broken."""
+    """Integrate a batch ``u0`` of shape ``(B, N)``; return strains, momenta, energies, rejected.
+
+    A rejected row (the protocol's rule: FENE strain limit at any step, FPUT largest ``|u|`` at a
+    saved frame, or a non-finite value) is set to zero from then on.
+    """
     r, p = _hamiltonian_initial_state(np.atleast_2d(u0), setup)
-    broken = np.zeros(r.shape[0], dtype=bool)
-    if setup.bond.max_strain is not None:
-        broken |= (np.abs(r) >= setup.bond.max_strain).any(axis=-1)
-        r[broken] = 0.0
-        p[broken] = 0.0
+    rejected = np.zeros(r.shape[0], dtype=bool)
+    bound = None if setup.max_abs_u is None else setup.max_abs_u * setup.eps**2
+
+    def check_frame() -> None:
+        if setup.strain_limit is not None:
+            rejected[~(np.abs(r) <= setup.strain_limit).all(axis=-1)] = True
+        bad = ~np.isfinite(p).all(axis=-1)
+        bad |= ~(np.isfinite(r) if bound is None else np.abs(r) <= bound).all(axis=-1)
+        rejected[bad] = True
+        r[rejected] = 0.0
+        p[rejected] = 0.0
+
+    check_frame()
     strains, momenta = [r.copy()], [p.copy()]
-    for _ in range(setup.n_frames):
-        _verlet_inplace(r, p, setup.bond, setup.dt, setup.steps_per_frame, broken)
-        strains.append(r.copy())
-        momenta.append(p.copy())
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for _ in range(setup.n_frames):
+            _verlet_inplace(
+                r, p, setup.bond, setup.dt, setup.steps_per_frame, rejected, setup.strain_limit
+            )
+            check_frame()
+            strains.append(r.copy())
+            momenta.append(p.copy())
     strains_a = np.stack(strains, axis=1)
     momenta_a = np.stack(momenta, axis=1)
     energies = np.zeros(strains_a.shape[:2])
-    ok = ~broken
+    ok = ~rejected
     energies[ok] = _hamiltonian_energy(setup.bond, strains_a[ok], momenta_a[ok])
-    return strains_a, momenta_a, energies, broken
+    return strains_a, momenta_a, energies, rejected
 
 
 def _hamiltonian_trajectory(
@@ -558,6 +630,19 @@ def _hamiltonian_trajectory(
     )
 
 
+def _rejection_error(kind: str, setup: _HamiltonianSetup, what: str) -> RejectedSampleError:
+    if kind == "fene":
+        limit, big_r = float(setup.strain_limit or 0.0), float(setup.bond.max_strain or 1.0)
+        return BondBreakError(
+            f"fene chain ({what}): a strain exceeded {limit:.6g} = {limit / big_r:.3g} R "
+            f"(R = {big_r:.6g}); the sample is rejected"
+        )
+    return RejectedSampleError(
+        f"fput chain ({what}): max |u| exceeded {setup.max_abs_u!r} at a saved frame (or the "
+        "chain blew up); the sample is rejected"
+    )
+
+
 def _initial_profile(
     kind: str, seed: Any, u0: Any, params: dict[str, Any]
 ) -> tuple[np.ndarray, Any]:
@@ -582,6 +667,15 @@ def _draw_profile(rng: np.random.Generator, params: dict[str, Any]) -> np.ndarra
     return prof + float(params.get("mean", 0.0))
 
 
+def _single_hamiltonian(kind: str, seed: Any, u0: Any, params: dict[str, Any]) -> ChainTrajectory:
+    setup = _hamiltonian_setup(kind, params)
+    prof, _ = _initial_profile(kind, seed, u0, params)
+    strains, momenta, energies, rejected = _run_hamiltonian(prof, setup)
+    if rejected[0]:
+        raise _rejection_error(kind, setup, "u0 given" if u0 is not None else f"seed {seed!r}")
+    return _hamiltonian_trajectory(kind, setup, strains[0], momenta[0], energies[0], params)
+
+
 def fput_chain(
     *,
     seed: int | None = None,
@@ -589,15 +683,16 @@ def fput_chain(
     n_chain: int = 128,
     length: float = TWO_PI,
     a: float = 1.0,
-    b: float = 0.05,
+    b: float = 1.0 / 24.0,
     t_end: float = 1.0,
     frame_dt: float = 1e-2,
-    steps_per_frame: int | None = None,
-    courant: float = 0.1,
+    slow_dt: float = 1e-3,
+    substeps: int = 50,
     amplitude: float = 1.0,
-    max_wavenumber: int = 5,
+    max_wavenumber: int = 6,
+    max_abs_u: float | None = 20.0,
 ) -> ChainTrajectory:
-    r"""Integrate a periodic FPUT chain in the KdV scaling (see the module docstring).
+    r"""Integrate a periodic FPUT chain in the KdV scaling (the paper's protocol by default).
 
     Parameters
     ----------
@@ -611,30 +706,34 @@ def fput_chain(
         Number of particles ``N`` (128 in the paper) and slow period ``L``
         (:math:`\varepsilon = L/N`).
     a, b
-        KdV coefficients: :math:`c = 24 b`, :math:`\alpha = a c`. The paper does not state them;
-        ``a = 1, b = 0.05`` are femeso's choice.
+        KdV coefficients: :math:`c = 24 b`, :math:`\alpha = a c` (the paper's code: ``a = 1``,
+        ``b = 1/24``, so :math:`c = \alpha = 1`).
     t_end, frame_dt
         Final slow time and slow time between saved frames (paper: 1.0 and 1e-2).
-    steps_per_frame
-        Verlet steps per frame; default :math:`\lceil c\,\Delta t_\text{frame} / (\varepsilon^3
-        \,\text{courant})\rceil`, i.e. :math:`c\,\Delta t \le` ``courant`` (the highest lattice
-        frequency is :math:`2c`; Verlet is stable for :math:`c\,\Delta t < 1`).
-    courant
-        See ``steps_per_frame``.
+    slow_dt, substeps
+        The slow-time step (paper: 1e-3; ``frame_dt`` must be a multiple of it) and the lab-time
+        Verlet steps per slow step (paper: 50): :math:`\Delta t = \text{slow\_dt} /
+        (\varepsilon^3\,\text{substeps})`, which must satisfy :math:`c\,\Delta t < 1` (stability
+        of the linear lattice).
     amplitude, max_wavenumber
-        Standard deviation and largest wavenumber of the random initial profile.
+        Standard deviation and largest wavenumber of the random initial profile (paper: 1, 6).
+    max_abs_u
+        Reject the sample if :math:`\max_n |r_n|/\varepsilon^2` exceeds it at a saved frame
+        (paper: 20); ``None``: reject only non-finite values.
 
     Returns
     -------
     ChainTrajectory
         Strains, momenta and the exact discrete Hamiltonian at each saved time.
 
+    Raises
+    ------
+    RejectedSampleError
+        If the protocol rejects the sample.
+
     """
     params = _locals_params(fput_chain, locals())
-    setup = _hamiltonian_setup("fput", params)
-    prof, _ = _initial_profile("fput", seed, u0, params)
-    strains, momenta, energies, _ = _run_hamiltonian(prof, setup)
-    return _hamiltonian_trajectory("fput", setup, strains[0], momenta[0], energies[0], params)
+    return _single_hamiltonian("fput", seed, u0, params)
 
 
 def fene_chain(
@@ -643,20 +742,24 @@ def fene_chain(
     u0: np.ndarray | None = None,
     n_chain: int = 209,
     length: float = TWO_PI,
-    b: float = 0.05,
+    b: float = 1.0 / 24.0,
     max_strain_factor: float = 50.0,
-    t_end: float = 0.5,
+    max_strain_ratio: float = 0.9,
+    t_end: float = 0.25,
     frame_dt: float = 5e-3,
-    steps_per_frame: int | None = None,
-    courant: float = 0.1,
+    slow_dt: float = 5e-4,
+    substeps: int = 50,
     amplitude: float = 1.0,
-    max_wavenumber: int = 5,
+    max_wavenumber: int = 6,
 ) -> ChainTrajectory:
-    r"""Integrate a periodic FENE chain in the co-moving slow scaling (see the module docstring).
+    r"""Integrate a periodic FENE chain in the co-moving slow scaling (the paper's protocol).
 
-    Bond tension :math:`H r / (1 - (r/R)^2)` with :math:`H = c^2`, :math:`c = 24 b` and
-    :math:`R` = ``max_strain_factor`` :math:`\varepsilon^2` (paper: 50, ``n_chain = 209``,
-    :math:`T = 0.5`, frames every 5e-3). The other parameters are those of :func:`fput_chain`.
+    Bond tension :math:`H r / (1 - (r/R)^2)` with :math:`H = c^2`, :math:`c = 24 b` (paper:
+    :math:`c = H = 1`) and :math:`R` = ``max_strain_factor`` :math:`\varepsilon^2` (paper: 50,
+    ``n_chain = 209``); slow step 5e-4 of ``substeps`` Verlet steps (REFERENCE.md does not give
+    FENE's sub-step count: FPUT's 50, :math:`c\,\Delta t = 0.37`), frames every 5e-3, 51 frames
+    (``t_end = 0.25``). A sample with :math:`|r_n| >` ``max_strain_ratio`` :math:`R` after any
+    Verlet step (paper: 0.9) is rejected. The other parameters are those of :func:`fput_chain`.
 
     Returns
     -------
@@ -666,19 +769,11 @@ def fene_chain(
     Raises
     ------
     BondBreakError
-        If a strain reaches :math:`R` (initially or at any Verlet step): the sample is rejected.
+        If the protocol rejects the sample.
 
     """
     params = _locals_params(fene_chain, locals())
-    setup = _hamiltonian_setup("fene", params)
-    prof, _ = _initial_profile("fene", seed, u0, params)
-    strains, momenta, energies, broken = _run_hamiltonian(prof, setup)
-    if broken[0]:
-        raise BondBreakError(
-            f"fene chain (seed {seed!r}): a strain reached R = {setup.bond.max_strain:.6g} "
-            f"({max_strain_factor} eps^2); the sample is rejected"
-        )
-    return _hamiltonian_trajectory("fene", setup, strains[0], momenta[0], energies[0], params)
+    return _single_hamiltonian("fene", seed, u0, params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -873,11 +968,10 @@ def coarse_grain_to_mesh(
 
     The chain values :math:`u_n = r_n/\text{scale}` sit at the slow positions
     :math:`\xi_n = nL/N - s` (:math:`s` = ``shift``, the co-moving frame's displacement
-    :math:`\varepsilon c t`). Their periodic trigonometric interpolant (the band-limited Fourier
-    series through the ``N`` samples, the Nyquist mode as a cosine) is evaluated at the vertices
+    :math:`\varepsilon c t`). Their periodic piecewise-linear interpolant (the paper's
+    coarse-graining, ``numpy.interp(x, xi, u, period=L)``) is evaluated at the vertices
     :math:`\xi_j = jL/M` of ``PeriodicIntervalMesh(M, L)`` and written into P1 through each
-    rank's vertex coordinates; for ``M < N`` the modes :math:`|k| \ge M/2` are dropped. The
-    result does not depend on the number of ranks.
+    rank's vertex coordinates. The result does not depend on the number of ranks.
 
     Parameters
     ----------
@@ -909,7 +1003,7 @@ def coarse_grain_to_mesh(
         raise ValueError(f"coarse-graining: strain must be 1-D with >= 3 values, got {r.shape}")
     n_points = space.dim()
     index = grid_index(space, [n_points], np.array([float(length)]))
-    grid = _shifted_resample(r, float(shift) / length, n_points) / scale
+    grid = _linear_resample(r, float(shift) / length, n_points) / scale
     return _write_grid(fd.Function(space), index, grid)
 
 
@@ -959,16 +1053,15 @@ def _chain_results(
     resampled = dict.fromkeys(indices, 0)
     while pending:
         batch, pending = pending[:batch_size], pending[batch_size:]
-        strains, momenta, energies, broken = _run_hamiltonian(
+        strains, momenta, energies, rejected = _run_hamiltonian(
             np.array([prof for _, prof in batch]), setup
         )
         for row, (i, _) in enumerate(batch):
-            if broken[row]:
+            if rejected[row]:
                 resampled[i] += 1
                 if resampled[i] > max_resamples:
-                    raise BondBreakError(
-                        f"{kind} chain {i} (seed {seed}): {max_resamples} resampled initial "
-                        f"conditions all reached R = {setup.bond.max_strain:.6g}; lower amplitude"
+                    raise _rejection_error(
+                        kind, setup, f"trajectory {i}, seed {seed}: {max_resamples} resampled"
                     )
                 pending.append((i, _draw_profile(rngs[i], params)))
                 continue
@@ -999,7 +1092,7 @@ def generate_chain_dataset(
     max_resamples: int = 20,
     **parameters: Any,
 ) -> Dataset:
-    """Generate a dataset of coarse-grained chain trajectories on a periodic interval mesh.
+    r"""Generate a dataset of coarse-grained chain trajectories on a periodic interval mesh.
 
     Each trajectory is a microscopic chain (:func:`fput_chain`, :func:`fene_chain` or
     :func:`dissipative_chain`, with the paper's random initial profile) coarse-grained at every
@@ -1009,9 +1102,12 @@ def generate_chain_dataset(
     shared out round-robin over the ranks of ``comm``, integrated (FPUT/FENE in batches of
     ``batch_size``, vectorised) and their vertex values gathered on every rank.
 
-    A FENE sample whose strain reaches ``R`` is rejected and replaced by a new initial profile
-    drawn from the same trajectory's stream (at most ``max_resamples`` times, then
-    :class:`BondBreakError`); the count is kept in the trajectory's metadata (``"resampled"``).
+    A sample the paper's protocol rejects (FENE: a strain beyond 0.9 R at any step; FPUT:
+    :math:`\max|u| > 20` at a saved frame) is replaced by a new initial profile drawn from the
+    same trajectory's stream (at most ``max_resamples`` times, then :class:`BondBreakError` /
+    :class:`RejectedSampleError`); the count is kept in the trajectory's metadata
+    (``"resampled"``). ``scripts/paper_data.py`` writes the same FPUT/FENE trajectories (same
+    streams and draws; a separate NumPy implementation) in the paper's HDF5 layout.
 
     Parameters
     ----------
@@ -1030,7 +1126,7 @@ def generate_chain_dataset(
     batch_size
         Chains integrated together (FPUT/FENE); does not change the results.
     max_resamples
-        Largest number of rejected FENE samples per trajectory.
+        Largest number of rejected samples per trajectory.
     **parameters
         Keyword parameters of the chain function (``n_chain``, ``b``, ``t_end``, ``amplitude``,
         ...); an unknown name is a ``ValueError``.

@@ -1,21 +1,63 @@
-"""Reading and writing trajectories: femeso's HDF5 format, meshio series, grid arrays, VTK export.
+"""Reading and writing trajectories: users' files, femeso's HDF5 format, VTK export.
 
+* :func:`read_data`: one call for users' files of any supported format (XDMF, ``.pvd``, lists of
+  ``.vtu``, the paper's grid HDF5, ``.npz``, Firedrake ``CheckpointFile`` files, femeso's own
+  files), into ONE :class:`Dataset` whose trajectories share one mesh.
 * :func:`save_dataset` / :func:`load_dataset`: femeso's own format, one HDF5 file written by
   Firedrake's ``CheckpointFile`` (mesh and functions, in parallel, readable on any number of
   ranks) plus a ``/femeso`` group with the metadata as a JSON string attribute and the times.
   Writes are atomic: a temporary file in the same directory, renamed when complete.
 * :func:`read_meshio_series`: users' XDMF/HDF5 time series, ``.pvd`` collections and lists of
   ``.vtu`` (or other single-time meshio) files: the mesh and the point data at each time.
+* :func:`read_grid_hdf5` / :func:`grid_hdf5_info`: the paper's HDF5 layout, read lazily (one
+  trajectory at a time) and described without reading the array.
+* :func:`read_npz`: NumPy arrays with explicit coordinates (layout below).
+* :func:`read_checkpoint_series`: a function saved at every time index of a user's
+  ``CheckpointFile``.
 * :func:`from_grid_arrays` / :func:`to_grid_arrays`: periodic 1-D/2-D data on a uniform grid,
   arrays of shape ``(trajectories, times, points)`` or ``(trajectories, times, nx, ny)``.
 * :func:`export_vtk`: any trajectory, true or predicted, to a ``.pvd`` for ParaView.
 
+The paper's grid HDF5 layout
+    ``u_sol_all`` of shape ``(trajectories, frames, points, fields)`` (1-D) or
+    ``(trajectories, frames, nx, ny, fields)`` (2-D), with ``fields = 1``; ``t_coord``
+    ``(frames,)``, the frame times (uniform step); ``x_coord`` ``(points,)``, a uniform grid
+    ``x_j = j h`` with the period ``L = points * h`` excluded (2-D: ``y_coord`` ``(ny,)``, or the
+    spacing of ``x_coord``). The older bare layout (no fields axis, no coordinates; times and
+    period given by the caller) is read too.
+
+The ``.npz`` layout
+    ``u``
+        The values, shape ``(trajectories, frames, points)`` or ``(frames, points)``, one per
+        point and frame. Another name is chosen with ``fields=``; several names make a mixed
+        space (unstructured meshes only). Any key but the reserved ``t``, ``x``, ``cells``,
+        ``cell_type`` and ``period`` is a field.
+    ``t``
+        The frame times, shape ``(frames,)``, strictly increasing (uniform for
+        :func:`read_data`).
+    ``x`` and ``cells``
+        An unstructured mesh: ``x`` of shape ``(points, dim)`` (``dim`` 1 to 3), ``cells``
+        of shape ``(ncells, dim + 1)`` (vertex indices of lines, triangles or tetrahedra; quads
+        with ``cell_type="quad"``). The values are at the vertices: P1 exactly.
+    or ``x`` (and ``period``)
+        A uniform periodic 1-D grid: ``x`` of shape ``(points,)``, ``x_j = j h`` from 0, the
+        period ``L = points * h`` excluded; ``period``, if present, must equal ``L``.
+
+A user's Firedrake ``CheckpointFile``
+    One mesh (``save_mesh``) and one or more functions saved at every time index with
+    ``save_function(f, idx=k, timestepping_info={"time": t_k})``: the times are Firedrake's own
+    timestepping history. A file saved without ``"time"`` needs ``dt=`` (frame ``k`` at
+    ``t = idx_k * dt``). Each file is one trajectory.
+
 Data given at mesh vertices goes into P1 exactly. Another target space is reached by
 interpolation or projection, and the information lost (the relative L2 distance between the P1
-data and its round trip through the target space) is logged and kept in the metadata.
+data and its round trip through the target space) is logged and kept in the metadata. Files on
+one mesh are matched by coordinates (never by point order), with a tolerance of ``1e-8`` times
+the diameter of the points' bounding box; every mesh node must find exactly one point.
 
-Every bad input raises ``FileNotFoundError`` or ``ValueError`` naming the file and the problem;
-no input file or array is modified, and no existing file is overwritten unless asked to.
+Every bad input raises ``FileNotFoundError`` or ``ValueError`` with a one-line message that
+starts with the file and names the trajectory or time index where one is at fault; no input file
+or array is modified, and no existing file is overwritten unless asked to.
 """
 
 from __future__ import annotations
@@ -25,8 +67,8 @@ import json
 import os
 import re
 import uuid
-import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +79,43 @@ import numpy as np
 from firedrake.mesh import plex_from_cell_list
 from firedrake.output import VTKFile
 from mpi4py import MPI
+from scipy.spatial import cKDTree
 
 from femeso._log import logger
+from femeso.data.describe import (
+    FORMATS,
+    NPZ_RESERVED,
+    STEP_RTOL,
+    SUPPORTED_CELLS,
+    GridInfo,
+    detect_format,
+    frame_step,
+    grid_hdf5_info,
+    grid_period,
+    read_pvd,
+    select_cells,
+)
 from femeso.data.trajectories import (
     Dataset,
     TrajectoryData,
     check_json,
     check_times,
     mesh_of,
+    nonfinite_count,
 )
 
 __all__ = [
     "FORMAT_VERSION",
+    "GridInfo",
     "export_vtk",
     "from_grid_arrays",
+    "grid_hdf5_info",
     "load_dataset",
+    "read_checkpoint_series",
+    "read_data",
+    "read_grid_hdf5",
     "read_meshio_series",
+    "read_npz",
     "save_dataset",
     "to_grid_arrays",
 ]
@@ -60,27 +123,8 @@ __all__ = [
 FORMAT_VERSION = 1
 _GROUP = "/femeso"
 _FUNCTION = "femeso_trajectory_{:06d}"
-
-# meshio cell types femeso can mesh (vertex order as in VTK/meshio = DMPlex's for these).
-_SUPPORTED_CELLS = {"line": 1, "triangle": 2, "quad": 2, "tetra": 3}
-# Topological dimension of the other meshio cell types (to ignore lower-dimensional blocks).
-_OTHER_CELLS = {
-    "vertex": 0,
-    "line3": 1,
-    "triangle6": 2,
-    "triangle7": 2,
-    "quad8": 2,
-    "quad9": 2,
-    "polygon": 2,
-    "tetra10": 3,
-    "hexahedron": 3,
-    "hexahedron20": 3,
-    "hexahedron27": 3,
-    "wedge": 3,
-    "wedge15": 3,
-    "pyramid": 3,
-    "pyramid13": 3,
-}
+# Coordinates match when closer than this fraction of the bounding-box diameter.
+_MATCH_RTOL = 1e-8
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,7 +163,7 @@ def save_dataset(path: str | Path, dataset: Dataset, *, overwrite: bool = False)
     FileNotFoundError
         If the directory of ``path`` does not exist.
     ValueError
-        If the dataset is empty.
+        If the dataset is empty or a state holds NaN/Inf values (nothing is written).
 
     """
     path = Path(path)
@@ -132,6 +176,16 @@ def save_dataset(path: str | Path, dataset: Dataset, *, overwrite: bool = False)
         raise FileNotFoundError(f"{path}: directory {path.parent} does not exist")
     if exists and not overwrite:
         raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)")
+    # States may have been changed after their trajectory checked them: check again, before
+    # anything is written (collective).
+    for i, traj in enumerate(dataset):
+        for k, state in enumerate(traj.states):
+            bad = nonfinite_count(state)
+            if bad:
+                raise ValueError(
+                    f"{path}: trajectory {i}, state {k} (t = {float(traj.times[k])!r}) has {bad} "
+                    "NaN/Inf values; nothing written"
+                )
     tmp = comm.bcast(
         str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp") if comm.rank == 0 else None,
         root=0,
@@ -260,6 +314,7 @@ def read_meshio_series(
     *,
     fields: Sequence[str] | None = None,
     times: Sequence[float] | None = None,
+    mesh: Any = None,
     family: str = "CG",
     degree: int = 1,
     method: str = "interpolate",
@@ -281,13 +336,18 @@ def read_meshio_series(
     times
         The times of a list of files (default ``0, 1, ...``). Not allowed for XDMF or ``.pvd``,
         whose files carry their times.
+    mesh
+        An existing (non-periodic) Firedrake mesh whose vertices are the file's points (in any
+        order) and whose cells are the file's cells: the point data is put on its P1 DoFs by
+        coordinates, so that several files make trajectories on one mesh. Default: a new mesh
+        from the file.
     family, degree, method
         The target space's element. Vertex data goes into P1 exactly; another element is
         reached by ``method`` (``"interpolate"`` or ``"project"``) and the information lost is
         logged and stored in ``metadata["transfer"]``.
     comm
-        The communicator of the mesh (every rank reads the files; rank 0 builds the mesh, which
-        is then distributed).
+        The communicator of a new mesh (every rank reads the files; rank 0 builds the mesh,
+        which is then distributed). With ``mesh``, the mesh's communicator is used.
     metadata
         Extra metadata for the trajectory (``source``, ``format`` and ``fields`` are added).
 
@@ -301,18 +361,68 @@ def read_meshio_series(
         If a file is missing.
     ValueError
         If a file cannot be parsed, the mesh has unsupported or mixed cell types, the files are
-        on different meshes, a field is missing or its size does not match the mesh, values are
-        NaN/Inf, or the times are not strictly increasing.
+        on different meshes, the file's geometry does not match ``mesh``, a field is missing or
+        its size does not match the mesh, values are NaN/Inf, or the times are not strictly
+        increasing.
 
     """
+    _check_method(method)
+    src = _meshio_source(source, times, fields)
+    shared = _Shared()
+    if mesh is not None:
+        shared.adopt(mesh, f"the mesh {mesh.name!r}")
+        comm = mesh.comm
+    p1, trajs = _vertex_states(src, shared, comm)
+    ((_, time_array, states),) = trajs
+    meta = dict(metadata or {})
+    meta.update(
+        {
+            "source": str(src.file),
+            "format": src.fmt,
+            "fields": list(src.names),
+            "cell": src.cell_type,
+        }
+    )
+    space, states, report = _to_element(p1, states, family, degree, method)
+    if report is not None:
+        meta["transfer"] = report
+    logger.info(
+        "read %d times of %s on %d vertices (%s) from %s",
+        len(states),
+        ", ".join(src.names),
+        len(src.points),
+        src.cell_type,
+        src.file,
+    )
+    return TrajectoryData(space, time_array, states, meta)
+
+
+def _check_method(method: str) -> None:
     if method not in ("interpolate", "project"):
         raise ValueError(f"method must be 'interpolate' or 'project', got {method!r}")
+
+
+@dataclass
+class _VertexSource:
+    """Point data on an unstructured mesh, as read from a file (compacted to used points)."""
+
+    file: Path
+    fmt: str
+    points: np.ndarray
+    cells: np.ndarray
+    cell_type: str
+    tdim: int
+    names: list[str]
+    # (index in the file or None, times, values[field][frame] of shape (points[, c]))
+    trajectories: list[tuple[int | None, np.ndarray, list[list[np.ndarray]]]]
+
+
+def _meshio_source(source: Any, times: Any, fields: Sequence[str] | None) -> _VertexSource:
     label, fmt, points, cells, steps = _read_series(source, times)
-    first_file = label
-    cell_type, cell_array, tdim = _select_cells(cells, first_file)
+    cell_type, cell_array, tdim = select_cells(cells, label)
     npoints_file = len(points)
-    points, cell_array, used = _compact_points(points, cell_array, first_file)
-    names = _field_names(steps, fields, first_file)
+    points, cell_array, used = _compact_points(points, cell_array, label)
+    names = _field_names(steps, fields, label)
     values = []
     for fname in names:
         per_time = []
@@ -342,35 +452,9 @@ def read_meshio_series(
             raise ValueError(f"{label}: point data {fname!r} changes shape over time: {shapes}")
         values.append(per_time)
     time_array = check_times([s[0] for s in steps], str(label))
-
-    mesh, vertex_dofs, vertex_ids = _mesh_from_cells(points, cell_array, tdim, comm, label)
-    p1_spaces = [
-        fd.FunctionSpace(mesh, "CG", 1)
-        if v[0].ndim == 1
-        else fd.VectorFunctionSpace(mesh, "CG", 1, dim=v[0].shape[1])
-        for v in values
-    ]
-    p1 = p1_spaces[0] if len(p1_spaces) == 1 else fd.MixedFunctionSpace(p1_spaces)
-    states = []
-    for k in range(len(steps)):
-        f = fd.Function(p1)
-        for sub, per_time in zip(f.subfunctions, values, strict=True):
-            sub.dat.data_with_halos[vertex_dofs] = per_time[k][vertex_ids]
-        states.append(f)
-    meta = dict(metadata or {})
-    meta.update({"source": str(label), "format": fmt, "fields": list(names), "cell": cell_type})
-    space = p1
-    if (family, degree) not in (("CG", 1), ("Lagrange", 1), ("P", 1)):
-        space, states, meta["transfer"] = _transfer(p1, states, family, degree, method)
-    logger.info(
-        "read %d times of %s on %d vertices (%s) from %s",
-        len(states),
-        ", ".join(names),
-        len(points),
-        cell_type,
-        label,
+    return _VertexSource(
+        label, fmt, points, cell_array, cell_type, tdim, names, [(None, time_array, values)]
     )
-    return TrajectoryData(space, time_array, states, meta)
 
 
 def _check_file(path: Path) -> None:
@@ -391,7 +475,7 @@ def _read_series(source: Any, times: Any) -> tuple[Path, str, Any, Any, list]:
         if suffix == ".pvd":
             if times is not None:
                 raise ValueError(f"{path}: a .pvd collection carries its times; drop times=")
-            files, file_times = _read_pvd(path)
+            files, file_times = read_pvd(path)
             return (path, "pvd", *_read_files(files, file_times))
         files = [path]
     else:
@@ -425,29 +509,6 @@ def _read_xdmf(path: Path) -> tuple[Any, Any, list]:
     return points, cells, steps
 
 
-def _read_pvd(path: Path) -> tuple[list[Path], list[float]]:
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise ValueError(f"{path}: not a readable .pvd (XML) file: {exc}") from exc
-    entries = root.findall("./Collection/DataSet")
-    if root.tag != "VTKFile" or not entries:
-        raise ValueError(f"{path}: not a .pvd collection (no VTKFile/Collection/DataSet)")
-    files, times = [], []
-    for e in entries:
-        if "file" not in e.attrib or "timestep" not in e.attrib:
-            raise ValueError(f"{path}: a DataSet lacks its 'file' or 'timestep' attribute")
-        file = path.parent / e.attrib["file"]
-        if file.suffix.lower() == ".pvtu":
-            raise ValueError(f"{path}: parallel pieces (.pvtu) are not supported: {file}")
-        files.append(file)
-        try:
-            times.append(float(e.attrib["timestep"]))
-        except ValueError as exc:
-            raise ValueError(f"{path}: bad timestep {e.attrib['timestep']!r}") from exc
-    return files, times
-
-
 def _read_files(files: list[Path], times: list[float]) -> tuple[Any, Any, list]:
     points = cells = None
     steps = []
@@ -476,34 +537,6 @@ def _same_mesh(p0: Any, c0: Any, p1: Any, c1: Any) -> bool:
     if [b.type for b in c0] != [b.type for b in c1]:
         return False
     return all(np.array_equal(a.data, b.data) for a, b in zip(c0, c1, strict=True))
-
-
-def _select_cells(cells: Any, file: Path) -> tuple[str, np.ndarray, int]:
-    """Return the cell type, cells and dimension of the highest-dimensional cell blocks."""
-    dims = {}
-    for block in cells:
-        if block.type in _SUPPORTED_CELLS:
-            dims[block.type] = _SUPPORTED_CELLS[block.type]
-        elif block.type in _OTHER_CELLS:
-            dims[block.type] = _OTHER_CELLS[block.type]
-        else:
-            raise ValueError(f"{file}: unsupported cell type {block.type!r}")
-    if not dims:
-        raise ValueError(f"{file}: the mesh has no cells")
-    tdim = max(dims.values())
-    top = sorted({t for t, d in dims.items() if d == tdim})
-    if len(top) > 1:
-        raise ValueError(f"{file}: mixed cell types {top} (one cell type per mesh is supported)")
-    cell_type = top[0]
-    if cell_type not in _SUPPORTED_CELLS:
-        raise ValueError(
-            f"{file}: unsupported cell type {cell_type!r} (supported: {sorted(_SUPPORTED_CELLS)})"
-        )
-    ignored = sorted({t for t, d in dims.items() if d < tdim})
-    if ignored:
-        logger.info("%s: ignoring lower-dimensional cells %s", file, ignored)
-    array = np.concatenate([np.asarray(b.data) for b in cells if b.type == cell_type])
-    return cell_type, array.astype(np.int64), tdim
 
 
 def _compact_points(
@@ -584,15 +617,8 @@ def _mesh_from_cells(
 def _transfer(
     p1: Any, states: list[fd.Function], family: str, degree: int, method: str
 ) -> tuple[Any, list[fd.Function], dict[str, Any]]:
-    """Move P1 states to another element; return the space, the states and the loss report."""
-    mesh = mesh_of(p1)
-    subspaces = [
-        fd.FunctionSpace(mesh, family, degree)
-        if len(s.value_shape) == 0
-        else fd.VectorFunctionSpace(mesh, family, degree, dim=s.value_shape[0])
-        for s in p1.subspaces
-    ]
-    space = subspaces[0] if len(subspaces) == 1 else fd.MixedFunctionSpace(subspaces)
+    """Move states (P1 or another element) to another element; return space, states, report."""
+    space = _space_like(p1, mesh_of(p1), family, degree)
     out, losses = [], []
     for f in states:
         g = fd.Function(space)
@@ -609,15 +635,17 @@ def _transfer(
         losses.append(diff / norm if norm > 0 else diff)
         out.append(g)
     worst = float(max(losses))
+    element = p1.ufl_element()
     report = {
-        "from": "P1 (vertex data)",
+        "from": "P1 (vertex data)" if _is_p1(p1) else str(element),
         "to": f"{family}{degree}",
         "method": method,
         "max_relative_l2_loss": worst,
     }
     log = logger.warning if worst > 1e-12 else logger.info
     log(
-        "vertex data into %s%d by %s: relative L2 information loss up to %.3e",
+        "%s into %s%d by %s: relative L2 information loss up to %.3e",
+        report["from"],
         family,
         degree,
         method,
@@ -626,9 +654,351 @@ def _transfer(
     return space, out, report
 
 
+def _to_element(
+    space: Any, states: list[fd.Function], family: str, degree: int, method: str
+) -> tuple[Any, list[fd.Function], dict[str, Any] | None]:
+    """Return the states on ``family``/``degree`` (unchanged if already there) and the report."""
+    mesh = mesh_of(space)
+    target = _space_like(space, mesh, family, degree)
+    if target.ufl_element() == space.ufl_element():
+        return space, states, None
+    return _transfer(space, states, family, degree, method)
+
+
+def _is_p1(space: Any) -> bool:
+    return space.ufl_element() == _space_like(space, mesh_of(space), "CG", 1).ufl_element()
+
+
+def _space_like(space: Any, mesh: Any, family: str, degree: int) -> Any:
+    """Return the space on ``mesh`` with the value shapes of ``space`` and another element."""
+    subspaces = [
+        fd.FunctionSpace(mesh, family, degree)
+        if len(s.value_shape) == 0
+        else fd.VectorFunctionSpace(mesh, family, degree, dim=s.value_shape[0])
+        for s in space.subspaces
+    ]
+    return subspaces[0] if len(subspaces) == 1 else fd.MixedFunctionSpace(subspaces)
+
+
+# --------------------------------------------------------------------------------------------
+# One mesh for many files: matching by coordinates
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Shared:
+    """The one mesh of a dataset being read from several files, and where it came from."""
+
+    mesh: Any = None
+    reference: str = ""
+    grid: tuple[tuple[int, ...], tuple[float, ...]] | None = None
+    grid_space: Any = None
+    grid_index: np.ndarray | None = None
+    names: list[str] | None = None
+    dt: float | None = None
+    dt_source: str = ""
+
+    def adopt(self, mesh: Any, reference: str, grid: Any = None) -> None:
+        self.mesh, self.reference, self.grid = mesh, reference, grid
+
+    def grid_p1(self) -> tuple[Any, np.ndarray]:
+        """Return the scalar P1 space of a grid mesh and each DoF's flat grid index."""
+        if self.grid_space is None:
+            assert self.grid is not None
+            V = fd.FunctionSpace(self.mesh, "CG", 1)
+            self.grid_space = V
+            self.grid_index = grid_index(V, self.grid[0], np.asarray(self.grid[1]))
+        assert self.grid_index is not None
+        return self.grid_space, self.grid_index
+
+
+def _is_periodic(mesh: Any) -> bool:
+    """Whether the mesh's coordinates are discontinuous (a periodic mesh)."""
+    element = mesh.coordinates.function_space().ufl_element()
+    scalar = element.sub_elements[0] if element.sub_elements else element
+    return scalar.family() not in ("Lagrange", "Q")
+
+
+def _node_coordinates(space: Any) -> np.ndarray:
+    """Coordinates of the nodes of a scalar or vector Lagrange space, shape (nodes, gdim)."""
+    mesh = mesh_of(space)
+    element = space.ufl_element()
+    scalar = element.sub_elements[0] if len(space.value_shape) else element
+    X = fd.Function(fd.VectorFunctionSpace(mesh, scalar)).interpolate(fd.SpatialCoordinate(mesh))
+    data = X.dat.data_ro_with_halos
+    return np.asarray(data).reshape(len(data), -1)
+
+
+def _fmt_point(x: np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(c):.6g}" for c in np.ravel(x)) + ")"
+
+
+def _match(source: np.ndarray, target: np.ndarray, tol: float) -> tuple[np.ndarray, str | None]:
+    """For each target point, the index of the one source point within ``tol``.
+
+    Returns the indices and ``None``, or a description of the first target point that has no
+    source point, or two, within ``tol``.
+    """
+    if len(target) == 0:
+        return np.zeros(0, dtype=np.int64), None
+    k = 2 if len(source) > 1 else 1
+    dist, idx = cKDTree(source).query(target, k=k)
+    dist, idx = dist.reshape(len(target), k), idx.reshape(len(target), k)
+    missing = dist[:, 0] > tol
+    if missing.any():
+        j = int(np.flatnonzero(missing)[0])
+        return idx[:, 0], f"no point within {tol:.2g} of the node at {_fmt_point(target[j])}"
+    if k == 2:
+        twice = dist[:, 1] <= tol
+        if twice.any():
+            j = int(np.flatnonzero(twice)[0])
+            return idx[:, 0], f"two points within {tol:.2g} of the node at {_fmt_point(target[j])}"
+    return idx[:, 0].astype(np.int64), None
+
+
+def _tolerance(points: np.ndarray) -> float:
+    extent = np.ptp(points, axis=0) if len(points) else np.zeros(1)
+    return _MATCH_RTOL * max(float(np.linalg.norm(extent)), 1e-300)
+
+
+def _geometry(points: np.ndarray, gdim: int, file: Path, reference: str) -> np.ndarray:
+    """Return the file's points with ``gdim`` coordinates (extra coordinates must be zero)."""
+    if points.shape[1] < gdim:
+        raise ValueError(
+            f"{file}: its points have {points.shape[1]} coordinates but {reference} has {gdim}"
+        )
+    if points.shape[1] > gdim and points[:, gdim:].any():
+        raise ValueError(
+            f"{file}: its points have non-zero coordinates beyond the {gdim} of {reference}"
+        )
+    return np.ascontiguousarray(points[:, :gdim])
+
+
+def _vertex_map(
+    mesh: Any, points: np.ndarray, cells: np.ndarray, file: Path, reference: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (every local P1 DoF with halo, its file point) from coordinates; check the cells.
+
+    Collective. Raises ``ValueError`` naming ``file`` and ``reference`` when the file's points
+    or cells are not the mesh's.
+    """
+    comm = mesh.comm
+    differs = f"{file}: its mesh differs from {reference}"
+    if _is_periodic(mesh):
+        raise ValueError(f"{differs} (a periodic mesh, whose vertices cannot be matched)")
+    V = fd.FunctionSpace(mesh, "CG", 1)
+    X = _node_coordinates(V)
+    pts = _geometry(points, X.shape[1], file, reference)
+    n_global = comm.allreduce(V.dof_dset.size, op=MPI.SUM)
+    cells_global = comm.allreduce(mesh.cell_set.size, op=MPI.SUM)
+    if n_global != len(pts) or cells_global != len(cells):
+        raise ValueError(
+            f"{differs}: {len(pts)} points and {len(cells)} cells, not {n_global} and "
+            f"{cells_global}"
+        )
+    idx, problem = _match(pts, X, _tolerance(pts))
+    if problem is None:
+        # Same vertices; the same cells too? Each local cell's vertex set must be a file cell.
+        local = np.sort(idx[V.cell_node_map().values_with_halo], axis=1)
+        if not _rows_in(local, np.sort(cells, axis=1)).all():
+            problem = "the same points but other cells"
+    problems = comm.allgather(problem)
+    first = next((p for p in problems if p is not None), None)
+    if first is not None:
+        raise ValueError(f"{differs}: {first}")
+    return np.arange(len(X), dtype=np.int64), idx
+
+
+def _rows_in(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether each row of the integer array ``a`` is a row of ``b``."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    b = np.ascontiguousarray(b, dtype=np.int64)
+    if a.shape[1] != b.shape[1]:
+        return np.zeros(len(a), dtype=bool)
+    void = np.dtype((np.void, 8 * a.shape[1]))
+    return np.isin(a.view(void).ravel(), b.view(void).ravel())
+
+
+def _vertex_states(
+    src: _VertexSource, shared: _Shared, comm: Any
+) -> tuple[Any, list[tuple[int | None, np.ndarray, list[fd.Function]]]]:
+    """Put a vertex source into P1 on the shared mesh (built from it if there is none yet)."""
+    if shared.mesh is None:
+        mesh, vertex_dofs, vertex_ids = _mesh_from_cells(
+            src.points, src.cells, src.tdim, comm, src.file
+        )
+        shared.adopt(mesh, f"the mesh of {src.file}")
+    else:
+        vertex_dofs, vertex_ids = _vertex_map(
+            shared.mesh, src.points, src.cells, src.file, shared.reference
+        )
+    mesh = shared.mesh
+    first = src.trajectories[0][2]
+    p1_spaces = [
+        fd.FunctionSpace(mesh, "CG", 1)
+        if v[0].ndim == 1
+        else fd.VectorFunctionSpace(mesh, "CG", 1, dim=v[0].shape[1])
+        for v in first
+    ]
+    p1 = p1_spaces[0] if len(p1_spaces) == 1 else fd.MixedFunctionSpace(p1_spaces)
+    out = []
+    for index, times, values in src.trajectories:
+        states = []
+        for k in range(len(times)):
+            f = fd.Function(p1)
+            for sub, per_time in zip(f.subfunctions, values, strict=True):
+                sub.dat.data_with_halos[vertex_dofs] = per_time[k][vertex_ids]
+            states.append(f)
+        out.append((index, times, states))
+    return p1, out
+
+
+def _map_by_coordinates(
+    states: list[fd.Function], target: Any, file: Path, reference: str
+) -> list[fd.Function]:
+    """Copy states on another mesh onto ``target`` (same element) by node coordinates.
+
+    Collective: the source nodes of all ranks are gathered on every rank. Needs a continuous
+    (Lagrange) element on non-periodic meshes.
+    """
+    source = states[0].function_space()
+    differs = f"{file}: its mesh differs from {reference}"
+    if source.ufl_element() != target.ufl_element():
+        raise ValueError(
+            f"{file}: its data is on {source.ufl_element()}, not on {target.ufl_element()}"
+        )
+    if _is_periodic(mesh_of(source)) or _is_periodic(mesh_of(target)):
+        raise ValueError(f"{differs} (periodic meshes are matched only as the same grid)")
+    comm = mesh_of(target).comm
+    out = [fd.Function(target) for _ in states]
+    for j, (s_sub, t_sub) in enumerate(zip(source.subspaces, target.subspaces, strict=True)):
+        element = s_sub.ufl_element()
+        scalar = element.sub_elements[0] if len(s_sub.value_shape) else element
+        if scalar.family() not in ("Lagrange", "Q"):
+            raise ValueError(
+                f"{file}: {scalar.family()} data cannot be matched by coordinates onto "
+                f"{reference}; read this file alone"
+            )
+        n = s_sub.dof_dset.size
+        Xs = np.concatenate(comm.allgather(_node_coordinates(s_sub)[:n]))
+        values = np.stack([s.subfunctions[j].dat.data_ro[:n] for s in states])
+        values = np.concatenate(comm.allgather(values), axis=1)
+        Xt = _node_coordinates(t_sub)
+        total = comm.allreduce(t_sub.dof_dset.size, op=MPI.SUM)
+        problem = None
+        if total != len(Xs):
+            problem = f"{len(Xs)} nodes, not {total}"
+        idx, problem = (None, problem) if problem else _match(Xs, Xt, _tolerance(Xs))
+        first = next((p for p in comm.allgather(problem) if p is not None), None)
+        if first is not None:
+            raise ValueError(f"{differs}: {first}")
+        for f, v in zip(out, values, strict=True):
+            f.subfunctions[j].dat.data_with_halos[:] = v[idx]
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # NumPy arrays on a periodic grid
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _GridSource:
+    """Periodic grid data: its grid, periods, times and a reader of one trajectory at a time."""
+
+    file: Path | str
+    fmt: str
+    name: str
+    grid: tuple[int, ...]
+    lengths: tuple[float, ...]
+    times: np.ndarray
+    indices: list[int]
+    total: int
+    # Yields (index, array of shape (frames, *grid)) one trajectory at a time, checked finite.
+    blocks: Callable[[], Iterator[tuple[int, np.ndarray]]] = field(repr=False)
+
+
+def _grid_states(
+    src: _GridSource, shared: _Shared, comm: Any
+) -> tuple[Any, list[tuple[int | None, np.ndarray, list[fd.Function]]]]:
+    """Put grid data into P1 on the shared periodic mesh (built from it if there is none yet)."""
+    if shared.mesh is None:
+        dim = len(src.grid)
+        if dim == 1:
+            mesh = fd.PeriodicIntervalMesh(src.grid[0], src.lengths[0], comm=comm)
+        else:
+            mesh = fd.PeriodicRectangleMesh(*src.grid, *src.lengths, comm=comm)
+        shared.adopt(mesh, f"the mesh of {src.file}", grid=(src.grid, src.lengths))
+    elif shared.grid is None or not _same_grid(shared.grid, (src.grid, src.lengths)):
+        theirs = "no periodic grid" if shared.grid is None else _grid_text(*shared.grid)
+        raise ValueError(
+            f"{src.file}: its mesh ({_grid_text(src.grid, src.lengths)}) differs from "
+            f"{shared.reference} ({theirs})"
+        )
+    V, index = shared.grid_p1()
+    out = []
+    for i, block in src.blocks():
+        flat = block.reshape(block.shape[0], -1)
+        states = []
+        for k in range(flat.shape[0]):
+            f = fd.Function(V)
+            f.dat.data_with_halos[:] = flat[k, index]
+            states.append(f)
+        out.append((i, src.times, states))
+    return V, out
+
+
+def _grid_text(grid: Sequence[int], lengths: Sequence[float]) -> str:
+    return f"periodic grid {list(grid)} with period {[float(x) for x in lengths]}"
+
+
+def _same_grid(a: Any, b: Any) -> bool:
+    return tuple(a[0]) == tuple(b[0]) and np.allclose(a[1], b[1], rtol=1e-9, atol=0.0)
+
+
+def _grid_meta(grid: Sequence[int], lengths: Sequence[float]) -> dict[str, Any]:
+    return {"shape": [int(n) for n in grid], "lengths": [float(x) for x in lengths]}
+
+
+def _check_finite(block: np.ndarray, file: Any, i: int, times: np.ndarray, name: str) -> None:
+    """Raise naming the trajectory and frame of the first NaN/Inf of one trajectory's array."""
+    finite = np.isfinite(block)
+    if not finite.all():
+        where = np.argwhere(~finite)[0]
+        k = int(where[0])
+        raise ValueError(
+            f"{file}: {name!r}: trajectory {i}, frame {k} (t = {float(times[k])!r}) has "
+            f"{int(finite.size - np.count_nonzero(finite))} NaN/Inf values in that trajectory "
+            f"(first at point {tuple(int(j) for j in where[1:])})"
+        )
+
+
+def _indices(trajectories: Sequence[int] | None, n: int, file: Any) -> list[int]:
+    if trajectories is None:
+        return list(range(n))
+    out = []
+    for i in trajectories:
+        if isinstance(i, bool) or not isinstance(i, int | np.integer):
+            raise ValueError(f"{file}: trajectory indices must be integers, got {i!r}")
+        if not -n <= int(i) < n:
+            raise ValueError(f"{file}: trajectory {int(i)} does not exist ({n} trajectories)")
+        out.append(int(i) % n)
+    if not out:
+        raise ValueError(f"{file}: no trajectory selected (trajectories=[])")
+    return out
+
+
+def _grid_dataset(src: _GridSource, comm: Any, metadata: dict[str, Any]) -> Dataset:
+    shared = _Shared()
+    V, trajs = _grid_states(src, shared, comm)
+    extra = {"source": str(src.file)} if isinstance(src.file, Path) else {}
+    trajectories = [
+        TrajectoryData(V, times, states, {"index": i, **extra}) for i, times, states in trajs
+    ]
+    meta = dict(metadata)
+    meta["grid"] = _grid_meta(src.grid, src.lengths)
+    check_json(meta, "dataset metadata")
+    return Dataset(V, trajectories, meta)
 
 
 def from_grid_arrays(
@@ -676,8 +1046,7 @@ def from_grid_arrays(
             "grid array: expected shape (trajectories, times, points) or "
             f"(trajectories, times, nx, ny), got shape {data.shape}"
         )
-    if not (np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)):
-        raise ValueError(f"grid array: expected real numbers, got dtype {data.dtype}")
+    _check_real(data.dtype, "grid array")
     n_traj, n_times, *grid = data.shape
     if n_traj < 1 or n_times < 1 or min(grid) < 3:
         raise ValueError(
@@ -688,79 +1057,154 @@ def from_grid_arrays(
     if bad:
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(data))[0])
         raise ValueError(f"grid array: {bad} NaN/Inf values (first at index {where})")
-    dim = len(grid)
-    L = np.broadcast_to(np.asarray(lengths, dtype=float), (dim,)).copy()
-    if not (np.isfinite(L).all() and (L > 0).all()):
-        raise ValueError(f"grid array: lengths must be finite and > 0, got {lengths!r}")
+    L = _lengths(lengths, len(grid), "grid array")
     t = check_times(np.arange(n_times, dtype=float) if times is None else times, "grid array")
     if len(t) != n_times:
         raise ValueError(f"grid array: {len(t)} times for {n_times} time slices (axis 1)")
     meta = dict(metadata or {})
-    meta["grid"] = {"shape": [int(n) for n in grid], "lengths": [float(x) for x in L]}
     check_json(meta, "dataset metadata")
-    if dim == 1:
-        mesh = fd.PeriodicIntervalMesh(grid[0], L[0], comm=comm)
-    else:
-        mesh = fd.PeriodicRectangleMesh(grid[0], grid[1], L[0], L[1], comm=comm)
-    V = fd.FunctionSpace(mesh, "CG", 1)
-    index = grid_index(V, grid, L)
-    flat = data.reshape(n_traj, n_times, -1)
-    trajectories = []
-    for i in range(n_traj):
-        states = []
-        for k in range(n_times):
-            f = fd.Function(V)
-            f.dat.data_with_halos[:] = flat[i, k, index]
-            states.append(f)
-        trajectories.append(TrajectoryData(V, t, states, {"index": i}))
-    return Dataset(V, trajectories, meta)
+    src = _GridSource(
+        "grid array",
+        "array",
+        "array",
+        tuple(grid),
+        L,
+        t,
+        list(range(n_traj)),
+        n_traj,
+        lambda: ((i, data[i]) for i in range(n_traj)),
+    )
+    return _grid_dataset(src, comm, meta)
+
+
+def _check_real(dtype: Any, what: Any) -> None:
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise ValueError(f"{what}: expected real numbers, got dtype {dtype}")
+
+
+def _lengths(lengths: Any, dim: int, what: Any) -> tuple[float, ...]:
+    L = np.broadcast_to(np.asarray(lengths, dtype=float), (dim,)).copy()
+    if not (np.isfinite(L).all() and (L > 0).all()):
+        raise ValueError(f"{what}: lengths must be finite and > 0, got {lengths!r}")
+    return tuple(float(x) for x in L)
 
 
 def read_grid_hdf5(
     path: str | Path,
     *,
-    dataset: str,
-    lengths: float | Sequence[float] = 2 * np.pi,
+    dataset: str | None = None,
+    lengths: float | Sequence[float] | None = None,
     times: Sequence[float] | None = None,
+    trajectories: Sequence[int] | None = None,
     comm: Any = fd.COMM_WORLD,
     metadata: dict[str, Any] | None = None,
 ) -> Dataset:
-    """Read periodic grid data stored as one HDF5 array (the paper's layout) into P1.
+    """Read periodic grid data stored as one HDF5 array (the paper's layout) into P1, lazily.
+
+    The array is read one trajectory at a time (``array[i]``), never as a whole, so a file
+    larger than the memory can be read in parts. See :func:`grid_hdf5_info` for the layout.
 
     Parameters
     ----------
     path
         The HDF5 file (read only, never modified).
     dataset
-        The name of the array in the file, of shape ``(trajectories, times, points)`` or
-        ``(trajectories, times, nx, ny)``.
-    lengths, times, comm, metadata
-        As for :func:`from_grid_arrays` (the paper's domain is ``[0, 2 pi]``).
+        The name of the array (default ``"u_sol_all"``, the paper's): shape ``(trajectories,
+        frames, points[, 1])`` or ``(trajectories, frames, nx, ny[, 1])``.
+    lengths
+        The period ``L`` (1-D) or ``(Lx, Ly)`` (2-D). Default: from ``x_coord`` (and
+        ``y_coord``); ``2 pi`` for a file without coordinates. Given for a file with
+        coordinates, it must agree with them.
+    times
+        The frame times, for a file without ``t_coord`` (default ``0, 1, ...``); a file with
+        ``t_coord`` carries its times.
+    trajectories
+        The indices of the trajectories to read, in this order (default: all).
+    comm
+        The communicator of the mesh (every rank reads the trajectories it is given).
+    metadata
+        Dataset metadata (``source``, ``dataset`` and ``grid`` are added).
+
+    Returns
+    -------
+    Dataset
+        One trajectory per index (``metadata["index"]`` is its index in the file) on P1 of a
+        periodic mesh whose vertices are the grid points.
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If the file is not HDF5 or has no such array (the message lists the arrays it has).
+        If the file is not HDF5, has no such array (the message lists the arrays it has), has a
+        non-uniform ``t_coord`` or ``x_coord``, more than one field, NaN/Inf values in a
+        trajectory read (naming the trajectory and frame), or ``lengths``/``times`` that
+        contradict the file.
 
     """
+    src = _grid_hdf5_source(path, dataset, lengths, times, trajectories)
+    meta = {"source": str(src.file), "dataset": src.name, **(metadata or {})}
+    check_json(meta, "dataset metadata")
+    dataset_out = _grid_dataset(src, comm, meta)
+    logger.info(
+        "read %d of %d trajectories (%d frames, grid %s, period %s) from %s",
+        len(src.indices),
+        src.total,
+        len(src.times),
+        list(src.grid),
+        [float(x) for x in src.lengths],
+        src.file,
+    )
+    return dataset_out
+
+
+def _grid_hdf5_source(
+    path: str | Path,
+    dataset: str | None,
+    lengths: Any,
+    times: Any,
+    trajectories: Sequence[int] | None,
+) -> _GridSource:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found")
-    try:
-        with h5py.File(path, "r") as h5:
-            names: list[str] = []
-            h5.visititems(
-                lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None
+    info = grid_hdf5_info(path, dataset=dataset)
+    _check_real(np.dtype(info.dtype), path)
+    dim = len(info.grid)
+    if lengths is not None:
+        L = _lengths(lengths, dim, path)
+        if info.lengths is not None and not np.allclose(L, info.lengths, rtol=1e-9, atol=0.0):
+            raise ValueError(
+                f"{path}: lengths={lengths!r} disagree with the period {list(info.lengths)} of "
+                "its coordinates (drop lengths=)"
             )
-            if dataset not in h5 or not isinstance(h5[dataset], h5py.Dataset):
-                raise ValueError(f"{path}: no array {dataset!r} (arrays: {names})")
-            array = h5[dataset][...]
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    meta = {"source": str(path), "dataset": dataset, **(metadata or {})}
-    return from_grid_arrays(array, lengths=lengths, times=times, comm=comm, metadata=meta)
+    else:
+        L = info.lengths if info.lengths is not None else (2 * np.pi,) * dim
+    if times is not None:
+        if info.times is not None:
+            raise ValueError(f"{path}: the file carries its times (t_coord); drop times=")
+        t = check_times(times, str(path))
+        if len(t) != info.frames:
+            raise ValueError(f"{path}: {len(t)} times for {info.frames} frames (axis 1)")
+    elif info.times is not None:
+        t = check_times(info.times, f"{path}: t_coord")
+    else:
+        t = np.arange(info.frames, dtype=float)
+    indices = _indices(trajectories, info.trajectories, path)
+
+    def blocks() -> Iterator[tuple[int, np.ndarray]]:
+        with h5py.File(path, "r") as h5:
+            dset = h5[info.dataset]
+            for i in indices:
+                block = np.asarray(dset[i])  # one trajectory: never the whole array
+                if info.fields_axis:
+                    block = block[..., 0]
+                _check_finite(block, path, i, t, info.dataset)
+                yield i, block
+
+    return _GridSource(
+        path, "grid_hdf5", info.dataset, info.grid, L, t, indices, info.trajectories, blocks
+    )
 
 
 def grid_index(V: Any, grid: Sequence[int], lengths: np.ndarray) -> np.ndarray:
@@ -819,6 +1263,625 @@ def to_grid_arrays(dataset: Dataset) -> np.ndarray:
             out[i, k, index[:owned]] = state.dat.data_ro[:owned]
     mesh_of(V).comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
     return out.reshape(out.shape[0], out.shape[1], *grid)
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy .npz arrays with coordinates
+# --------------------------------------------------------------------------------------------
+
+
+def read_npz(
+    path: str | Path,
+    *,
+    fields: Sequence[str] | None = None,
+    trajectories: Sequence[int] | None = None,
+    mesh: Any = None,
+    family: str = "CG",
+    degree: int = 1,
+    method: str = "interpolate",
+    comm: Any = fd.COMM_WORLD,
+    metadata: dict[str, Any] | None = None,
+) -> Dataset:
+    """Read values at points from an ``.npz`` file with explicit coordinates (see the layout).
+
+    Parameters
+    ----------
+    path
+        The file: ``u`` (or the arrays named by ``fields``) of shape ``(trajectories, frames,
+        points)`` or ``(frames, points)``, ``t`` ``(frames,)``, and either ``x`` ``(points,
+        dim)`` with ``cells`` ``(ncells, dim + 1)`` (an unstructured simplex mesh; values at the
+        vertices go into P1 exactly) or ``x`` ``(points,)`` (a uniform periodic 1-D grid from 0,
+        period ``points * spacing``, or ``period`` if given and equal).
+    fields
+        The arrays to read (default ``u``, or the only array besides the coordinates and times);
+        several make a mixed space (unstructured meshes only).
+    trajectories
+        The trajectory indices to read (default: all).
+    mesh
+        An existing non-periodic mesh whose vertices are the file's points (matched by
+        coordinates), for an unstructured layout.
+    family, degree, method
+        The target element, as for :func:`read_meshio_series`.
+    comm
+        The communicator of a new mesh.
+    metadata
+        Dataset metadata (``source`` and ``format`` are added, ``grid`` for a periodic grid).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not a readable ``.npz``, lacks an array of the layout, the shapes do not
+        agree, a value is NaN/Inf (naming the trajectory and frame), the times do not increase,
+        the grid is not uniform, or the cells are not supported.
+
+    """
+    _check_method(method)
+    path = Path(path)
+    src = _npz_source(path, fields, trajectories)
+    shared = _Shared()
+    if mesh is not None:
+        shared.adopt(mesh, f"the mesh {mesh.name!r}")
+        comm = mesh.comm
+    space, trajs = _source_trajectories(src, shared, comm, family, degree, method)
+    meta = {"source": str(path), "format": "npz", **(metadata or {})}
+    if shared.grid is not None:
+        meta["grid"] = _grid_meta(*shared.grid)
+    return Dataset(space, trajs, meta)
+
+
+def _npz_source(
+    path: Path, fields: Sequence[str] | None, trajectories: Sequence[int] | None
+) -> _VertexSource | _GridSource:
+    _check_file(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .npz file: {type(exc).__name__}: {exc}") from exc
+    value_names = [k for k in arrays if k not in NPZ_RESERVED]
+    if fields:
+        names = list(fields)
+    elif "u" in arrays:
+        names = ["u"]
+    elif len(value_names) == 1:
+        names = value_names
+    else:
+        raise ValueError(
+            f"{path}: no array 'u' and {len(value_names)} other value arrays {value_names}; "
+            "name the field(s) with fields="
+        )
+    for name in names:
+        if name not in arrays or name in NPZ_RESERVED:
+            raise ValueError(f"{path}: no value array {name!r} (arrays: {sorted(arrays)})")
+    for key in ("t", "x"):
+        if key not in arrays:
+            what = "the frame times" if key == "t" else "the point coordinates"
+            raise ValueError(f"{path}: no array {key!r} ({what}; arrays: {sorted(arrays)})")
+    t = check_times(arrays["t"], f"{path}: t")
+    x = np.asarray(arrays["x"])
+    _check_real(x.dtype, f"{path}: x")
+    values = {}
+    for name in names:
+        a = np.asarray(arrays[name])
+        _check_real(a.dtype, f"{path}: {name!r}")
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3:
+            raise ValueError(
+                f"{path}: {name!r} has shape {arrays[name].shape}; expected (trajectories, "
+                "frames, points) or (frames, points)"
+            )
+        if a.shape[1] != len(t):
+            raise ValueError(f"{path}: {name!r} has {a.shape[1]} frames but t has {len(t)} times")
+        if a.shape[2] != len(x):
+            raise ValueError(f"{path}: {name!r} has {a.shape[2]} points but x has {len(x)}")
+        values[name] = a
+    counts = {a.shape[0] for a in values.values()}
+    if len(counts) > 1:
+        raise ValueError(f"{path}: the fields {names} have different numbers of trajectories")
+    n = counts.pop()
+    indices = _indices(trajectories, n, path)
+    for i in indices:
+        for name in names:
+            _check_finite(values[name][i], path, i, t, name)
+    if x.ndim == 1 and "cells" not in arrays:
+        if len(names) > 1:
+            raise ValueError(f"{path}: a periodic grid (1-D x) holds one field, got {names}")
+        if len(x) < 3:
+            raise ValueError(f"{path}: a periodic grid needs >= 3 points, x has {len(x)}")
+        period, problem = grid_period(x, len(x), "x")
+        if problem is not None or period is None:
+            raise ValueError(f"{path}: {problem}")
+        if "period" in arrays:
+            given = float(np.asarray(arrays["period"]))
+            if abs(given - period) > 1e-9 * period:
+                raise ValueError(
+                    f"{path}: period {given!r} is not len(x) * spacing = {period!r} (x_j = j h "
+                    "from 0, the period excluded)"
+                )
+        a = values[names[0]]
+        return _GridSource(
+            path,
+            "npz",
+            names[0],
+            (len(x),),
+            (period,),
+            t,
+            indices,
+            n,
+            lambda: ((i, a[i]) for i in indices),
+        )
+    if "cells" not in arrays:
+        raise ValueError(f"{path}: x of shape {x.shape} needs 'cells' (ncells, dim + 1)")
+    points = x.reshape(len(x), -1).astype(float)
+    if not 1 <= points.shape[1] <= 3:
+        raise ValueError(f"{path}: x has shape {x.shape}; expected (points, dim), dim 1 to 3")
+    cells = np.asarray(arrays["cells"])
+    if cells.ndim != 2 or not np.issubdtype(cells.dtype, np.integer):
+        raise ValueError(f"{path}: cells must be integers of shape (ncells, dim + 1)")
+    nodes = {"line": 2, "triangle": 3, "quad": 4, "tetra": 4}
+    if "cell_type" in arrays:
+        cell_type = str(np.asarray(arrays["cell_type"]))
+    else:
+        cell_type = {2: "line", 3: "triangle", 4: "tetra"}.get(cells.shape[1], "?")
+    if cell_type not in SUPPORTED_CELLS or nodes[cell_type] != cells.shape[1]:
+        raise ValueError(
+            f"{path}: unsupported cells: {cells.shape[1]} vertices per cell with cell_type "
+            f"{cell_type!r} (supported: {sorted(SUPPORTED_CELLS)})"
+        )
+    tdim = SUPPORTED_CELLS[cell_type]
+    points, cells, used = _compact_points(points, cells.astype(np.int64), path)
+    keep = slice(None) if used is None else used
+    trajs = [
+        (i, t, [[values[name][i, k][keep] for k in range(len(t))] for name in names])
+        for i in indices
+    ]
+    return _VertexSource(path, "npz", points, cells, cell_type, tdim, names, trajs)
+
+
+def _source_trajectories(
+    src: _VertexSource | _GridSource,
+    shared: _Shared,
+    comm: Any,
+    family: str,
+    degree: int,
+    method: str,
+) -> tuple[Any, list[TrajectoryData]]:
+    """Read a vertex or grid source onto the shared mesh and the target element."""
+    if isinstance(src, _GridSource):
+        p1, raw = _grid_states(src, shared, comm)
+        names = [src.name]
+    else:
+        p1, raw = _vertex_states(src, shared, comm)
+        names = list(src.names)
+    out = []
+    space = p1
+    for i, times, states in raw:
+        space, states, report = _to_element(p1, states, family, degree, method)
+        meta: dict[str, Any] = {"source": str(src.file), "format": src.fmt, "fields": names}
+        if i is not None:
+            meta["index"] = i
+        if report is not None:
+            meta["transfer"] = report
+        out.append(TrajectoryData(space, times, states, meta))
+    return space, out
+
+
+# --------------------------------------------------------------------------------------------
+# Users' Firedrake CheckpointFiles
+# --------------------------------------------------------------------------------------------
+
+
+def read_checkpoint_series(
+    path: str | Path,
+    *,
+    fields: Sequence[str] | None = None,
+    dt: float | None = None,
+    family: str = "CG",
+    degree: int = 1,
+    method: str = "interpolate",
+    comm: Any = fd.COMM_WORLD,
+    metadata: dict[str, Any] | None = None,
+) -> TrajectoryData:
+    """Read the functions a solver saved at every time index of a Firedrake ``CheckpointFile``.
+
+    The file holds one mesh and functions saved with ``save_function(f, idx=k,
+    timestepping_info={"time": t})``; state ``k`` is every chosen function at its ``k``-th saved
+    index. The times are Firedrake's timestepping history ``"time"``; without it, ``dt`` gives
+    ``t = idx * dt``.
+
+    Parameters
+    ----------
+    path
+        The file (read only).
+    fields
+        The names of the functions (default: the only one in the file); several make a mixed
+        space.
+    dt
+        The time between indices, for a file saved without ``"time"``.
+    family, degree, method
+        The target element; a function on another element is interpolated or projected and the
+        information lost is reported in ``metadata["transfer"]``.
+    comm
+        The communicator to load the mesh on.
+    metadata
+        Extra metadata for the trajectory.
+
+    Returns
+    -------
+    TrajectoryData
+        On the file's mesh.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it is not a Firedrake ``CheckpointFile``, holds several meshes, lacks a function or
+        its timestepping history, has no times and no ``dt``, the functions have different
+        indices, or a state has NaN/Inf values (naming the function and index).
+
+    """
+    _check_method(method)
+    path = Path(path)
+    space, times, states, names = _read_checkpoint(path, fields, dt, comm)
+    space, states, report = _to_element(space, states, family, degree, method)
+    meta = {"source": str(path), "format": "checkpoint", "fields": names, **(metadata or {})}
+    if report is not None:
+        meta["transfer"] = report
+    return TrajectoryData(space, times, states, meta)
+
+
+def _checkpoint_contents(h5: Any) -> tuple[list[str], list[str]]:
+    """Return the mesh names and the (user) function names of a CheckpointFile."""
+    meshes: set[str] = set()
+    functions: set[str] = set()
+    parts_of_mixed: set[str] = set()
+
+    def visit(name: str, obj: Any) -> None:
+        parts = name.split("/")
+        if not isinstance(obj, h5py.Group) or len(parts) < 2:
+            return
+        if parts[-2] == "firedrake_meshes":
+            meshes.add(parts[-1])
+        elif parts[-2] == "firedrake_functions":
+            functions.add(parts[-1])
+            if "firedrake_mixed_meshes" in parts:
+                for sub in obj.values():
+                    if isinstance(sub, h5py.Group) and "firedrake_function" in sub.attrs:
+                        parts_of_mixed.add(str(sub.attrs["firedrake_function"]))
+
+    h5.visititems(visit)
+    names = sorted(f for f in functions - parts_of_mixed if not f.startswith("firedrake_"))
+    return sorted(meshes), names
+
+
+def _read_checkpoint(
+    path: Path, fields: Sequence[str] | None, dt: float | None, comm: Any
+) -> tuple[Any, np.ndarray, list[fd.Function], list[str]]:
+    _check_file(path)
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path}: not a readable HDF5 file")
+    try:
+        with h5py.File(path, "r") as h5:
+            if "dmplex_storage_version" not in h5.attrs and "topologies" not in h5:
+                raise ValueError(f"{path}: not a Firedrake CheckpointFile")
+            meshes, functions = _checkpoint_contents(h5)
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    if len(meshes) != 1:
+        raise ValueError(f"{path}: {len(meshes)} meshes {meshes}; femeso reads a file with one")
+    if fields:
+        names = list(fields)
+        for name in names:
+            if name not in functions:
+                raise ValueError(f"{path}: no function {name!r} (functions: {functions})")
+    elif len(functions) == 1:
+        names = functions
+    else:
+        raise ValueError(
+            f"{path}: {len(functions)} functions {functions}; name the field(s) with fields="
+        )
+    try:
+        with fd.CheckpointFile(str(path), "r", comm=comm) as inp:
+            mesh = inp.load_mesh(meshes[0])
+            histories = [inp.get_timestepping_history(mesh, name) for name in names]
+            for name, history in zip(names, histories, strict=True):
+                if not history or len(history.get("index", [])) == 0:
+                    raise ValueError(
+                        f"{path}: function {name!r} was not saved with save_function(..., idx=k)"
+                    )
+            index = np.asarray(histories[0]["index"])
+            for name, history in zip(names[1:], histories[1:], strict=True):
+                if not np.array_equal(np.asarray(history["index"]), index):
+                    raise ValueError(
+                        f"{path}: functions {names[0]!r} and {name!r} were saved at different "
+                        "indices"
+                    )
+            if "time" in histories[0]:
+                times = np.asarray(histories[0]["time"], dtype=float)
+            elif dt is not None:
+                times = index.astype(float) * float(dt)
+            else:
+                raise ValueError(
+                    f"{path}: no times saved (save_function(..., idx=k, timestepping_info="
+                    "{'time': t})); pass dt= (state k at t = idx_k * dt)"
+                )
+            per_field = [
+                [inp.load_function(mesh, name, idx=int(k)) for k in index] for name in names
+            ]
+    except ValueError as exc:
+        message = str(exc)
+        raise ValueError(
+            message if message.startswith(str(path)) else f"{path}: {message}"
+        ) from exc
+    except Exception as exc:
+        raise ValueError(
+            f"{path}: not a readable Firedrake CheckpointFile: {type(exc).__name__}: {exc}"
+        ) from exc
+    times = check_times(times, f"{path}: time")
+    if len(per_field) == 1:
+        states = per_field[0]
+        space = states[0].function_space()
+        states = [fd.Function(space, val=s.dat) for s in states]
+    else:
+        space = fd.MixedFunctionSpace([f[0].function_space() for f in per_field])
+        states = []
+        for k in range(len(index)):
+            f = fd.Function(space)
+            for sub, src in zip(f.subfunctions, (p[k] for p in per_field), strict=True):
+                sub.dat.data_with_halos[:] = src.dat.data_ro_with_halos
+            states.append(f)
+    for k, state in enumerate(states):
+        bad = nonfinite_count(state)
+        if bad:
+            raise ValueError(
+                f"{path}: {', '.join(names)} at index {int(index[k])} (t = {float(times[k])!r}) "
+                f"has {bad} NaN/Inf values"
+            )
+    return space, times, states, names
+
+
+# --------------------------------------------------------------------------------------------
+# read_data: many files, one format each, one mesh
+# --------------------------------------------------------------------------------------------
+
+
+def read_data(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    format: str = "auto",  # noqa: A002  (the word users know)
+    fields: Sequence[str] | None = None,
+    dt: float | None = None,
+    family: str = "CG",
+    degree: int = 1,
+    method: str = "interpolate",
+    comm: Any = fd.COMM_WORLD,
+    metadata: dict[str, Any] | None = None,
+) -> Dataset:
+    """Read users' files of any supported format into one dataset on one mesh.
+
+    Each file gives one trajectory (XDMF series, ``.pvd``, ``CheckpointFile``), several (the
+    paper's grid HDF5, ``.npz``, femeso's own files), or one frame (``.vtu``: consecutive
+    ``.vtu`` paths form one trajectory, frame ``k`` at ``t = k dt``). The first file's mesh is
+    built once; every later file must be on the same mesh (same points and cells, in any order:
+    its data is put on the mesh by coordinates) or on the same periodic grid.
+
+    Parameters
+    ----------
+    paths
+        The files, in order (globs expanded by the caller).
+    format
+        ``"auto"`` (from the extension and, for HDF5, the content: a ``/femeso`` group, a
+        ``u_sol_all`` array, or a Firedrake ``CheckpointFile``) or one of ``"xdmf"``,
+        ``"pvd"``, ``"vtu"``, ``"grid_hdf5"``, ``"femeso"``, ``"checkpoint"``, ``"npz"`` for
+        every file.
+    fields
+        The fields to read: point-data names (meshio), array names (``.npz``; the array name of
+        a grid HDF5 file), function names (``CheckpointFile``). Default: all point data of the
+        first file (meshio), ``u`` (``.npz``), ``u_sol_all`` (grid), the only function
+        (``CheckpointFile``); later files must have the first file's fields.
+    dt
+        The frame step of files without times (``.vtu`` lists, ``CheckpointFile`` files saved
+        without ``"time"``).
+    family, degree, method
+        The element of the dataset's space: vertex data goes into P1 exactly, other elements
+        are reached by ``method`` (``"interpolate"`` or ``"project"``) with the information
+        lost reported in each trajectory's ``metadata["transfer"]``.
+    comm
+        The communicator of the mesh (every rank reads the files).
+    metadata
+        Extra dataset metadata (``sources``, ``formats``, ``fields``, ``dt`` and, for grids,
+        ``grid`` are added).
+
+    Returns
+    -------
+    Dataset
+        Every trajectory on one space of one mesh; ``metadata["dt"]`` is the common frame step.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a file does not exist.
+    ValueError
+        On any bad input, with one line starting with the file: unknown format, unreadable
+        file, missing field, NaN/Inf values (naming the trajectory and frame or time index),
+        non-uniform frame steps, frame steps that differ between files, or a mesh that differs
+        from the first file's (naming both files).
+
+    """
+    _check_method(method)
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    files = [Path(p) for p in paths]
+    if not files:
+        raise ValueError("read_data: no files given")
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(
+            f"read_data: unknown format {format!r} (known: auto, {', '.join(FORMATS)})"
+        )
+    for file in files:
+        _check_file(file)
+    kinds = [detect_format(f) if format == "auto" else format for f in files]
+    groups: list[tuple[str, list[Path]]] = []
+    for file, kind in zip(files, kinds, strict=True):
+        if kind == "vtu" and groups and groups[-1][0] == "vtu":
+            groups[-1][1].append(file)
+        else:
+            groups.append((kind, [file]))
+    shared = _Shared(names=list(fields) if fields else None)
+    trajectories: list[TrajectoryData] = []
+    space = None
+    for kind, group in groups:
+        new = _read_group(kind, group, shared, comm, dt, family, degree, method)
+        for traj in new:
+            label = Path(traj.metadata.get("source", group[0]))
+            if space is None:
+                space = traj.space
+            elif traj.space.ufl_element() != space.ufl_element():
+                raise ValueError(
+                    f"{label}: its data is on {traj.space.ufl_element()}, not on "
+                    f"{space.ufl_element()} like {shared.reference.removeprefix('the mesh of ')}"
+                )
+            _check_step(traj, label, shared)
+        trajectories.extend(new)
+    meta: dict[str, Any] = {
+        "sources": [str(f) for f in files],
+        "formats": sorted(set(kinds)),
+        "fields": shared.names,
+        "dt": shared.dt,
+    }
+    if shared.grid is not None:
+        meta["grid"] = _grid_meta(*shared.grid)
+    meta.update(metadata or {})
+    logger.info(
+        "read %d trajectories (%d frames) from %d files (%s) on one mesh",
+        len(trajectories),
+        sum(len(t) for t in trajectories),
+        len(files),
+        ", ".join(meta["formats"]),
+    )
+    return Dataset(space, trajectories, meta)
+
+
+def _check_step(traj: TrajectoryData, file: Path, shared: _Shared) -> None:
+    if len(traj.times) < 2:
+        return
+    where = f"trajectory {traj.metadata['index']}: " if "index" in traj.metadata else ""
+    step, uniform, problem = frame_step(traj.times)
+    if problem is not None or step is None:
+        raise ValueError(f"{file}: {where}{problem}")
+    if shared.dt is None:
+        shared.dt, shared.dt_source = step, str(file)
+    elif abs(step - shared.dt) > STEP_RTOL * shared.dt:
+        raise ValueError(
+            f"{file}: {where}frame step {step!r} differs from the frame step {shared.dt!r} of "
+            f"{shared.dt_source}"
+        )
+
+
+def _read_group(
+    kind: str,
+    group: list[Path],
+    shared: _Shared,
+    comm: Any,
+    dt: float | None,
+    family: str,
+    degree: int,
+    method: str,
+) -> list[TrajectoryData]:
+    """Read one file (or a run of .vtu files) onto the shared mesh."""
+    file = group[0]
+    names = shared.names
+    if kind in ("xdmf", "pvd", "vtu"):
+        if kind == "vtu":
+            if dt is None:
+                raise ValueError(
+                    f"{file}: .vtu files carry no times; pass dt= (frame k at t = k dt)"
+                )
+            src = _meshio_source(group, list(np.arange(len(group)) * float(dt)), names)
+            src.fmt = "vtu"
+        else:
+            src = _meshio_source(file, None, names)
+        shared.names = shared.names or list(src.names)
+        return _source_trajectories(src, shared, comm, family, degree, method)[1]
+    if kind == "grid_hdf5":
+        if names is not None and len(names) != 1:
+            raise ValueError(f"{file}: a grid HDF5 file holds one field, got fields={names}")
+        gsrc = _grid_hdf5_source(file, names[0] if names else None, None, None, None)
+        shared.names = [gsrc.name]
+        return _source_trajectories(gsrc, shared, comm, family, degree, method)[1]
+    if kind == "npz":
+        nsrc = _npz_source(file, names, None)
+        shared.names = names or ([nsrc.name] if isinstance(nsrc, _GridSource) else nsrc.names)
+        return _source_trajectories(nsrc, shared, comm, family, degree, method)[1]
+    if kind == "femeso":
+        loaded = load_dataset(file, comm=comm)
+        grid_meta = loaded.metadata.get("grid")
+        grid = None
+        if grid_meta is not None:
+            grid = (tuple(grid_meta["shape"]), tuple(float(x) for x in grid_meta["lengths"]))
+        out = []
+        for i, traj in enumerate(loaded):
+            space, states, report = _to_element(traj.space, traj.states, family, degree, method)
+            space, states = _onto_shared(space, states, file, shared, grid)
+            meta = {**traj.metadata, "source": str(file), "format": "femeso", "index": i}
+            if report is not None:
+                meta["transfer"] = report
+            out.append(TrajectoryData(space, traj.times, states, meta))
+        return out
+    if kind == "checkpoint":
+        space, times, states, found = _read_checkpoint(file, names, dt, comm)
+        shared.names = shared.names or found
+        space, states, report = _to_element(space, states, family, degree, method)
+        space, states = _onto_shared(space, states, file, shared, None)
+        meta = {"source": str(file), "format": "checkpoint", "fields": found}
+        if report is not None:
+            meta["transfer"] = report
+        return [TrajectoryData(space, times, states, meta)]
+    raise ValueError(f"{file}: unknown format {kind!r} (known: {', '.join(FORMATS)})")
+
+
+def _onto_shared(
+    space: Any, states: list[fd.Function], file: Path, shared: _Shared, grid: Any
+) -> tuple[Any, list[fd.Function]]:
+    """Put states of a Firedrake file on the shared mesh (adopting their mesh if none yet)."""
+    mesh = mesh_of(space)
+    if shared.mesh is None:
+        shared.adopt(mesh, f"the mesh of {file}", grid=grid)
+        return space, states
+    if mesh is shared.mesh:
+        return space, states
+    if (grid is None) != (shared.grid is None) or (
+        grid is not None and not _same_grid(grid, shared.grid)
+    ):
+        theirs = _grid_text(*grid) if grid is not None else "not a periodic grid"
+        ours = _grid_text(*shared.grid) if shared.grid is not None else "not a periodic grid"
+        raise ValueError(f"{file}: its mesh ({theirs}) differs from {shared.reference} ({ours})")
+    scalar_p1 = not space.value_shape and len(space.subspaces) == 1 and _is_p1(space)
+    if grid is not None and scalar_p1:  # the same grid: by grid index, exact and cheap
+        V, index = shared.grid_p1()
+        values = to_grid_arrays(
+            Dataset(
+                space,
+                [TrajectoryData(space, np.arange(len(states)), states)],
+                {"grid": _grid_meta(*grid)},
+            )
+        )[0].reshape(len(states), -1)
+        out = []
+        for row in values:
+            f = fd.Function(V)
+            f.dat.data_with_halos[:] = row[index]
+            out.append(f)
+        return V, out
+    target = fd.FunctionSpace(shared.mesh, space.ufl_element())
+    return target, _map_by_coordinates(states, target, file, shared.reference)
 
 
 # --------------------------------------------------------------------------------------------
