@@ -41,7 +41,7 @@ from femeso.data.generators import (
     mobility_coefficient,
     paper_sine_initial_condition,
 )
-from femeso.data.io import export_vtk, load_dataset, save_dataset
+from femeso.data.io import export_vtk, load_dataset, load_dataset_mesh, save_dataset
 from femeso.data.mapping import map_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy
@@ -90,9 +90,7 @@ def build_space(config: JobConfig) -> fd.FunctionSpace:
     m = config["mesh"]
     if from_files(config):
         _resolve_file_data(config)
-        path = _data_path(config, "train")
-        with fd.CheckpointFile(str(path), "r") as inp:
-            mesh = inp.load_mesh()
+        mesh = load_dataset_mesh(_data_path(config, "train"))
         return fd.FunctionSpace(mesh, "CG", m["degree"])
     if m["name"] == "periodic_interval":
         mesh = fd.PeriodicIntervalMesh(m["cells"], m["length"])
@@ -659,7 +657,7 @@ def train(
                 model,
                 data["train"],
                 validation,
-                _training_config(config, baseline=which == "baseline"),
+                _judge_config(config, baseline=which == "baseline"),
                 make_stepper=make_stepper,
                 progress=False,
             )
@@ -722,6 +720,15 @@ def train(
             out[which]["model"],
         )
     return out
+
+
+def _judge_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
+    """Return the settings of the validation judge (the main phase's windows; no training)."""
+    settings = _trainer_settings(config)
+    if baseline:
+        settings["iterations"] = config["baseline"]["iterations"]
+    settings["iterations"] = max(1, settings["iterations"])
+    return TrainingConfig(**settings)
 
 
 def _phase_name(settings: TrainingConfig) -> str:

@@ -111,6 +111,7 @@ __all__ = [
     "from_grid_arrays",
     "grid_hdf5_info",
     "load_dataset",
+    "load_dataset_mesh",
     "read_checkpoint_series",
     "read_data",
     "read_grid_hdf5",
@@ -283,6 +284,18 @@ def load_dataset(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Dataset:
         raise ValueError(f"{path}: {exc}") from exc
     except Exception as exc:
         raise ValueError(f"{path}: corrupt femeso dataset: {type(exc).__name__}: {exc}") from exc
+
+
+def load_dataset_mesh(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Any:
+    """Return the mesh of a dataset written by :func:`save_dataset`, without its states."""
+    path = Path(path)
+    if not comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        raise FileNotFoundError(f"{path}: no such file")
+    header, problem = comm.bcast(_read_header(path) if comm.rank == 0 else None, root=0)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
+    with fd.CheckpointFile(str(path), "r", comm=comm) as inp:
+        return inp.load_mesh(header["mesh_name"])
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any] | None, str | None]:
