@@ -146,7 +146,8 @@ def test_user_xdmf_files_train_with_one_command(user_job):
     assert "classical" not in results and results.get("density") is None
     onsager = results["onsager"]
     # The learned model reproduces the held-out trajectory over the whole horizon.
-    assert onsager["error_at_training_horizon"] < 1e-2, onsager
+    assert onsager["error_at_training_horizon"] < 2e-3, onsager  # measured 1.8e-4
+    assert results["persistence"]["error_at_training_horizon"] > 50 * 2e-3  # measured 0.15
     assert onsager["energy_increases"] == 0
     assert (user_job / "out" / "report" / "density.png").exists()
     # A second run into the same folder changes nothing and says so in one line.
