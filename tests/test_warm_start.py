@@ -258,8 +258,11 @@ def test_warm_start_job_keeps_the_best_of_warm_start_and_training(tmp_path):
     assert summary["operator"] == "local"
     assert abs(summary["coefficient"] - 1.0) < 5e-2
     assert out["iterations"] == 0 and out["refine_iterations"] == 3
-    assert out["best_validation"] <= summary["validation"]
-    assert out["model"] in ("warm start", "best on validation")
+    start = out["start"]  # chosen on the validation windows among the candidate starts
+    assert start["chosen"] in start["candidates"]
+    assert start["validation"] == min(v for v in start["candidates"].values() if v is not None)
+    assert out["best_validation"] <= start["validation"]
+    assert out["model"] in (start["chosen"], "Levenberg-Marquardt, best on validation")
     # whichever was kept, the saved model keeps the slope bound (also a kept warm start)
     kept = jobs.load_trained(config, jobs.build_space(config), "onsager")
     assert float(kept.energy.density.network.layers[0].weight.detach().abs().max()) <= 1.5

@@ -1,0 +1,86 @@
+"""Data written on one number of ranks train on another, with the serial losses.
+
+Each stage is the ``femeso`` command in its own process, as a user runs it: ``generate`` on 1 or 2
+ranks, ``train`` on 1 or 2 ranks from a copy of those data. The data reach the training mesh by
+DoF position (never by storage order), so every combination gives the losses of the all-serial
+run to solver tolerance.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+JOB = """
+[job]
+name = "ranks"
+output = "{out}"
+[data]
+train = 2
+validation = 1
+test = 1
+frames = 4
+burn_in = 2
+[training]
+iterations = 4
+batch_size = 2
+validate_every = 2
+checkpoint_every = 2
+refine_iterations = 0
+[baseline]
+enabled = false
+"""
+
+REL = 1e-7  # solver tolerance: Newton and the adjoint solves stop at 1e-10 relative residuals
+
+
+def femeso(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).with_name("femeso"))
+    command = [exe, *args] if ranks == 1 else ["mpiexec", "-n", str(ranks), exe, *args]
+    env = dict(
+        os.environ,
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_rmaps_base_oversubscribe="1",
+    )
+    env.pop("PETSC_OPTIONS", None)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def job(root: Path, name: str) -> Path:
+    path = root / f"{name}.toml"
+    path.write_text(JOB.format(out=root / name))
+    return path
+
+
+def losses(root: Path, name: str) -> list[float]:
+    history = json.loads((root / name / "onsager" / "history.json").read_text())
+    return [r["loss"] for r in history["records"]]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """The same job's data generated on 1 rank and on 2 ranks."""
+    root = tmp_path_factory.mktemp("ranks")
+    for ranks in (1, 2):
+        femeso("generate", str(job(root, f"gen{ranks}")), "-q", ranks=ranks)
+    return root
+
+
+@pytest.mark.parametrize("generated,trained", [(1, 2), (2, 1), (2, 2)])
+def test_training_on_any_rank_count_gives_the_serial_losses(data, generated, trained):
+    if not (data / "serial").exists():
+        shutil.copytree(data / "gen1" / "data", data / "serial" / "data")
+        femeso("train", str(job(data, "serial")), "-q")
+    name = f"gen{generated}_train{trained}"
+    shutil.copytree(data / f"gen{generated}" / "data", data / name / "data")
+    femeso("train", str(job(data, name)), "-q", ranks=trained)
+    reference, measured = losses(data, "serial"), losses(data, name)
+    assert len(measured) == len(reference) == 4
+    assert measured == pytest.approx(reference, rel=REL)
