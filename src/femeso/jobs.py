@@ -558,11 +558,14 @@ def _trainer_settings(config: JobConfig) -> dict[str, Any]:
     return settings
 
 
-def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
+def _training_config(config: JobConfig, *, baseline: bool, judge: bool = False) -> TrainingConfig:
+    """Return the main phase's settings (``judge``: for validation only, at least 1 iteration)."""
     settings = _trainer_settings(config)
     if baseline:
         settings["iterations"] = config["baseline"]["iterations"]
         settings["learning_rate"] = config["baseline"]["learning_rate"]
+    if judge:  # the judge trains nothing; its windows are the main phase's
+        settings["iterations"] = max(1, settings["iterations"])
     return TrainingConfig(**settings)
 
 
@@ -657,7 +660,7 @@ def train(
                 model,
                 data["train"],
                 validation,
-                _judge_config(config, baseline=which == "baseline"),
+                _training_config(config, baseline=which == "baseline", judge=True),
                 make_stepper=make_stepper,
                 progress=False,
             )
@@ -720,15 +723,6 @@ def train(
             out[which]["model"],
         )
     return out
-
-
-def _judge_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
-    """Return the settings of the validation judge (the main phase's windows; no training)."""
-    settings = _trainer_settings(config)
-    if baseline:
-        settings["iterations"] = config["baseline"]["iterations"]
-    settings["iterations"] = max(1, settings["iterations"])
-    return TrainingConfig(**settings)
 
 
 def _phase_name(settings: TrainingConfig) -> str:
