@@ -10,6 +10,7 @@ The public surface::
 
 from femeso._runtime import (
     configure_environment,
+    hold_petsc_world_communicator,
     keep_command_line_from_petsc,
     quiet_unactionable_warnings,
 )
@@ -48,6 +49,8 @@ from femeso.steppers import (  # noqa: E402
     Trajectory,
 )
 from femeso.training import Trainer, TrainingConfig  # noqa: E402
+
+hold_petsc_world_communicator()
 
 __version__ = "0.1.0"
 

@@ -76,6 +76,28 @@ def keep_command_line_from_petsc() -> None:
         sys.argv = argv
 
 
+_WORLD_ANCHOR: list = []
+
+
+def hold_petsc_world_communicator() -> None:
+    """Keep PETSc's inner ``COMM_WORLD`` communicator alive, on every rank, until ``PetscFinalize``.
+
+    PETSc objects on ``COMM_WORLD`` share one inner communicator, freed when its last object is
+    destroyed. Python frees objects at moments that differ between ranks, so the inner
+    communicator could be freed on one rank and not on another; the next collective PETSc call
+    then duplicates ``COMM_WORLD`` on the first rank (``MPI_Comm_dup``) while the other talks on
+    the old inner communicator (``MPI_Allreduce``), and both wait forever. That was the exit hang of
+    ``mpiexec -n 2 femeso generate`` (issue 16; both ranks in petsc4py's garbage clean-up at
+    exit). A zero-length vector created here, collectively, holds the inner communicator for the
+    life of the process on every rank. Called once, by ``import femeso``.
+    """
+    if _WORLD_ANCHOR:
+        return
+    from petsc4py import PETSc
+
+    _WORLD_ANCHOR.append(PETSc.Vec().createMPI((0, PETSc.DECIDE), comm=PETSc.COMM_WORLD))
+
+
 def quiet_unactionable_warnings() -> None:
     """Silence warnings that femeso's own, deliberate use of a library triggers.
 
