@@ -49,10 +49,11 @@ enabled = false
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the job ``--runs`` times on ``--ranks`` ranks; 0 when every run completed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds before a run counts as hung")
+    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to a hang")
     parser.add_argument("--command", default="generate", choices=["generate", "run"])
     args = parser.parse_args(argv)
 
@@ -65,12 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = root / "job.toml"
         job.write_text(JOB.format(out=root / "out"))
-        command = ["mpiexec", "-n", str(args.ranks), femeso, args.command, str(job), "-q", "--overwrite"]
+        command = [
+            "mpiexec",
+            "-n",
+            str(args.ranks),
+            femeso,
+            args.command,
+            str(job),
+            "-q",
+            "--overwrite",
+        ]
         for run in range(1, args.runs + 1):
             start = time.perf_counter()
             # A new session, so that a hung mpiexec and both ranks can be killed together.
             process = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
             try:
                 output, _ = process.communicate(timeout=args.timeout)
@@ -87,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(
-        f"{counts['completed']} of {args.runs} runs of `mpiexec -n {args.ranks} femeso {args.command}` "
-        f"completed; {counts['hung']} hung (> {args.timeout:.0f} s); {counts['failed']} failed"
+        f"{counts['completed']} of {args.runs} runs of "
+        f"`mpiexec -n {args.ranks} femeso {args.command}` completed; "
+        f"{counts['hung']} hung (> {args.timeout:.0f} s); {counts['failed']} failed"
     )
     return 0 if counts["completed"] == args.runs else 1
 

@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("PETSC_OPTIONS", "-options_left no")
 
 import femeso  # noqa: F401  (first: sets OMP_NUM_THREADS, kernel caches, Open MPI root permission)
+from femeso._runtime import start_firedrake
+
+start_firedrake()  # Firedrake initialises PETSc; PETSc's COMM_WORLD is held on every rank
 import pytest
 from firedrake.adjoint import get_working_tape, pause_annotation
 

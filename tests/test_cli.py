@@ -1,11 +1,14 @@
 """The femeso command: validated TOML jobs, one-line errors, the whole job end to end."""
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from femeso.cli import main
@@ -110,14 +113,43 @@ def test_a_whole_job_runs_end_to_end(tmp_path):
 
 
 def test_the_console_script_keeps_its_arguments_from_petsc(tmp_path):
-    """PETSc would report the command's own options as unused (or take them as its own)."""
+    """PETSc would report the command's own options as unused (or take them as its own).
+
+    ``train`` starts Firedrake (and PETSc) before it finds that the job has no data yet.
+    """
     femeso = Path(sys.executable).with_name("femeso")
+    job = write(tmp_path, f'[job]\noutput = "{tmp_path / "out"}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "PETSC_OPTIONS"}
     result = subprocess.run(
-        [str(femeso), "config", "--check", str(write(tmp_path, ""))],
+        [str(femeso), "train", str(job), "-q", "--model", "onsager"],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "unused database option" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("command", [["config"], ["config", "--check", "JOB"], ["inspect", "DATA"]])
+def test_config_and_inspect_answer_without_firedrake_or_torch(tmp_path, command):
+    """``femeso config`` and ``femeso inspect`` import neither Firedrake nor PyTorch."""
+    data = tmp_path / "grid.h5"
+    with h5py.File(data, "w") as f:
+        f["u_sol_all"] = np.zeros((2, 3, 8, 1), dtype=np.float32)
+        f["t_coord"] = np.arange(3) * 0.1
+        f["x_coord"] = np.arange(8) * 0.25
+    args = [
+        str(write(tmp_path, "")) if a == "JOB" else str(data) if a == "DATA" else a for a in command
+    ]
+    probe = (
+        "import sys; from femeso.cli import main; code = main(sys.argv[1:]); "
+        "heavy = sorted(m for m in ('firedrake', 'torch', 'petsc4py.PETSc') if m in sys.modules); "
+        "print('HEAVY', heavy); sys.exit(code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert "valid" in result.stdout
-    assert "unused database option" not in result.stdout + result.stderr
+    assert "HEAVY []" in result.stdout, result.stdout[-500:]

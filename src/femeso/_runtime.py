@@ -6,7 +6,9 @@ defaults below unless the variable is already set.
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -96,6 +98,52 @@ def hold_petsc_world_communicator() -> None:
     from petsc4py import PETSc
 
     _WORLD_ANCHOR.append(PETSc.Vec().createMPI((0, PETSc.DECIDE), comm=PETSc.COMM_WORLD))
+
+
+def start_firedrake() -> None:
+    """Import Firedrake (initialising PETSc) the way femeso needs it; idempotent.
+
+    Called by the ``femeso`` command before any command that computes, by the first use of a
+    name of the :mod:`femeso` package, and by the test-suite: the command line is kept from
+    PETSc (:func:`keep_command_line_from_petsc`) and PETSc's ``COMM_WORLD`` is held on every
+    rank (:func:`hold_petsc_world_communicator`). ``femeso config`` and ``femeso inspect`` never
+    call it, and answer without importing Firedrake or PyTorch.
+    """
+    keep_command_line_from_petsc()
+    import firedrake  # noqa: F401
+
+    hold_petsc_world_communicator()
+
+
+def lazy_exports(
+    package: str, exports: dict[str, str]
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """Return a package's ``__getattr__`` and ``__dir__`` that import its public names on use.
+
+    Parameters
+    ----------
+    package
+        The package's ``__name__`` (for the error message).
+    exports
+        Public name -> the module that defines it.
+
+    Importing the package stays cheap (no Firedrake, no PyTorch); the first use of a public name
+    starts Firedrake (:func:`start_firedrake`) and imports the defining module.
+
+    """
+
+    def __getattr__(name: str) -> object:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        start_firedrake()
+        value = getattr(importlib.import_module(exports[name]), name)
+        importlib.import_module(package).__dict__[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(importlib.import_module(package).__dict__) | set(exports))
+
+    return __getattr__, __dir__
 
 
 def quiet_unactionable_warnings() -> None:

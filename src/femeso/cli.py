@@ -18,8 +18,13 @@ from pathlib import Path
 from mpi4py import MPI
 
 from femeso._log import logger
+from femeso._runtime import start_firedrake
 
 __all__ = ["main"]
+
+# Commands that answer without Firedrake or PyTorch (well under a second); the others start
+# Firedrake first, on every rank (femeso._runtime.start_firedrake).
+_WITHOUT_FIREDRAKE = ("config", "inspect")
 
 
 def _config(args: argparse.Namespace):
@@ -278,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``femeso`` command; user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
+    if args.command not in _WITHOUT_FIREDRAKE:
+        start_firedrake()
     try:
         return args.func(args)
     except (

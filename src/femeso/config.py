@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from femeso.training import GRADIENTS, NORMS, OPTIMIZERS
+# The training choices a job file may name; femeso.training validates against the same tuples.
+# They live here so that reading and checking a job file needs neither PyTorch nor Firedrake.
+NORMS = ("L2", "H1")
+GRADIENTS = ("full", "cut")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs", "levenberg_marquardt")
 
 __all__ = ["DEFAULTS", "EQUATIONS", "ConfigError", "JobConfig", "default_toml", "load_config"]
 

@@ -39,6 +39,7 @@ import torch
 
 from femeso._files import atomic_write, first_line, on_rank_zero
 from femeso._log import logger
+from femeso.config import GRADIENTS, NORMS, OPTIMIZERS
 from femeso.data.trajectories import Dataset
 from femeso.fields import bound_input_slopes
 from femeso.gauss_newton import LevenbergMarquardt, WindowCurvature, window_curvature
@@ -53,9 +54,6 @@ __all__ = [
     "window_loss_and_gradient",
 ]
 
-NORMS = ("L2", "H1")
-GRADIENTS = ("full", "cut")
-OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs", "levenberg_marquardt")
 
 
 @dataclass
