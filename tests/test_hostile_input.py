@@ -25,6 +25,7 @@ import torch
 import femeso
 import femeso.hypothesis as hypothesis
 from femeso.baseline import BlackBoxModel
+from femeso.data.io import save_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.meshes import load_mesh, mesh_directory
 from femeso.training import Trainer, TrainingConfig
@@ -372,6 +373,30 @@ def test_a_full_disk_leaves_the_model_file_as_it_was(tmp_path, file_size_limit):
     assert_one_line(excinfo, path, "cannot write the model file", "File too large")
     assert snapshot(path) == before
     assert leftovers(tmp_path) == []
+
+
+def test_a_dataset_that_will_not_fit_is_refused_before_writing(tmp_path, file_size_limit):
+    """HDF5 crashed at exit after a failed write: a dataset beyond the limit is never started."""
+    space = fd.FunctionSpace(mesh("plate"), "CG", 1)
+    data = Dataset(
+        space,
+        [
+            TrajectoryData(
+                space,
+                np.arange(4) * 0.1,
+                [femeso.random_smooth_field(space, seed=s) for s in range(4)],
+            )
+        ],
+    )
+    path = save_dataset(tmp_path / "train.h5", data)
+    before = snapshot(path)
+    file_size_limit(path.stat().st_size // 2)
+    with pytest.raises(OSError) as excinfo:
+        save_dataset(path, data, overwrite=True)
+    file_size_limit(resource.RLIM_INFINITY)
+    assert_one_line(excinfo, path, "cannot write the dataset", "file-size limit", "nothing written")
+    assert snapshot(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.h5"]
 
 
 def test_an_interrupted_write_leaves_nothing_that_looks_like_a_model(tmp_path, monkeypatch):

@@ -17,7 +17,14 @@ from typing import BinaryIO, TypeVar
 
 from mpi4py import MPI
 
-__all__ = ["atomic_write", "first_line", "on_rank_zero", "temporary_path", "write_error"]
+__all__ = [
+    "atomic_write",
+    "check_room",
+    "first_line",
+    "on_rank_zero",
+    "temporary_path",
+    "write_error",
+]
 
 T = TypeVar("T")
 
@@ -79,6 +86,41 @@ def atomic_write(path: str | Path, what: str) -> Iterator[BinaryIO]:
         if isinstance(exc, OSError):
             raise write_error(path, what, exc) from exc
         raise
+
+
+def check_room(path: Path, nbytes: int, what: str) -> None:
+    """Refuse, before anything is written, a file of at least ``nbytes`` that cannot fit.
+
+    Two limits are checked: the free space of the file system that holds ``path``, and the
+    process's file-size limit (``ulimit -f``, ``RLIMIT_FSIZE``). HDF5 does not recover from a
+    write that hits either (the error surfaces as a crash when the file is closed), so the check
+    comes first; ``nbytes`` is the writer's estimate of the file's size.
+
+    Raises
+    ------
+    OSError
+        ``ENOSPC`` or ``EFBIG``, one line naming ``path``, the size and the limit.
+
+    """
+    import errno
+    import resource
+    import shutil
+
+    free = shutil.disk_usage(path.parent).free
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    mib = 2.0**20
+    if nbytes > free:
+        reason, code = f"the disk has {free / mib:.1f} MiB free", errno.ENOSPC
+    elif soft != resource.RLIM_INFINITY and nbytes > soft:
+        reason, code = f"the file-size limit (ulimit -f) is {soft / mib:.1f} MiB", errno.EFBIG
+    else:
+        return
+    error = OSError(
+        f"{path}: cannot write {what}: it needs about {nbytes / mib:.1f} MiB and {reason}; "
+        "nothing written"
+    )
+    error.errno = code
+    raise error
 
 
 def on_rank_zero(comm: MPI.Comm, action: Callable[[], T]) -> T | None:

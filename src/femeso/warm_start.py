@@ -503,14 +503,16 @@ def warm_start(
 
         mobility_error = _regress(list(field.parameters()), mobility_mismatch, iterations)
     result = WarmStart(match, density_error, mobility_error)
+    mobility_text = (
+        f"mobility {mobility_error:.2e}" if math.isfinite(mobility_error) else "no mobility fitted"
+    )
     logger.info(
-        "warm start (%s, %d frame pairs): c = %.4g, residual %.2e; regression mismatch F' %.2e, "
-        "mobility %.2e",
+        "warm start (%s, %d frame pairs): c = %.4g, residual %.2e; regression mismatch F' %.2e, %s",
         kind,
         match.pairs,
         match.coefficient,
         match.relative_residual,
         density_error,
-        mobility_error,
+        mobility_text,
     )
     return result
