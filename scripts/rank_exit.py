@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,10 @@ enabled = false
 """
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job ``--runs`` times on ``--ranks`` ranks; 0 when every run completed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds to a hang")
     parser.add_argument("--command", default="generate", choices=["generate", "run"])
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
 
     femeso = str(Path(sys.executable).with_name("femeso"))
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -90,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                 output, _ = process.communicate(timeout=args.timeout)
                 outcome = "completed" if process.returncode == 0 else "failed"
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
+                os.killpg(process.pid, signal.SIGKILL)
                 output, _ = process.communicate()
                 outcome = "hung"
+            except BaseException:  # stopped (Ctrl-C, SIGTERM): take the job's ranks along
+                os.killpg(process.pid, signal.SIGKILL)
+                raise
             counts[outcome] += 1
             seconds = time.perf_counter() - start
             print(f"run {run:3d}/{args.runs}: {outcome} in {seconds:.1f} s", flush=True)

@@ -9,6 +9,7 @@ file per trajectory. The job file names the files by a glob; the mesh comes from
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -133,8 +134,13 @@ def femeso_command(*args, cwd):
 
 
 def test_user_xdmf_files_train_with_one_command(user_job):
-    done = femeso_command("run", "job.toml", "-q", cwd=user_job)
+    done = femeso_command("run", "job.toml", cwd=user_job)  # without -q, into a pipe (a log)
     assert done.returncode == 0, done.stderr[-3000:]
+    # A log gets plain timestamped lines: no progress bars, no carriage returns.
+    assert "\r" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "femeso: " in line]
+    assert len(lines) > 5
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d femeso: ", line) for line in lines), lines
     results = json.loads((user_job / "out" / "report" / "results.json").read_text())
     source = json.loads((user_job / "out" / "data" / "source.json").read_text())
     # The files' own step and split (0.7 / 0.2 / 0.1 of the trajectories, whole ones).

@@ -16,10 +16,21 @@ class _RankZeroFilter(logging.Filter):
         return MPI.COMM_WORLD.rank == 0
 
 
+_handler = logging.StreamHandler()
+_handler.setFormatter(logging.Formatter("femeso: %(message)s"))
+
+
+def timestamp_log_lines() -> None:
+    """Start femeso's lines with the time, for a log file (``2026-12-06 03:40:12 femeso: ...``).
+
+    The ``femeso`` command calls it when its standard error is not a terminal; on a terminal the
+    lines stay short and the progress bars show the time.
+    """
+    _handler.setFormatter(logging.Formatter("%(asctime)s femeso: %(message)s", "%Y-%m-%d %H:%M:%S"))
+
+
 logger.addFilter(_RankZeroFilter())
 if not logger.handlers:
-    _handler = logging.StreamHandler()
-    _handler.setFormatter(logging.Formatter("femeso: %(message)s"))
     logger.addHandler(_handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

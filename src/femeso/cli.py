@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mpi4py import MPI
 
-from femeso._log import logger
+from femeso._log import logger, timestamp_log_lines
 from femeso._runtime import start_firedrake
 
 __all__ = ["main"]
@@ -43,6 +43,11 @@ def _emit(lines: list[str]) -> None:
         sys.stdout.flush()
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: a log file gets the plain, timestamped lines instead."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _targets_met(results: dict) -> bool:
     return all(t["met"] for t in results.get("targets", {}).values())
 
@@ -51,7 +56,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from femeso.jobs import run, summary_lines
 
     results = run(
-        _config(args), resume=args.resume, progress=not args.quiet, overwrite=args.overwrite
+        _config(args), resume=args.resume, progress=_progress(args), overwrite=args.overwrite
     )
     _emit(summary_lines(results))
     _emit([f"results: {Path(_config(args)['job']['output']) / 'report' / 'results.json'}"])
@@ -64,7 +69,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = validate({"job": {"name": "demo", "output": str(args.output)}}, "<demo>")
     t0 = time.perf_counter()
-    results = run(config, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+    results = run(config, resume=args.resume, progress=_progress(args), overwrite=args.overwrite)
     _emit(summary_lines(results))
     _emit(
         [
@@ -79,7 +84,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from femeso.jobs import generate
 
-    paths = generate(_config(args), progress=not args.quiet, overwrite=args.overwrite)
+    paths = generate(_config(args), progress=_progress(args), overwrite=args.overwrite)
     _emit([f"{split}: {path}" for split, path in paths.items()])
     return 0
 
@@ -92,7 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _config(args),
         resume=args.resume,
         models=models,
-        progress=not args.quiet,
+        progress=_progress(args),
         overwrite=args.overwrite,
     )
     _emit(
@@ -108,7 +113,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_rollout(args: argparse.Namespace) -> int:
     from femeso.jobs import rollout
 
-    out = rollout(_config(args), progress=not args.quiet)
+    out = rollout(_config(args), progress=_progress(args))
     _emit(
         [
             f"{name}: error first {r['error_first']:.3e}, last {r['error_last']:.3e}, "
@@ -122,7 +127,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from femeso.jobs import report, summary_lines
 
-    results = report(_config(args), progress=not args.quiet)
+    results = report(_config(args), progress=_progress(args))
     _emit(summary_lines(results))
     return 0
 
@@ -135,7 +140,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
         args.mesh,
         refinement=args.refinement,
         n_test=args.test,
-        progress=not args.quiet,
+        progress=_progress(args),
     )
     _emit(summary_lines(results))
     return 0
@@ -283,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``femeso`` command; user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
+    if not sys.stderr.isatty():
+        timestamp_log_lines()
     if args.command not in _WITHOUT_FIREDRAKE:
         start_firedrake()
     try:

@@ -66,7 +66,6 @@ import importlib.util
 import json
 import os
 import re
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +80,7 @@ from firedrake.output import VTKFile
 from mpi4py import MPI
 from scipy.spatial import cKDTree
 
-from femeso._files import check_room, first_line, on_rank_zero
+from femeso._files import check_room, first_line, on_rank_zero, temporary_path
 from femeso._log import logger
 from femeso.data.describe import (
     FORMATS,
@@ -191,10 +190,9 @@ def save_dataset(path: str | Path, dataset: Dataset, *, overwrite: bool = False)
     # HDF5 does not recover from a write that fails for a full disk or a file-size limit (the
     # process crashed at exit), so a file that will not fit is refused before it is started.
     on_rank_zero(comm, lambda: check_room(path, _checkpoint_bytes(dataset), "the dataset"))
-    tmp = comm.bcast(
-        str(path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp") if comm.rank == 0 else None,
-        root=0,
-    )
+    # One temporary name per file (``.train.h5.tmp``): a temporary left by a killed process is
+    # hidden, never taken for a dataset, and replaced by the next write of the same file.
+    tmp = str(temporary_path(path))
     try:
         with fd.CheckpointFile(tmp, "w", comm=comm) as out:
             _write_dataset(out, dataset)
