@@ -182,11 +182,13 @@ def test_save_is_atomic_and_never_overwrites(tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(fd.CheckpointFile, "save_function", crash_on_third_state)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    # A failure inside the writer is one line naming the file (the cause stays chained).
+    with pytest.raises(OSError, match="data.h5: cannot write the dataset: simulated crash") as err:
         save_dataset(path, dataset, overwrite=True)
+    assert isinstance(err.value.__cause__, RuntimeError)
     assert calls["n"] == 3
     assert digest(path) == before  # the old file is intact
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(OSError, match="new.h5: cannot write the dataset: simulated crash"):
         calls["n"] = 0
         save_dataset(tmp_path / "new.h5", dataset)
     assert sorted(os.listdir(tmp_path)) == ["data.h5"]  # no partial file, no temporary file

@@ -11,7 +11,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import firedrake as fd
@@ -603,30 +602,21 @@ def test_describe_tells_what_is_in_each_file(tmp_path):
 
 
 def test_describe_imports_without_firedrake_or_torch(tmp_path):
+    """``femeso.data.describe`` (behind ``femeso inspect``) reads files without the heavy stack.
+
+    How fast that is, is measured by ``time femeso inspect`` (README), not asserted here.
+    """
     u = paper_array(n=2, frames=3, points=8)
     paper = write_paper(tmp_path / "paper.h5", u)
-    module = Path(__file__).parents[1] / "src" / "femeso" / "data" / "describe.py"
     code = f"""
-import importlib.util, sys, time
-t0 = time.perf_counter()
-spec = importlib.util.spec_from_file_location("describe_alone", {str(module)!r})
-mod = importlib.util.module_from_spec(spec)
-sys.modules["describe_alone"] = mod
-spec.loader.exec_module(mod)
-t1 = time.perf_counter()
-info = mod.describe([{str(paper)!r}])[0]
-t2 = time.perf_counter()
+import sys
+from femeso.data.describe import describe
+info = describe([{str(paper)!r}])[0]
 assert info["trajectories"] == 2, info
-heavy = [m for m in ("firedrake", "torch", "petsc4py", "ufl") if m in sys.modules]
-print(t1 - t0, t2 - t1, heavy)
+print([m for m in ("firedrake", "torch", "petsc4py", "ufl") if m in sys.modules])
 """
-    start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - start
-    import_s, describe_s, heavy = out.stdout.split(maxsplit=2)
-    assert heavy.strip() == "[]"
-    assert float(import_s) < 0.5 and float(describe_s) < 2.0, out.stdout
-    assert wall < 10.0
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 # ------------------------------------------------------------------------------------------------

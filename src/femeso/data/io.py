@@ -95,6 +95,7 @@ from femeso.data.describe import (
     read_pvd,
     select_cells,
 )
+from femeso.data.mapping import DofMap
 from femeso.data.trajectories import (
     Dataset,
     TrajectoryData,
@@ -885,50 +886,6 @@ def _vertex_states(
             states.append(f)
         out.append((index, times, states))
     return p1, out
-
-
-def _map_by_coordinates(
-    states: list[fd.Function], target: Any, file: Path, reference: str
-) -> list[fd.Function]:
-    """Copy states on another mesh onto ``target`` (same element) by node coordinates.
-
-    Collective: the source nodes of all ranks are gathered on every rank. Needs a continuous
-    (Lagrange) element on non-periodic meshes.
-    """
-    source = states[0].function_space()
-    differs = f"{file}: its mesh differs from {reference}"
-    if source.ufl_element() != target.ufl_element():
-        raise ValueError(
-            f"{file}: its data is on {source.ufl_element()}, not on {target.ufl_element()}"
-        )
-    if _is_periodic(mesh_of(source)) or _is_periodic(mesh_of(target)):
-        raise ValueError(f"{differs} (periodic meshes are matched only as the same grid)")
-    comm = mesh_of(target).comm
-    out = [fd.Function(target) for _ in states]
-    for j, (s_sub, t_sub) in enumerate(zip(source.subspaces, target.subspaces, strict=True)):
-        element = s_sub.ufl_element()
-        scalar = element.sub_elements[0] if len(s_sub.value_shape) else element
-        if scalar.family() not in ("Lagrange", "Q"):
-            raise ValueError(
-                f"{file}: {scalar.family()} data cannot be matched by coordinates onto "
-                f"{reference}; read this file alone"
-            )
-        n = s_sub.dof_dset.size
-        Xs = np.concatenate(comm.allgather(_node_coordinates(s_sub)[:n]))
-        values = np.stack([s.subfunctions[j].dat.data_ro[:n] for s in states])
-        values = np.concatenate(comm.allgather(values), axis=1)
-        Xt = _node_coordinates(t_sub)
-        total = comm.allreduce(t_sub.dof_dset.size, op=MPI.SUM)
-        problem = None
-        if total != len(Xs):
-            problem = f"{len(Xs)} nodes, not {total}"
-        idx, problem = (None, problem) if problem else _match(Xs, Xt, _tolerance(Xs))
-        first = next((p for p in comm.allgather(problem) if p is not None), None)
-        if first is not None:
-            raise ValueError(f"{differs}: {first}")
-        for f, v in zip(out, values, strict=True):
-            f.subfunctions[j].dat.data_with_halos[:] = v[idx]
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1915,7 +1872,11 @@ def _onto_shared(
             out.append(f)
         return V, out
     target = fd.FunctionSpace(shared.mesh, space.ufl_element())
-    return target, _map_by_coordinates(states, target, file, shared.reference)
+    try:
+        dof_map = DofMap.between(space, target)
+    except ValueError as exc:
+        raise ValueError(f"{file}: its mesh differs from {shared.reference}: {exc}") from None
+    return target, [dof_map.apply(state) for state in states]
 
 
 # --------------------------------------------------------------------------------------------
