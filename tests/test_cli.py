@@ -153,3 +153,16 @@ def test_config_and_inspect_answer_without_firedrake_or_torch(tmp_path, command)
     )
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout, result.stdout[-500:]
+
+
+def test_every_public_name_loads_on_use():
+    """``import femeso`` is cheap; each name of ``__all__`` still resolves, a typo does not."""
+    import femeso
+    import femeso.data
+
+    for package in (femeso, femeso.data):
+        assert set(package.__all__) <= set(dir(package))
+        for name in package.__all__:
+            assert getattr(package, name) is not None, name
+        with pytest.raises(AttributeError, match="has no attribute 'OnsagerModle'"):
+            package.OnsagerModle  # noqa: B018
