@@ -175,18 +175,18 @@ def test_save_is_atomic_and_never_overwrites(tmp_path, monkeypatch):
     calls = {"n": 0}
     original = fd.CheckpointFile.save_function
 
-    def crash_on_third_state(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def crash_on_second_trajectory(self, *args, **kwargs):
+        calls["n"] += 1  # one save_function per trajectory (a component per state)
+        if calls["n"] == 2:
             raise RuntimeError("simulated crash")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(fd.CheckpointFile, "save_function", crash_on_third_state)
+    monkeypatch.setattr(fd.CheckpointFile, "save_function", crash_on_second_trajectory)
     # A failure inside the writer is one line naming the file (the cause stays chained).
     with pytest.raises(OSError, match="data.h5: cannot write the dataset: simulated crash") as err:
         save_dataset(path, dataset, overwrite=True)
     assert isinstance(err.value.__cause__, RuntimeError)
-    assert calls["n"] == 3
+    assert calls["n"] == 2
     assert digest(path) == before  # the old file is intact
     with pytest.raises(OSError, match="new.h5: cannot write the dataset: simulated crash"):
         calls["n"] = 0

@@ -848,6 +848,9 @@ def _describe_femeso(path: Path, info: dict[str, Any], fields: Any) -> None:
         read = 0
         for i, e in enumerate(entries):
             data = functions.get(e["function"], {}).get("data")
+            if data is not None and e.get("layout") == "columns":
+                # one Function per trajectory, a component per state: (DoFs * states,)
+                data = np.asarray(data).reshape(-1, int(e.get("n_states", 1))).T
             if field is None or data is None or data.ndim != 2 or budget < data.size:
                 break
             for k in range(data.shape[0]):
