@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 
-
 @dataclass
 class TrainingConfig:
     """What :class:`Trainer` does; every field is validated on construction.
