@@ -215,7 +215,8 @@ class OnsagerModel(nn.Module):
 
     def kappa_scale(self) -> float:
         """Return the gauge factor applied to the raw gradient coefficients (1 without gauge)."""
-        return float(self._gauge_factor(self.energy.kappa(self.x)))
+        with torch.no_grad():
+            return float(self._gauge_factor(self.energy.kappa(self.x)))
 
     def _gauge_factor(self, raw: torch.Tensor) -> torch.Tensor | float:
         """``kappa_ref / mean(raw kappa)`` for a learnable kappa under the gauge, else 1."""
