@@ -376,7 +376,8 @@ class OnsagerModel(nn.Module):
             from femeso.fields import UFL_OPS
 
             return [scale * UFL_OPS.softplus(r) for r in raw]
-        values = kappa(torch.zeros(1, 1, dtype=DTYPE))[0]
+        with torch.no_grad():
+            values = kappa(torch.zeros(1, 1, dtype=DTYPE))[0]
         return [scale * float(c) for c in values]
 
     def _conservative_ufl(self, w: nn.Module, X: Any) -> Any:
