@@ -88,3 +88,47 @@ def test_training_on_any_rank_count_gives_the_serial_losses(data, generated, tra
     reference, measured = losses(data, "serial"), losses(data, name)
     assert len(measured) == len(reference) == 4
     assert measured == pytest.approx(reference, rel=REL)
+
+
+PARTITION = """
+import hashlib
+import numpy as np
+import femeso
+from femeso._runtime import start_firedrake
+start_firedrake()
+import firedrake as fd
+mesh = femeso.load_mesh("plate_with_holes")
+x = fd.Function(fd.VectorFunctionSpace(mesh, "DG", 0)).interpolate(fd.SpatialCoordinate(mesh))
+owned = x.dat.data_ro[: x.function_space().dof_dset.size]
+key = hashlib.sha1(np.sort(np.round(owned[:, 0] * 1e6 + owned[:, 1], 6)).tobytes()).hexdigest()
+keys = mesh.comm.gather(key)
+if mesh.comm.rank == 0:
+    print("PARTITION", *keys)
+"""
+
+
+def test_a_mesh_is_partitioned_the_same_way_in_every_run(tmp_path):
+    """PT-Scotch gave a new partition of the plate on every run (3 of 3); femeso's default
+    (``femeso._runtime.partition_deterministically``) gives one."""
+    script = tmp_path / "partition.py"
+    script.write_text(PARTITION)
+    env = dict(
+        os.environ,
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_rmaps_base_oversubscribe="1",
+    )
+    env.pop("PETSC_OPTIONS", None)
+    runs = []
+    for _ in range(3):
+        done = subprocess.run(
+            ["mpiexec", "-n", "2", sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append([line for line in done.stdout.splitlines() if line.startswith("PARTITION")])
+    assert len(runs[0]) == 1 and len(runs[0][0].split()) == 3  # two ranks, one key each
+    assert runs[0] == runs[1] == runs[2]
