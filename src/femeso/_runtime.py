@@ -78,7 +78,8 @@ def keep_command_line_from_petsc() -> None:
         sys.argv = argv
 
 
-_WORLD_ANCHOR: list = []
+#: The PETSc object that holds the inner ``COMM_WORLD`` (see hold_petsc_world_communicator).
+_WORLD_ANCHOR: list[object] = []
 
 
 def hold_petsc_world_communicator() -> None:
@@ -91,7 +92,7 @@ def hold_petsc_world_communicator() -> None:
     the old inner communicator (``MPI_Allreduce``), and both wait forever. That was the exit hang of
     ``mpiexec -n 2 femeso generate`` (issue 16; both ranks in petsc4py's garbage clean-up at
     exit). A zero-length vector created here, collectively, holds the inner communicator for the
-    life of the process on every rank. Called once, by ``import femeso``.
+    life of the process on every rank. Called by :func:`start_firedrake`; idempotent.
     """
     if _WORLD_ANCHOR:
         return

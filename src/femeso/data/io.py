@@ -244,26 +244,25 @@ def _is_scalar(space: Any) -> bool:
 def _as_columns(traj: TrajectoryData, name: str) -> fd.Function:
     """Return a trajectory of a scalar field as one Function with a component per state.
 
-    One ``save_function`` per trajectory instead of one per state: 20 times faster to write
-    (bench: 2.7 ms against 53 ms per state of 256 DoFs) and the same size on disk. The vector
-    space has the scalar space's nodes, in the same order, with a block of ``len(traj)`` values.
+    One ``save_function`` per trajectory instead of one per state: 24-52 times faster to write
+    (``bench/save_cost.py``) and the same size on disk. The vector space has the scalar space's
+    nodes, in the same order, with a block of ``len(traj)`` values; only owned values are
+    copied (the halos are PyOP2's to update).
     """
     space = traj.space
     columns = fd.VectorFunctionSpace(mesh_of(space), space.ufl_element(), dim=len(traj))
     out = fd.Function(columns, name=name)
-    out.dat.data_wo_with_halos[...] = np.stack(
-        [state.dat.data_ro_with_halos for state in traj.states], axis=1
-    )
+    out.dat.data_wo[...] = np.stack([state.dat.data_ro for state in traj.states], axis=1)
     return out
 
 
 def _from_columns(columns: fd.Function, space: Any, name: str) -> list[fd.Function]:
     """Return the states of a trajectory stored by :func:`_as_columns`, on ``space``."""
-    values = columns.dat.data_ro_with_halos
+    values = columns.dat.data_ro  # owned values; the halos are PyOP2's to update
     states = []
     for k in range(values.shape[1]):
         state = fd.Function(space, name=name)
-        state.dat.data_wo_with_halos[...] = values[:, k]
+        state.dat.data_wo[...] = values[:, k]
         states.append(state)
     return states
 
