@@ -650,3 +650,63 @@ def test_warnings_of_femeso_s_deliberate_library_use_are_silenced_and_only_those
         assert caught == []
         scheduler_step("users_script")
         assert any("lr_scheduler.step()" in str(w.message) for w in caught)
+
+
+FILE_SIZE_JOB = """
+[job]
+name = "fsize"
+output = "{out}"
+[mesh]
+name = "periodic_interval"
+cells = 32
+[data]
+equation = "allen_cahn"
+train = 2
+validation = 1
+test = 1
+frames = 3
+"""
+
+UNDER_A_FILE_SIZE_LIMIT = """
+import resource, sys
+from femeso._runtime import start_firedrake
+from femeso.cli import main
+start_firedrake()  # MPI and PETSc start-up write files of their own first
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+sys.exit(main({args!r}))
+"""
+
+
+def test_generate_under_a_file_size_limit_is_one_line_and_leaves_no_file(tmp_path):
+    """Before: 75 lines of HDF5 errors and a segmentation fault (issue 16).
+
+    The job runs once without a limit first: with the limit, a kernel not yet in Firedrake's
+    cache could not be written to the cache's database either (a traceback from sqlite, outside
+    femeso; noted on the issue).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PETSC_OPTIONS"}
+    warm = tmp_path / "warm.toml"
+    warm.write_text(FILE_SIZE_JOB.format(out=tmp_path / "warm"))
+    femeso = Path(sys.executable).with_name("femeso")
+    first = subprocess.run(
+        [str(femeso), "generate", str(warm), "-q"], capture_output=True, text=True, env=env
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    job = tmp_path / "job.toml"
+    job.write_text(FILE_SIZE_JOB.format(out=tmp_path / "out"))
+    script = tmp_path / "limited.py"
+    script.write_text(UNDER_A_FILE_SIZE_LIMIT.format(args=["generate", str(job), "-q"]))
+    done = subprocess.run(
+        [sys.executable, str(script), "20000"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, done.stderr[-2000:]
+    assert "train.h5: cannot write the dataset" in errors[0] and "file-size limit" in errors[0]
+    data = tmp_path / "out" / "data"
+    assert not data.exists() or sorted(p.name for p in data.iterdir()) == []
