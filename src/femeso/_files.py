@@ -89,7 +89,7 @@ def atomic_write(path: str | Path, what: str) -> Iterator[BinaryIO]:
 
 
 def check_room(path: Path, nbytes: int, what: str) -> None:
-    """Refuse, before anything is written, a file of at least ``nbytes`` that cannot fit.
+    """Refuse, before anything is written, a file of about ``nbytes`` that cannot fit.
 
     Two limits are checked: the free space of the file system that holds ``path``, and the
     process's file-size limit (``ulimit -f``, ``RLIMIT_FSIZE``). HDF5 does not recover from a
