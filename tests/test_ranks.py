@@ -42,9 +42,8 @@ enabled = false
 REL = 1e-7  # solver tolerance: Newton and the adjoint solves stop at 1e-10 relative residuals
 
 
-def femeso(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
-    exe = str(Path(sys.executable).with_name("femeso"))
-    command = [exe, *args] if ranks == 1 else ["mpiexec", "-n", str(ranks), exe, *args]
+def mpi_environment() -> dict[str, str]:
+    """The environment of a subprocess under ``mpiexec``: root allowed, no pytest PETSc options."""
     env = dict(
         os.environ,
         OMPI_ALLOW_RUN_AS_ROOT="1",
@@ -52,7 +51,15 @@ def femeso(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
         OMPI_MCA_rmaps_base_oversubscribe="1",
     )
     env.pop("PETSC_OPTIONS", None)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    return env
+
+
+def femeso(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).with_name("femeso"))
+    command = [exe, *args] if ranks == 1 else ["mpiexec", "-n", str(ranks), exe, *args]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=mpi_environment(), timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done
 
@@ -112,20 +119,13 @@ def test_a_mesh_is_partitioned_the_same_way_in_every_run(tmp_path):
     (``femeso._runtime.partition_deterministically``) gives one."""
     script = tmp_path / "partition.py"
     script.write_text(PARTITION)
-    env = dict(
-        os.environ,
-        OMPI_ALLOW_RUN_AS_ROOT="1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-        OMPI_MCA_rmaps_base_oversubscribe="1",
-    )
-    env.pop("PETSC_OPTIONS", None)
     runs = []
     for _ in range(3):
         done = subprocess.run(
             ["mpiexec", "-n", "2", sys.executable, str(script)],
             capture_output=True,
             text=True,
-            env=env,
+            env=mpi_environment(),
             timeout=300,
         )
         assert done.returncode == 0, done.stderr[-2000:]

@@ -193,7 +193,9 @@ def save_dataset(path: str | Path, dataset: Dataset, *, overwrite: bool = False)
                 )
     # HDF5 does not recover from a write that fails for a full disk or a file-size limit (the
     # process crashed at exit), so a file that will not fit is refused before it is started.
-    on_rank_zero(comm, lambda: check_room(path, _checkpoint_bytes(dataset), "the dataset"))
+    # The estimate is collective (it builds a space and counts its DoFs); rank 0 checks it.
+    n_bytes = _checkpoint_bytes(dataset)
+    on_rank_zero(comm, lambda: check_room(path, n_bytes, "the dataset"))
     # One temporary name per file (``.train.h5.tmp``): a temporary left by a killed process is
     # hidden, never taken for a dataset, and replaced by the next write of the same file.
     tmp = str(temporary_path(path))
@@ -221,7 +223,7 @@ def save_dataset(path: str | Path, dataset: Dataset, *, overwrite: bool = False)
 
 
 def _checkpoint_bytes(dataset: Dataset) -> int:
-    """Return an upper estimate of the size of ``dataset``'s CheckpointFile, in bytes.
+    """Return an upper estimate of the size of ``dataset``'s CheckpointFile, in bytes (collective).
 
     Measured on femeso's files (2-D P1, 430 vertices: 300 kB of mesh and DoF layout, 3.4 kB per
     state, 4 kB per trajectory; a 1-D chain file of 10 710 states was within 15 % of its values):
