@@ -31,6 +31,8 @@ FILE_FORMATS = ("auto", "xdmf", "pvd", "vtu", "femeso", "checkpoint", "grid_hdf5
 #: ``[data]`` keys of the file source; the other ``[data]`` keys belong to the generators.
 FILE_KEYS = ("source", "paths", "format", "fields", "split", "max_trajectories", "train_frames")
 PERIODIC_1D = ("kdv", "fput", "fene")
+#: The models a job can compare with femeso's (``[baseline] models``, see femeso.peers).
+PEER_MODELS = ("blackbox", "fno", "meshgraphnet", "spectral_onsager")
 CHAINS = ("fput", "fene")
 
 
@@ -60,7 +62,15 @@ class Key:
             raise ConfigError(
                 f"{name} must be {_names(types)}, got {type(value).__name__} {value!r}"
             )
-        if self.choices and value not in self.choices:
+        if self.choices and isinstance(value, list):
+            for item in value:
+                if item not in self.choices:
+                    raise ConfigError(
+                        f"{name}: unknown entry {item!r}; choose from {list(self.choices)}"
+                    )
+            if len(set(value)) != len(value):
+                raise ConfigError(f"{name} names an entry twice: {value!r}")
+        elif self.choices and value not in self.choices:
             raise ConfigError(f"{name} must be one of {list(self.choices)}, got {value!r}")
         if isinstance(value, int | float) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
@@ -304,10 +314,29 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         ),
     },
     "baseline": {
-        "enabled": Key(True, "also train the black-box baseline (unconstrained neural RHS)"),
-        "width": Key(16, "hidden width of the baseline's network", minimum=1),
-        "iterations": Key(150, "optimiser steps of the baseline", minimum=1),
-        "learning_rate": Key(3e-3, "initial learning rate of the baseline", positive=True),
+        "enabled": Key(True, "train and score the models named by baseline.models"),
+        "models": Key(
+            ["blackbox"],
+            "models compared with femeso's: blackbox (unconstrained neural RHS on the FE "
+            "space), fno (neuraloperator FNO, uniform grids), meshgraphnet (torch_geometric "
+            "graph network, any mesh), spectral_onsager (the paper's class, periodic grids)",
+            items=str,
+            choices=PEER_MODELS,
+        ),
+        "width": Key(16, "hidden width of the blackbox model's network", minimum=1),
+        "iterations": Key(150, "optimiser steps of the blackbox model", minimum=1),
+        "learning_rate": Key(3e-3, "initial learning rate of the blackbox model", positive=True),
+        "peer_iterations": Key(2000, "Adam steps of the fno/meshgraphnet/spectral_onsager peers",
+                               minimum=1),
+        "peer_learning_rate": Key(1e-3, "initial learning rate of the peers (cosine decay)",
+                                  positive=True),
+        "peer_batch_size": Key(32, "windows per minibatch of the peers", minimum=1),
+        "peer_unroll": Key(3, "autoregressive steps per training window of the peers", minimum=1),
+        "options": Key(
+            {},
+            "keyword options of each peer, a table per peer, e.g. [baseline.options.fno] "
+            "modes = 16, width = 64, layers = 4",
+        ),
     },
     "evaluation": {
         "horizon_factor": Key(10, "roll out to this many times the training horizon", minimum=1),
@@ -378,6 +407,7 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
         raise ConfigError(f"{source}: data.mobility must be > 0, got {mobility!r}")
     _check_files(raw, config, source)
     _check_combinations(config, source)
+    _check_peer_options(config, source)
     config.directory = str(Path(source).parent) if source not in ("<dict>", "<defaults>") else "."
     return config
 
@@ -492,6 +522,19 @@ def load_config(path: str | Path | None) -> JobConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return validate(raw, str(path))
+
+
+def _check_peer_options(config: JobConfig, source: str) -> None:
+    """``baseline.options`` holds one table per peer named in ``baseline.models``."""
+    options = config["baseline"]["options"]
+    for name, table in options.items():
+        if name not in PEER_MODELS or name == "blackbox":
+            raise ConfigError(
+                f"{source}: baseline.options.{name}: no peer of that name has options "
+                f"(peers: {[p for p in PEER_MODELS if p != 'blackbox']})"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: baseline.options.{name} must be a table")
 
 
 def default_toml() -> str:
