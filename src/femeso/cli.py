@@ -1,10 +1,11 @@
 """``femeso <command>``: the command-line entry points.
 
-``femeso run job.toml`` runs a whole job (generate the data, train the Onsager model and the
-black-box baseline, roll out, report); ``generate``, ``train``, ``rollout`` and ``report`` run
-one stage each; ``femeso transfer job.toml --mesh NAME`` evaluates a trained job on another mesh
-(:mod:`femeso.transfer`); ``femeso demo`` runs the built-in default job; ``femeso config``
-prints every configuration key with its default and meaning. User errors (a bad configuration,
+``femeso run job.toml`` runs a whole job (generate the data, train the Onsager model, the
+black-box baseline and the peers of ``[baseline] models``, roll out, report); ``generate``,
+``train``, ``rollout`` and ``report`` run one stage each; ``femeso transfer job.toml --mesh
+NAME`` evaluates a trained job on another mesh (:mod:`femeso.transfer`); ``femeso demo`` runs
+the built-in default job; ``femeso config`` prints every configuration key with its default and
+meaning. User errors (a bad configuration,
 a missing file) are one line on stderr and exit status 2.
 """
 
@@ -92,7 +93,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from femeso.jobs import train
 
-    models = ("onsager", "baseline") if args.model == "both" else (args.model,)
+    models = {
+        "all": ("onsager", "baseline", "peers"),
+        "both": ("onsager", "baseline"),
+    }.get(args.model, (args.model,))
     out = train(
         _config(args),
         resume=args.resume,
@@ -218,11 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = job_command(
         "train",
         _cmd_train,
-        "train the Onsager model and the baseline",
+        "train the Onsager model, the baseline and the peers",
         resume=True,
         overwrite=True,
     )
-    train.add_argument("--model", choices=("onsager", "baseline", "both"), default="both")
+    train.add_argument(
+        "--model",
+        choices=("onsager", "baseline", "peers", "both", "all"),
+        default="all",
+        help="what to train: the Onsager model, the black-box baseline, the peers of "
+        "baseline.models, both (onsager and baseline) or all (default)",
+    )
     job_command("rollout", _cmd_rollout, "roll out the test data; VTK files for ParaView")
     job_command("report", _cmd_report, "evaluate, write results.json and plots")
     transfer = job_command(

@@ -326,10 +326,12 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         "width": Key(16, "hidden width of the blackbox model's network", minimum=1),
         "iterations": Key(150, "optimiser steps of the blackbox model", minimum=1),
         "learning_rate": Key(3e-3, "initial learning rate of the blackbox model", positive=True),
-        "peer_iterations": Key(2000, "Adam steps of the fno/meshgraphnet/spectral_onsager peers",
-                               minimum=1),
-        "peer_learning_rate": Key(1e-3, "initial learning rate of the peers (cosine decay)",
-                                  positive=True),
+        "peer_iterations": Key(
+            2000, "Adam steps of the fno/meshgraphnet/spectral_onsager peers", minimum=1
+        ),
+        "peer_learning_rate": Key(
+            1e-3, "initial learning rate of the peers (cosine decay)", positive=True
+        ),
         "peer_batch_size": Key(32, "windows per minibatch of the peers", minimum=1),
         "peer_unroll": Key(3, "autoregressive steps per training window of the peers", minimum=1),
         "options": Key(

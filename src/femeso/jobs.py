@@ -31,7 +31,7 @@ from mpi4py import MPI
 
 from femeso._log import logger
 from femeso.baseline import BlackBoxModel, BlackBoxStepper
-from femeso.config import CHAINS, JobConfig
+from femeso.config import CHAINS, PEER_MODELS, JobConfig
 from femeso.data.chains import generate_chain_dataset
 from femeso.data.generators import (
     allen_cahn_model,
@@ -71,7 +71,9 @@ SPLITS = ("train", "validation", "test")
 
 
 #: The result folders of a job, made from its data (removed with the data on --overwrite).
-RESULTS = ("onsager", "baseline", "rollouts", "report")
+RESULTS = ("onsager", "baseline", "rollouts", "report") + tuple(
+    name for name in PEER_MODELS if name != "blackbox"
+)
 
 
 # ---------------------------------------------------------------------- building blocks
@@ -611,11 +613,15 @@ def train(
     config: JobConfig,
     *,
     resume: bool = False,
-    models: tuple[str, ...] = ("onsager", "baseline"),
+    models: tuple[str, ...] = ("onsager", "baseline", "peers"),
     progress: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Train the Onsager model (and the baseline); keep the best-on-validation parameters.
+    """Train the Onsager model, the baseline and the peers; keep the best on validation.
+
+    ``models`` selects among ``"onsager"``, ``"baseline"`` (femeso's black-box model, when
+    ``baseline.models`` names ``"blackbox"``) and ``"peers"`` (the other models of
+    ``baseline.models``, :func:`femeso.peers.runner.train_peers`).
 
     The Onsager model optionally starts from a gradient-matching fit of the data
     (``training.warm_start``, :func:`femeso.warm_start.warm_start`), then runs the first-order
@@ -628,9 +634,16 @@ def train(
     of an earlier run is an error unless ``resume`` (continue it) or ``overwrite`` (replace it).
     """
     check_output(config)
-    trained = [which for which in models if which == "onsager" or config["baseline"]["enabled"]]
+    from femeso.peers.runner import blackbox_enabled, peer_directory, peer_names, train_peers
+
+    trained = [which for which in models if which == "onsager" or blackbox_enabled(config)]
+    if "peers" in models:
+        trained = [w for w in trained if w != "peers"]
+    folders = [config.output / which for which in trained]
+    if "peers" in models:
+        folders += [peer_directory(config, name) for name in peer_names(config)]
     if not resume:
-        existing = _existing([config.output / which for which in trained])
+        existing = _existing(folders)
         if existing and not overwrite:
             raise FileExistsError(
                 f"{existing[0]}: results of an earlier training run (pass --resume to continue "
@@ -642,7 +655,7 @@ def train(
     validation = data["validation"] if len(data["validation"]) else None
     out = {}
     for which in models:
-        if which == "baseline" and not config["baseline"]["enabled"]:
+        if which == "peers" or (which == "baseline" and not blackbox_enabled(config)):
             continue
         t0 = time.perf_counter()
         model = (
@@ -710,7 +723,11 @@ def train(
             "best_iteration": last.best_iteration,
             "model": best.label if best.state else "last iteration",
             "seconds": time.perf_counter() - t0,
+            "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         }
+        from femeso.evaluation import write_json
+
+        write_json(config.output / which / "training.json", out[which])
         logger.info(
             "train %s: %d iterations (+%d Levenberg-Marquardt) in %.0f s, loss %.3e -> %.3e, "
             "%s model kept",
@@ -722,6 +739,8 @@ def train(
             out[which]["loss_last"],
             out[which]["model"],
         )
+    if "peers" in models:
+        out.update(train_peers(config, space, data, progress=progress, resume=resume))
     return out
 
 
@@ -853,14 +872,16 @@ def rollout_reports(
     :class:`~femeso.evaluation.RolloutReport` of each model by name.
     """
     from femeso.evaluation import rollout_errors
+    from femeso.peers.runner import blackbox_enabled, data_step, peer_steppers
 
     truth = true_model(config, space)
     substeps = config["model"]["substeps"]  # the classical solver steps like the learned model
     steppers = {"onsager": stepper_factory(load_trained(config, space, "onsager"), substeps)}
     if truth is not None:
         steppers["classical"] = stepper_factory(truth, substeps)
-    if config["baseline"]["enabled"]:
+    if blackbox_enabled(config):
         steppers["baseline"] = stepper_factory(load_trained(config, space, "baseline"))
+    steppers.update(peer_steppers(config, space, data_step(data["test"])))
     reference = truth.energy_value if truth is not None else None
     reports = {}
     for name, make in steppers.items():
@@ -957,7 +978,7 @@ def rollout_results(
 
     against = {"persistence": "persistence (u(t+dt) = u(t))", "classical": "the classical solver"}
     warnings = []
-    for name in ("onsager", "baseline"):
+    for name in (n for n in models if n not in against):
         for other, label in against.items():
             if name not in reports or other not in reports:
                 continue
@@ -975,6 +996,7 @@ def rollout_results(
                         f"{theirs:.1e} ({METRICS[metric]})"
                     )
     results["warnings"] = warnings
+    results["models"] = list(reports)
     return results
 
 
@@ -1024,6 +1046,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
         "ranks": space.mesh().comm.size,
     }
     results.update(rollout_results(reports, horizon, data=data["test"]))
+    results["costs"] = model_costs(config, reports)
     results["conservative"] = model.is_conservative
     results["transport"] = [w.constant.tolist() for w in model.conservative if w.field is None]
 
@@ -1058,6 +1081,32 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     write_json(directory / "results.json", results)
     logger.info("report: %s", directory / "results.json")
     return results
+
+
+def model_costs(config: JobConfig, reports: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model: trainable parameters, training wall time and wall time per rollout step.
+
+    The training figures come from each model's ``training.json`` (``None`` where the model
+    is not trained, e.g. the classical solver, or was trained by an older femeso); the rollout
+    figure is the stepper's wall time over the test rollouts divided by their steps.
+    """
+    from femeso.peers.runner import peer_directory
+
+    costs = {}
+    for name, r in reports.items():
+        folder = config.output / name if name in ("onsager", "baseline") else None
+        if name not in ("onsager", "baseline", "classical", "persistence"):
+            folder = peer_directory(config, name)
+        training = {}
+        if folder is not None and (folder / "training.json").exists():
+            training = json.loads((folder / "training.json").read_text())
+        steps = (len(r.times) - 1) * max(len(r.wall_times), 1)
+        costs[name] = {
+            "parameters": training.get("parameters"),
+            "training_seconds": training.get("seconds"),
+            "seconds_per_step": sum(r.wall_times) / steps if r.wall_times and steps else None,
+        }
+    return costs
 
 
 #: At most this many state values per rank are compared with the truth in a report. All
@@ -1354,9 +1403,11 @@ def table_lines(
         columns = [k for k in have if k in steps]
         if have and any(k > have[-1] for k in steps) and have[-1] not in columns:
             columns.append(have[-1])
-    order = ["onsager", "classical", "baseline", "persistence"]
-    names = [n for n in order if n in table] + [n for n in table if n not in order]
-    lines = [f"{'step':<12}" + "".join(f"{k:>20}" for k in columns) + f"{'failed':>9}"]
+    order = ["onsager", "classical", "baseline"]
+    names = [n for n in order if n in table]
+    names += [n for n in table if n not in names and n != "persistence"]
+    names += [n for n in ("persistence",) if n in table]
+    lines = [f"{'step':<17}" + "".join(f"{k:>20}" for k in columns) + f"{'failed':>9}"]
     notes = []
     for name in names:
         t = table[name]
@@ -1367,7 +1418,7 @@ def table_lines(
         n_failed, n_traj = t.get("n_failed"), t.get("n_trajectories")
         failed = "-" if n_failed is None else f"{n_failed}/{n_traj}" if n_failed else "0"
         lines.append(
-            f"{name:<12}" + "".join(f"{cells.get(k, '-'):>20}" for k in columns) + f"{failed:>9}"
+            f"{name:<17}" + "".join(f"{cells.get(k, '-'):>20}" for k in columns) + f"{failed:>9}"
         )
         if t.get("failed_at"):
             notes.append(
@@ -1411,16 +1462,16 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         lines.append(f"{tables[metric]['metric']} of the rollouts from {source}{rules[metric]}):")
         lines.extend(table_lines(tables[metric]["rows"], steps=steps))
     lines.append(
-        f"{'':<12}{'L2@1 step':>11}{'L2@train T':>12}{'L2@10x T':>11}{'max L2':>10}"
+        f"{'':<17}{'L2@1 step':>11}{'L2@train T':>12}{'L2@10x T':>11}{'max L2':>10}"
         f"{'RMSE@T':>10}{'failed':>8}{'V incr.':>8}{'true V incr.':>13}{'V drift':>10}"
         f"{'mass drift':>11}"
     )
-    for name in ("onsager", "baseline", "classical", "persistence"):
+    for name in results.get("models") or ("onsager", "baseline", "classical", "persistence"):
         if name not in results:
             continue
         r = results[name]
         lines.append(
-            f"{name:<12}{num(r['error_first']):>11}{num(r['error_at_training_horizon']):>12}"
+            f"{name:<17}{num(r['error_first']):>11}{num(r['error_at_training_horizon']):>12}"
             f"{num(r['error_last']):>11}{num(r['error_max']):>10}"
             f"{num(r.get('nodal_error_at_training_horizon')):>10}"
             f"{num(r.get('n_failed', r.get('failures'))):>8}{num(r['energy_increases']):>8}"
@@ -1431,6 +1482,14 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"(L2: {METRICS['l2']}; RMSE: {METRICS['paper']}; T: the training horizon, 10x T: the "
         "last step compared with the data)"
     )
+    costs = results.get("costs") or {}
+    if costs:
+        lines.append(f"{'cost':<17}{'parameters':>12}{'training s':>12}{'s per rollout step':>20}")
+        for name, c in costs.items():
+            lines.append(
+                f"{name:<17}{num(c['parameters'], 'd'):>12}{num(c['training_seconds'], '.0f'):>12}"
+                f"{num(c['seconds_per_step'], '.2e'):>20}"
+            )
     lines.extend(results.get("warnings") or [])
     if results.get("transport"):
         lines.append(f"learned transport velocity: {results['transport']}")

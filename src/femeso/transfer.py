@@ -189,6 +189,14 @@ def transfer(
         )
     baseline_note = _baseline_status(config)
     target["baseline"]["enabled"] = baseline_note is None
+    # Peers learn on the job's own nodes (a grid, a graph): they are not transferred.
+    peers = [m for m in target["baseline"]["models"] if m != "blackbox"]
+    if peers:
+        logger.info(
+            "transfer: the peers %s are not transferred (trained on the job's nodes)",
+            ", ".join(peers),
+        )
+    target["baseline"]["models"] = ["blackbox"]
     logger.info(
         "transfer %s: %s (%d cells) -> %s (%d cells, %d DoFs)",
         config["job"]["name"],

@@ -51,6 +51,5 @@ def peer_class(name: str) -> Any:
         if package is None or exc.name in ("femeso", module):
             raise
         raise ImportError(
-            f"peer {name!r} needs the {package} package ({exc.name} is missing): "
-            "run `make setup`"
+            f"peer {name!r} needs the {package} package ({exc.name} is missing): run `make setup`"
         ) from exc

@@ -88,7 +88,7 @@ class Peer(nn.Module):
         self.step_scale.fill_(step or 1.0)
 
     def encode(self, u: torch.Tensor) -> torch.Tensor:
-        """The state standardised by the training data's mean and standard deviation."""
+        """Return the state standardised by the training data's mean and standard deviation."""
         return (u - self.state_mean) / self.state_scale
 
     def increment(self, u: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
@@ -96,13 +96,13 @@ class Peer(nn.Module):
         return u + self.step_scale * raw
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The module's tensors only (neuraloperator adds its constructor arguments as a key)."""
+        """Return the module's tensors (neuraloperator adds its constructor arguments as a key)."""
         state = super().state_dict(*args, **kwargs)
         state.pop("_metadata", None)
         return state
 
     def parameter_count(self) -> int:
-        """Number of trainable parameters."""
+        """Return the number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def describe(self) -> str:
@@ -205,7 +205,7 @@ class FitSummary:
     history: list[tuple[int, float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+        """Return a JSON-ready dict."""
         return asdict(self)
 
 
@@ -413,8 +413,9 @@ class PeerStepper:
         message = layout.comm.bcast(message, root=0)
         if message is not None:
             raise ArithmeticError(message)
-        states = [self.u] + [layout.function(out[k] if out is not None else None)
-                             for k in range(1, n_steps + 1)]
+        states = [self.u] + [
+            layout.function(out[k] if out is not None else None) for k in range(1, n_steps + 1)
+        ]
         times = self.t + self.dt * np.arange(n_steps + 1)
         nan = math.nan
         records = [StepRecord(float(t), self.dt, nan, {}, nan, nan, [], 0, 0) for t in times[1:]]

@@ -129,9 +129,7 @@ class NodalLayout:
         k = global_cells.shape[1]
         i, j = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
         off = i != j
-        pairs = np.stack(
-            [global_cells[:, i[off]].ravel(), global_cells[:, j[off]].ravel()], axis=0
-        )
+        pairs = np.stack([global_cells[:, i[off]].ravel(), global_cells[:, j[off]].ravel()], axis=0)
         pairs = np.concatenate(self.comm.allgather(pairs), axis=1)
         return np.unique(pairs, axis=1)
 
