@@ -26,6 +26,7 @@ logger = logging.getLogger("femeso")
 
 
 def main() -> None:
+    """Train the peers, roll them out, print and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config")
     parser.add_argument("--resume", action="store_true", help="keep peers trained before")

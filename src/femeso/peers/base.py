@@ -8,12 +8,15 @@ states one data step later. What differs between peers is only that map; trainin
 (:func:`fit`), rollouts (:class:`PeerStepper`, the stepper interface of
 :func:`femeso.evaluation.rollout_errors`), saving and cost accounting are shared.
 
-Training follows the paper's protocol for its baselines (``../shared/REFERENCE.md``): Adam,
-minibatches of windows of ``unroll`` consecutive steps cut from the training trajectories, the
-loss the mean over the window's steps of the relative squared error
-:math:`\|\hat u_k - u_k\|^2 / \|u_k\|^2` of the autoregressive prediction, every
-``validate_every`` iterations the same loss on validation windows; the parameters with the best
-validation loss are kept (the last ones without validation data).
+Training is close to the paper's protocol (REFERENCE.md: Adam at 1e-3, batch 32, windows of
+3-5 autoregressive steps): Adam with a cosine decay, minibatches of windows of ``unroll``
+consecutive steps cut from the training trajectories, every ``validate_every`` iterations the
+same loss on validation windows; the parameters with the best validation loss are kept (the last
+ones without validation data, or when no validation loss was finite -- said in the log and in
+:attr:`FitSummary.kept`). Two differences, the same for every peer: the loss is the mean over
+the window's steps of the *relative* squared error :math:`\|\hat u_k - u_k\|^2 / \|u_k\|^2`
+(the paper's metric squared, where the paper's code uses the plain MSE), and the gradient flows
+through the whole window (the paper's code cuts it between steps).
 
 Peers run in PyTorch on rank 0; under MPI the states are gathered there and the results
 broadcast, so a peer gives the same numbers on any number of ranks.
@@ -68,7 +71,9 @@ class Peer(nn.Module):
 
     def __init__(self, layout: NodalLayout, dt: float, **options: Any) -> None:
         super().__init__()
-        self.layout, self.dt, self.options = layout, float(dt), dict(options)
+        self.layout, self.dt = layout, float(dt)
+        # plain Python values: they are saved with the parameters and compared on load
+        self.options = {k: v.item() if isinstance(v, np.generic) else v for k, v in options.items()}
         self.register_buffer("state_mean", torch.zeros((), dtype=torch.float64))
         self.register_buffer("state_scale", torch.ones((), dtype=torch.float64))
         self.register_buffer("step_scale", torch.ones((), dtype=torch.float64))
@@ -176,7 +181,8 @@ class FitSettings:
     validation_windows
         Validation windows scored each time (fixed, chosen once); 0: all.
     seed
-        Seed of the network's initialisation and of the minibatches.
+        Seed of the minibatches and of the validation windows' choice (the network's
+        initialisation is seeded where the peer is built: :func:`femeso.peers.runner.build_peer`).
 
     """
 
@@ -198,6 +204,7 @@ class FitSummary:
     loss_last: float
     best_validation: float
     best_iteration: int
+    kept: str
     seconds: float
     seconds_per_iteration: float
     parameters: int
@@ -250,18 +257,20 @@ def fit(
     settings: FitSettings,
     *,
     progress: bool = False,
+    normalise: bool = True,
 ) -> FitSummary:
     """Train a peer on the dataset's windows; keep the best parameters on validation.
 
     Collective: the arrays are gathered on rank 0, which trains; the parameters are then
-    broadcast so that every rank holds the trained peer.
+    broadcast so that every rank holds the trained peer. ``normalise=False`` keeps the peer's
+    input and increment scales (:meth:`Peer.normalise`), e.g. to continue training a peer.
     """
     comm = peer.layout.comm
     arrays = trajectory_arrays(train, peer.layout)
     val_arrays = trajectory_arrays(validation, peer.layout) if validation else None
     summary = None
     if comm.rank == 0:
-        summary = _fit_on_rank_zero(peer, arrays, val_arrays, settings, progress)
+        summary = _fit_on_rank_zero(peer, arrays, val_arrays, settings, progress, normalise)
     summary = comm.bcast(summary, root=0)
     state = comm.bcast(peer.state_dict() if comm.rank == 0 else None, root=0)
     peer.load_state_dict(state)
@@ -274,10 +283,11 @@ def _fit_on_rank_zero(
     val_arrays: np.ndarray | None,
     settings: FitSettings,
     progress: bool,
+    normalise: bool,
 ) -> FitSummary:
-    torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    peer.normalise(arrays)
+    if normalise:
+        peer.normalise(arrays)
     train_windows = torch.from_numpy(windows(arrays, settings.unroll))
     val = None
     if val_arrays is not None and len(val_arrays):
@@ -299,7 +309,9 @@ def _fit_on_rank_zero(
     bar = _bar(settings.iterations, progress, f"train {peer.name}")
     t0 = time.perf_counter()
     for iteration in range(1, settings.iterations + 1):
-        pick = rng.choice(len(train_windows), min(settings.batch_size, len(train_windows)))
+        pick = rng.choice(
+            len(train_windows), min(settings.batch_size, len(train_windows)), replace=False
+        )
         loss = window_loss(peer, train_windows[pick])
         if not torch.isfinite(loss):
             raise RuntimeError(
@@ -326,18 +338,21 @@ def _fit_on_rank_zero(
         bar.close()
     if best_state is not None:
         peer.load_state_dict(best_state)
+        kept = f"best on validation (iteration {best_iteration})"
     else:
         best_iteration = settings.iterations
+        kept = "last iteration" + (" (no finite validation loss)" if val is not None else "")
+        if val is not None:
+            logger.warning("train %s: no validation loss was finite; %s kept", peer.name, kept)
     logger.info(
-        "train %s: %d iterations in %.0f s, loss %.3e -> %.3e, validation %.3e (iteration %d "
-        "kept); %s",
+        "train %s: %d iterations in %.0f s, loss %.3e -> %.3e, validation %.3e, %s kept; %s",
         peer.name,
         settings.iterations,
         seconds,
         first,
         last,
         best,
-        best_iteration,
+        kept,
         peer.describe(),
     )
     return FitSummary(
@@ -346,6 +361,7 @@ def _fit_on_rank_zero(
         loss_last=last,
         best_validation=best,
         best_iteration=best_iteration,
+        kept=kept,
         seconds=seconds,
         seconds_per_iteration=seconds / settings.iterations,
         parameters=peer.parameter_count(),
@@ -405,11 +421,11 @@ class PeerStepper:
                 for k in range(1, n_steps + 1):
                     u = self.peer(u)
                     out[k] = u[0].numpy()
+                    self.steps += 1
                     if not np.isfinite(out[k]).all():
                         message = f"{self.peer.name}: non-finite state after {k} steps"
                         break
             self.seconds += time.perf_counter() - t0
-            self.steps += n_steps
         message = layout.comm.bcast(message, root=0)
         if message is not None:
             raise ArithmeticError(message)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from femeso._log import logger
 from femeso.config import JobConfig
@@ -65,9 +66,14 @@ def fit_settings(config: JobConfig) -> FitSettings:
 
 
 def build_peer(config: JobConfig, name: str, layout: NodalLayout, dt: float) -> Peer:
-    """Return the untrained peer ``name`` with the job's options (one-line errors)."""
+    """Return the untrained peer ``name`` with the job's options (one-line errors).
+
+    The network's initialisation is seeded with ``job.seed``: a job trained twice starts from
+    the same weights.
+    """
     cls = peer_class(name)
     options = dict(config["baseline"]["options"].get(name, {}))
+    torch.manual_seed(config["job"]["seed"])  # the network's initialisation
     try:
         return cls(layout, dt, **options)
     except TypeError as exc:
@@ -112,12 +118,7 @@ def train_peers(
         peer = build_peer(config, name, layout, dt)
         summary = fit(peer, data["train"], validation, fit_settings(config), progress=progress)
         peer.save(directory / "model.pt")
-        record = {
-            **summary.to_dict(),
-            "model": f"best on validation (iteration {summary.best_iteration})"
-            if validation
-            else "last iteration",
-        }
+        record = {**summary.to_dict(), "model": summary.kept}
         write_json(directory / "training.json", record, comm=layout.comm)
         out[name] = record
     return out
