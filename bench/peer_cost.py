@@ -33,7 +33,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from femeso import jobs
@@ -147,7 +146,6 @@ def main() -> None:
             f"{name:<17}{params:>9d}{it:>13.3e}{ws:>15.3e}{ws / ref[1]:>8.3f}{step:>16.3e}"
             f"{step / ref[2]:>8.3f}"
         )
-    np.set_printoptions(precision=3)
 
 
 if __name__ == "__main__":

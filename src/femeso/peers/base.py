@@ -331,6 +331,16 @@ def _fit_on_rank_zero(
                 best_state = copy.deepcopy(peer.state_dict())
             if bar is not None:
                 bar.set_postfix(loss=f"{last:.2e}", validation=f"{value:.2e}")
+            else:
+                logger.info(
+                    "train %s: iteration %d/%d, loss %.3e, validation %.3e (%.0f s)",
+                    peer.name,
+                    iteration,
+                    settings.iterations,
+                    last,
+                    value,
+                    time.perf_counter() - t0,
+                )
         if bar is not None:
             bar.update(1)
     seconds = time.perf_counter() - t0
