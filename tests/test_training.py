@@ -220,14 +220,17 @@ def test_resume_continues_exactly(tmp_path):
         progress=False,
     ).run()
     resumed_model = neural_model(data.space, seed=99)  # other initial values: all overwritten
-    resumed = Trainer(
+    trainer = Trainer(
         resumed_model,
         data,
         data,
         TrainingConfig(iterations=6, **config),
         directory=tmp_path,
         progress=False,
-    ).run(resume=True)
+    )
+    assert trainer.resumed_iteration == 0
+    resumed = trainer.run(resume=True)
+    assert trainer.resumed_iteration == 3  # the first 3 records (and their seconds) came before
     assert resumed.losses == reference.losses
     assert resumed.best_iteration == reference.best_iteration
     for a, b in zip(straight.parameters(), resumed_model.parameters(), strict=True):

@@ -339,9 +339,11 @@ def _plain(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any, *, comm: Any = MPI.COMM_WORLD) -> Path:
-    """Write ``to_jsonable(obj)`` as indented JSON on rank 0 of ``comm``; return the path."""
+    """Write ``to_jsonable(obj)`` as indented JSON on rank 0 of ``comm`` (creating its folder);
+    return the path."""
     path = Path(path)
     if comm.rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
     comm.barrier()
     return path

@@ -657,7 +657,7 @@ def train(
     for which in models:
         if which == "peers" or (which == "baseline" and not blackbox_enabled(config)):
             continue
-        t0 = time.perf_counter()
+        t0, earlier_seconds = time.perf_counter(), 0.0
         model = (
             baseline_model(config, space) if which == "baseline" else learned_model(config, space)
         )
@@ -698,6 +698,11 @@ def train(
             )
             histories.append(trainer.run(resume=resume))
             trainers[phase] = trainer
+            earlier_seconds += sum(
+                r.seconds
+                for r in histories[-1].records
+                if r.iteration <= trainer.resumed_iteration
+            )
             if trainer.load_best() or judge is not None:
                 name = _phase_name(settings)
                 if judge is not None:
@@ -722,7 +727,8 @@ def train(
             "best_validation": best.validation if best.state else last.best_validation,
             "best_iteration": last.best_iteration,
             "model": best.label if best.state else "last iteration",
-            "seconds": time.perf_counter() - t0,
+            # a resumed run adds the optimiser time of the iterations done before
+            "seconds": time.perf_counter() - t0 + earlier_seconds,
             "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         }
         from femeso.evaluation import write_json

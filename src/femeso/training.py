@@ -452,6 +452,9 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
         self.history = TrainingHistory()
         self.iteration = 0
+        #: Iterations done before :meth:`load_checkpoint` (0 for a fresh run): the history's
+        #: first ``resumed_iteration`` records come from an earlier process.
+        self.resumed_iteration = 0
         self._initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.timings = {"forward_and_adjoint": 0.0, "optimizer": 0.0, "validation": 0.0}
 
@@ -853,7 +856,7 @@ class Trainer:
             raise ValueError(
                 f"{path}: the checkpoint does not fit this trainer ({first_line(exc)})"
             ) from None
-        self.iteration = iteration
+        self.iteration = self.resumed_iteration = iteration
         self.history = history
         self._best_state = state.get("best_model")
         self._steppers.clear()
