@@ -339,8 +339,10 @@ def _plain(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any, *, comm: Any = MPI.COMM_WORLD) -> Path:
-    """Write ``to_jsonable(obj)`` as indented JSON on rank 0 of ``comm`` (creating its folder);
-    return the path."""
+    """Write ``to_jsonable(obj)`` as indented JSON on rank 0 of ``comm``; return the path.
+
+    The file's folder is created if it does not exist.
+    """
     path = Path(path)
     if comm.rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
