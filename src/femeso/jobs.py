@@ -699,9 +699,7 @@ def train(
             histories.append(trainer.run(resume=resume))
             trainers[phase] = trainer
             earlier_seconds += sum(
-                r.seconds
-                for r in histories[-1].records
-                if r.iteration <= trainer.resumed_iteration
+                r.seconds for r in histories[-1].records if r.iteration <= trainer.resumed_iteration
             )
             if trainer.load_best() or judge is not None:
                 name = _phase_name(settings)
