@@ -37,9 +37,9 @@ import torch
 
 from femeso import jobs
 from femeso.config import validate
-from femeso.peers.base import FitSettings, PeerStepper, fit
+from femeso.peers.base import PeerStepper, fit
 from femeso.peers.nodal import NodalLayout
-from femeso.peers.runner import build_peer, data_step
+from femeso.peers.runner import build_peer, data_step, fit_settings
 from femeso.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,10 +85,10 @@ def time_fe_model(config, which, space, data, iterations, steps):
     return seconds / iterations, seconds / iterations / windows, step, params
 
 
-def time_peer(config, name, layout, data, iterations, steps, batch, unroll):
+def time_peer(config, name, layout, data, iterations, steps):
     peer = build_peer(config, name, layout, data_step(data["train"]))
-    settings = FitSettings(
-        iterations=iterations, batch_size=batch, unroll=unroll, validate_every=10**9, seed=0
+    settings = dataclasses.replace(
+        fit_settings(config, name), iterations=iterations, validate_every=10**9
     )
     summary = fit(peer, data["train"], None, settings)
     stepper = PeerStepper(peer, data["test"].trajectories[0].states[0], peer.dt)
@@ -97,7 +97,8 @@ def time_peer(config, name, layout, data, iterations, steps, batch, unroll):
     stepper.rollout(steps)
     step = (time.perf_counter() - t0) / steps
     per_iteration = summary.seconds_per_iteration
-    return per_iteration, per_iteration / (batch * unroll), step, summary.parameters
+    windows = settings.batch_size * settings.unroll
+    return per_iteration, per_iteration / windows, step, summary.parameters
 
 
 def main() -> None:
@@ -120,19 +121,9 @@ def main() -> None:
         for which in ("onsager", "baseline"):
             rows[which] = time_fe_model(config, which, space, data, args.iterations, args.steps)
         layout = NodalLayout(space)
-        b = config["baseline"]
         for name in PEERS:
             try:
-                rows[name] = time_peer(
-                    config,
-                    name,
-                    layout,
-                    data,
-                    args.peer_iterations,
-                    args.steps,
-                    b["peer_batch_size"],
-                    b["peer_unroll"],
-                )
+                rows[name] = time_peer(config, name, layout, data, args.peer_iterations, args.steps)
             except ValueError as exc:  # a peer that cannot run on this space says why
                 print(f"{name}: not run: {exc}")
     ref = rows["onsager"]

@@ -133,6 +133,18 @@ def test_a_peer_file_for_another_model_is_refused(space, tmp_path):
         ({"models": "fno"}, "baseline.models must be a list"),
         ({"options": {"gnn": {}}}, "baseline.options.gnn: no peer of that name"),
         ({"options": {"fno": 3}}, "baseline.options.fno must be a table"),
+        (
+            {"options": {"fno": {"batch_size": 0}}},
+            "baseline.options.fno.batch_size must be a positive integer, got 0",
+        ),
+        (
+            {"options": {"meshgraphnet": {"unroll": 1.5}}},
+            "baseline.options.meshgraphnet.unroll must be a positive integer",
+        ),
+        (
+            {"options": {"spectral_onsager": {"learning_rate": "fast"}}},
+            "baseline.options.spectral_onsager.learning_rate must be a positive number",
+        ),
     ],
 )
 def test_bad_peer_settings_are_one_line_errors(baseline, message):
@@ -159,7 +171,11 @@ def test_a_job_trains_and_reports_its_peers(tmp_path):
             "baseline": {
                 "models": ["fno", "spectral_onsager"],
                 "peer_iterations": 30,
-                "options": {"fno": SMALL["fno"], "spectral_onsager": SMALL["spectral_onsager"]},
+                "options": {
+                    "fno": SMALL["fno"],
+                    # training keys in a peer's table override baseline.peer_* for it alone
+                    "spectral_onsager": {**SMALL["spectral_onsager"], "iterations": 20},
+                },
             }
         },
     )
@@ -174,7 +190,7 @@ def test_a_job_trains_and_reports_its_peers(tmp_path):
         assert cost["parameters"] > 0 and cost["training_seconds"] > 0
         assert cost["seconds_per_step"] > 0
         saved = json.loads((config.output / name / "training.json").read_text())
-        assert saved["iterations"] == 30
+        assert saved["iterations"] == {"fno": 30, "spectral_onsager": 20}[name]
     assert results["costs"]["onsager"]["parameters"] > 0
     lines = jobs.summary_lines(results)
     assert any(line.startswith("fno ") for line in lines)

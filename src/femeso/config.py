@@ -337,7 +337,8 @@ DEFAULTS: dict[str, dict[str, Key]] = {
         "options": Key(
             {},
             "keyword options of each peer, a table per peer, e.g. [baseline.options.fno] "
-            "modes = 16, width = 64, layers = 4",
+            "modes = 16, width = 64, layers = 4; iterations, learning_rate, batch_size and "
+            "unroll there override baseline.peer_* for that peer",
         ),
     },
     "evaluation": {
@@ -537,6 +538,19 @@ def _check_peer_options(config: JobConfig, source: str) -> None:
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: baseline.options.{name} must be a table")
+        for key in ("iterations", "batch_size", "unroll"):
+            value = table.get(key, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(
+                    f"{source}: baseline.options.{name}.{key} must be a positive integer, "
+                    f"got {value!r}"
+                )
+        rate = table.get("learning_rate", 1.0)
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
+            raise ConfigError(
+                f"{source}: baseline.options.{name}.learning_rate must be a positive number, "
+                f"got {rate!r}"
+            )
 
 
 def default_toml() -> str:

@@ -51,14 +51,23 @@ def peer_directory(config: JobConfig, name: str) -> Path:
     return config.output / name
 
 
-def fit_settings(config: JobConfig) -> FitSettings:
-    """Return the peers' training settings from ``[baseline]`` and ``[training]``."""
+#: Keys of ``[baseline.options.<peer>]`` that set the peer's training, not its constructor:
+#: each overrides ``baseline.peer_<key>`` for that peer alone.
+FIT_OPTIONS = ("iterations", "learning_rate", "batch_size", "unroll")
+
+
+def fit_settings(config: JobConfig, name: str | None = None) -> FitSettings:
+    """Return the training settings of peer ``name`` (``None``: the shared ones).
+
+    ``baseline.peer_iterations``, ``peer_learning_rate``, ``peer_batch_size`` and ``peer_unroll``
+    hold for every peer unless ``[baseline.options.<name>]`` sets ``iterations``,
+    ``learning_rate``, ``batch_size`` or ``unroll``; validation follows ``[training]``.
+    """
     b, t = config["baseline"], config["training"]
+    own = b["options"].get(name, {}) if name is not None else {}
+    value = {key: own.get(key, b[f"peer_{key}"]) for key in FIT_OPTIONS}
     return FitSettings(
-        iterations=b["peer_iterations"],
-        learning_rate=b["peer_learning_rate"],
-        batch_size=b["peer_batch_size"],
-        unroll=b["peer_unroll"],
+        **value,
         validate_every=t["validate_every"],
         validation_windows=max(t["validation_windows"], 256),
         seed=config["job"]["seed"],
@@ -72,7 +81,9 @@ def build_peer(config: JobConfig, name: str, layout: NodalLayout, dt: float) -> 
     the same weights.
     """
     cls = peer_class(name)
-    options = dict(config["baseline"]["options"].get(name, {}))
+    options = {
+        k: v for k, v in config["baseline"]["options"].get(name, {}).items() if k not in FIT_OPTIONS
+    }
     torch.manual_seed(config["job"]["seed"])  # the network's initialisation
     try:
         return cls(layout, dt, **options)
@@ -116,7 +127,8 @@ def train_peers(
             out[name] = saved
             continue
         peer = build_peer(config, name, layout, dt)
-        summary = fit(peer, data["train"], validation, fit_settings(config), progress=progress)
+        settings = fit_settings(config, name)
+        summary = fit(peer, data["train"], validation, settings, progress=progress)
         peer.save(directory / "model.pt")
         record = {**summary.to_dict(), "model": summary.kept}
         write_json(directory / "training.json", record, comm=layout.comm)
