@@ -46,9 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PEERS = ("fno", "meshgraphnet", "spectral_onsager")
 
 
-def job(path: Path, output: Path, trajectories: int) -> dict:
+def job(path: Path, output: Path, trajectories: int, iterations: int) -> dict:
     raw = tomllib.loads(path.read_text())
     raw["job"]["output"] = str(output)
+    raw.setdefault("training", {})["iterations"] = (
+        iterations  # timed Adam steps (the file may say 0)
+    )
     data = raw["data"]
     data["paths"] = [str((path.parent / p).resolve()) for p in data["paths"]]
     data["max_trajectories"] = trajectories
@@ -113,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        config = job(args.config, Path(tmp), args.trajectories)
+        config = job(args.config, Path(tmp), args.trajectories, args.iterations)
         jobs.generate(config, progress=False)
         space = jobs.build_space(config)
         data = jobs.load_data(config, space)
