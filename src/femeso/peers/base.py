@@ -333,12 +333,12 @@ def _fit_on_rank_zero(
                 bar.set_postfix(loss=f"{last:.2e}", validation=f"{value:.2e}")
             else:
                 logger.info(
-                    "train %s: iteration %d/%d, loss %.3e, validation %.3e (%.0f s)",
+                    "train %s: iteration %d/%d, loss %.3e, validation %s (%.0f s)",
                     peer.name,
                     iteration,
                     settings.iterations,
                     last,
-                    value,
+                    "-" if val is None else f"{value:.3e}",
                     time.perf_counter() - t0,
                 )
         if bar is not None:
@@ -355,13 +355,13 @@ def _fit_on_rank_zero(
         if val is not None:
             logger.warning("train %s: no validation loss was finite; %s kept", peer.name, kept)
     logger.info(
-        "train %s: %d iterations in %.0f s, loss %.3e -> %.3e, validation %.3e, %s kept; %s",
+        "train %s: %d iterations in %.0f s, loss %.3e -> %.3e, validation %s, %s kept; %s",
         peer.name,
         settings.iterations,
         seconds,
         first,
         last,
-        best,
+        "-" if val is None else f"{best:.3e}",
         kept,
         peer.describe(),
     )
