@@ -9,7 +9,8 @@ untrained and timed for
   the job's batch size and unroll for the finite-element models, the peers' for the peers),
   reported per iteration and per window-step (one window of one step: the unit of data both
   kinds of training consume);
-- **inference**: a rollout of ``--steps`` data steps from one state, per step.
+- **inference**: a rollout of ``--steps`` data steps from one state, per step (a step that
+  fails ends the rollout, is printed, and the table says how many steps were done).
 
 Ratios are against the Onsager model measured in the same run (the machine is shared and noisy).
 
@@ -28,6 +29,7 @@ start_firedrake()
 
 import argparse
 import dataclasses
+import math
 import tempfile
 import time
 import tomllib
@@ -40,6 +42,7 @@ from femeso.config import validate
 from femeso.peers.base import PeerStepper, fit
 from femeso.peers.nodal import NodalLayout
 from femeso.peers.runner import build_peer, data_step, fit_settings
+from femeso.steppers import StepFailure
 from femeso.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,12 +83,29 @@ def time_fe_model(config, which, space, data, iterations, steps):
     u0 = data["test"].trajectories[0].states[0]
     stepper = make(u0, data_step(data["test"]))
     stepper.rollout(1)  # compile kernels
-    t0 = time.perf_counter()
-    stepper.rollout(steps)
-    step = (time.perf_counter() - t0) / steps
+    step, done = timed_rollout(stepper, steps, which)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     windows = settings.batch_size * settings.unroll
-    return seconds / iterations, seconds / iterations / windows, step, params
+    return seconds / iterations, seconds / iterations / windows, step, done, params
+
+
+def timed_rollout(stepper, steps: int, name: str) -> tuple[float, int]:
+    """Advance ``steps`` steps one at a time; return seconds per completed step and their number.
+
+    A step that fails (an untrained model may be too stiff for its solver, a peer may produce
+    non-finite values) ends the rollout and is reported; the time is that of the steps done.
+    """
+    seconds, done = 0.0, 0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        try:
+            stepper.rollout(1)
+        except (StepFailure, ArithmeticError) as exc:
+            print(f"{name}: rollout failed at step {done + 1} of {steps}: {exc}")
+            break
+        seconds += time.perf_counter() - t0
+        done += 1
+    return (seconds / done if done else math.nan), done
 
 
 def time_peer(config, name, layout, data, iterations, steps):
@@ -96,12 +116,10 @@ def time_peer(config, name, layout, data, iterations, steps):
     summary = fit(peer, data["train"], None, settings)
     stepper = PeerStepper(peer, data["test"].trajectories[0].states[0], peer.dt)
     stepper.rollout(1)
-    t0 = time.perf_counter()
-    stepper.rollout(steps)
-    step = (time.perf_counter() - t0) / steps
+    step, done = timed_rollout(stepper, steps, name)
     per_iteration = summary.seconds_per_iteration
     windows = settings.batch_size * settings.unroll
-    return per_iteration, per_iteration / windows, step, summary.parameters
+    return per_iteration, per_iteration / windows, step, done, summary.parameters
 
 
 def main() -> None:
@@ -133,12 +151,12 @@ def main() -> None:
     print(f"{space.dim()} DoFs, data step {data_step(data['train']):g}; ratios against onsager")
     print(
         f"{'model':<17}{'params':>9}{'s/iteration':>13}{'s/window-step':>15}{'ratio':>8}"
-        f"{'s/rollout step':>16}{'ratio':>8}"
+        f"{'s/rollout step':>16}{'ratio':>8}{'steps done':>12}"
     )
-    for name, (it, ws, step, params) in rows.items():
+    for name, (it, ws, step, done, params) in rows.items():
         print(
             f"{name:<17}{params:>9d}{it:>13.3e}{ws:>15.3e}{ws / ref[1]:>8.3f}{step:>16.3e}"
-            f"{step / ref[2]:>8.3f}"
+            f"{step / ref[2]:>8.3f}{f'{done}/{args.steps}':>12}"
         )
 
 
