@@ -71,7 +71,7 @@ TINY = {
         "validate_every": 5,
         "checkpoint_every": 0,
     },
-    "baseline": {"iterations": 5},
+    "baseline": {"iterations": 5, "peer_iterations": 5},
     "evaluation": {"step_factors": [1.0, 2.0], "plots": False, "vtk": False},
 }
 

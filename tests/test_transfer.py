@@ -38,11 +38,25 @@ SHORT_TESTS = {"evaluation": {"horizon_factor": 1}}
 
 
 def write_toml(path: Path, raw: dict) -> Path:
-    """Write a job table of scalars and lists as TOML (JSON literals are valid TOML here)."""
-    lines = []
+    """Write a job table of scalars, lists and sub-tables as TOML.
+
+    JSON literals are valid TOML here; a dict value becomes a ``[section.key]`` table.
+    """
+    lines: list[str] = []
+
+    def table(name: str, keys: dict) -> None:
+        lines.append(f"[{name}]")
+        lines.extend(
+            f"{key} = {json.dumps(value)}"
+            for key, value in keys.items()
+            if not isinstance(value, dict)
+        )
+        for key, value in keys.items():
+            if isinstance(value, dict):
+                table(f"{name}.{key}", value)
+
     for section, keys in raw.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
+        table(section, keys)
     path.write_text("\n".join(lines) + "\n")
     return path
 
