@@ -52,9 +52,8 @@ PEERS = ("fno", "meshgraphnet", "spectral_onsager")
 def job(path: Path, output: Path, trajectories: int, iterations: int) -> dict:
     raw = tomllib.loads(path.read_text())
     raw["job"]["output"] = str(output)
-    raw.setdefault("training", {})["iterations"] = (
-        iterations  # timed Adam steps (the file may say 0)
-    )
+    # the timed Adam steps (a file that trains by warm start + LM alone says 0)
+    raw.setdefault("training", {})["iterations"] = iterations
     data = raw["data"]
     data["paths"] = [str((path.parent / p).resolve()) for p in data["paths"]]
     data["max_trajectories"] = trajectories
