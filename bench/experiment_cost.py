@@ -29,7 +29,9 @@ from pathlib import Path
 ARGS = sys.argv[1:]
 sys.argv = sys.argv[:1]  # PETSc reads the command line when femeso imports it
 
-import femeso  # noqa: E402, F401  (sets the run-time environment before firedrake)
+from femeso._runtime import configure_environment  # noqa: E402
+
+configure_environment()  # before Firedrake: threads, kernel caches
 from femeso import jobs  # noqa: E402
 from femeso.config import load_config  # noqa: E402
 from femeso.evaluation import rollout_errors  # noqa: E402

@@ -23,8 +23,9 @@ The data file must exist: ``python scripts/paper_data.py allen_cahn_1d --n 300 -
 
 from __future__ import annotations
 
-from femeso._runtime import start_firedrake
+from femeso._runtime import configure_environment, start_firedrake
 
+configure_environment()  # threads, kernel caches
 start_firedrake()
 
 import argparse

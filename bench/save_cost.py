@@ -18,12 +18,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import firedrake as fd
-import numpy as np
+from femeso._runtime import configure_environment
 
-from femeso.data.io import save_dataset
-from femeso.data.trajectories import Dataset, TrajectoryData
-from femeso.meshes import load_mesh
+configure_environment()  # before Firedrake: threads, kernel caches
+
+import firedrake as fd  # noqa: E402
+import numpy as np  # noqa: E402
+
+from femeso.data.io import save_dataset  # noqa: E402
+from femeso.data.trajectories import Dataset, TrajectoryData  # noqa: E402
+from femeso.meshes import load_mesh  # noqa: E402
 
 
 def dataset(mesh: fd.MeshGeometry, n_traj: int, n_frames: int) -> Dataset:

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     petsc4py.init(sys.argv[:1])
     from mpi4py import MPI
 
-    import femeso  # noqa: F401  (first: run-time environment before Firedrake)
+    from femeso._runtime import configure_environment
+
+    configure_environment()  # first: run-time environment before Firedrake
     from femeso.config import load_config
     from femeso.diagnostics import run, summary_lines
 

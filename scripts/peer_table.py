@@ -20,7 +20,7 @@ import json
 import logging
 import time
 
-from femeso._runtime import start_firedrake
+from femeso._runtime import configure_environment, start_firedrake
 
 logger = logging.getLogger("femeso")
 
@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--resume", action="store_true", help="keep peers trained before")
     args = parser.parse_args()
+    configure_environment()  # threads, kernel caches
     start_firedrake()
     from femeso import jobs
     from femeso.config import load_config

@@ -1,4 +1,4 @@
-"""Shared fixtures. Importing femeso first applies its run-time environment (threads, caches)."""
+"""Shared fixtures. The run-time environment (threads, caches) is applied first, as in the CLI."""
 # ruff: noqa: I001, E402  -- the import order below is deliberate
 
 import importlib
@@ -7,8 +7,9 @@ import os
 # pytest's own command-line flags reach PETSc's option database too: do not list them as unused.
 os.environ.setdefault("PETSC_OPTIONS", "-options_left no")
 
-import femeso  # noqa: F401  (first: sets OMP_NUM_THREADS, kernel caches, Open MPI root permission)
-from femeso._runtime import start_firedrake
+from femeso._runtime import configure_environment, start_firedrake
+
+configure_environment()  # first: OMP_NUM_THREADS, kernel caches, Open MPI's root permission
 
 start_firedrake()  # Firedrake initialises PETSc; PETSc's COMM_WORLD is held on every rank
 import pytest

@@ -632,24 +632,35 @@ def test_model_file_members_are_plain_arrays(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_warnings_of_femeso_s_deliberate_library_use_are_silenced_and_only_those():
+def test_the_schedule_step_of_a_skipped_iteration_is_silent_and_nothing_else_is():
     """A skipped first iteration steps the schedule before the optimiser, on purpose."""
     import warnings
 
-    from femeso._runtime import quiet_unactionable_warnings
+    from femeso.training import step_schedule
 
-    def scheduler_step(module_name: str) -> None:
+    def scheduler() -> torch.optim.lr_scheduler.LRScheduler:
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
-        exec("scheduler.step()", {"__name__": module_name, "scheduler": scheduler})
+        return torch.optim.lr_scheduler.ExponentialLR(opt, 0.9)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        quiet_unactionable_warnings()
-        scheduler_step("femeso.training")
+        step_schedule(scheduler())
         assert caught == []
-        scheduler_step("users_script")
+        scheduler().step()  # a user's own loop still gets PyTorch's warning
         assert any("lr_scheduler.step()" in str(w.message) for w in caught)
+
+
+def test_importing_femeso_changes_no_environment_variable():
+    """Run-time settings belong to the command, the Makefile and the test-suite, not the import."""
+    code = (
+        "import os, firedrake, torch; e = dict(os.environ); import femeso; "
+        "assert e == dict(os.environ), set(os.environ.items()) ^ set(e.items())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 FILE_SIZE_JOB = """

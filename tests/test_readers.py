@@ -604,7 +604,7 @@ def test_describe_tells_what_is_in_each_file(tmp_path):
 def test_describe_imports_without_firedrake_or_torch(tmp_path):
     """``femeso.data.describe`` (behind ``femeso inspect``) reads files without the heavy stack.
 
-    How fast that is, is measured by ``time femeso inspect`` (README), not asserted here.
+    How fast that is, is measured by ``time femeso inspect`` (docs/cli.md), not asserted here.
     """
     u = paper_array(n=2, frames=3, points=8)
     paper = write_paper(tmp_path / "paper.h5", u)

@@ -7,22 +7,22 @@ The public surface::
     stepper = femeso.EnergyStableStepper(model, u0, dt=1e-2)
     trajectory = stepper.rollout(100)
 
-Importing :mod:`femeso` is cheap: it applies the run-time environment (threads, kernel caches,
-Open MPI's root permission) and nothing else. The first use of a public name starts Firedrake
-(:func:`femeso._runtime.start_firedrake`) and imports the module that defines it.
+Importing :mod:`femeso` is cheap and changes nothing (no environment variable, no warning filter).
+The first use of a public name starts Firedrake (:func:`femeso._runtime.start_firedrake`) and
+imports the module that defines it. The ``femeso`` command, the test-suite and the Makefile apply
+the run-time settings (threads, kernel caches, Open MPI's root permission:
+:func:`femeso._runtime.configure_environment`).
 """
 
 # ruff: noqa: F401  -- the TYPE_CHECKING imports are for type checkers only
 from typing import TYPE_CHECKING
 
-from femeso._runtime import configure_environment, lazy_exports, quiet_unactionable_warnings
-
-configure_environment()
-quiet_unactionable_warnings()
+from femeso._runtime import lazy_exports
 
 _EXPORTS = {
     "BlackBoxModel": "femeso.baseline",
     "BlackBoxStepper": "femeso.baseline",
+    "differentiable_rollout": "femeso.bridge",
     "CoerciveNeuralDensity": "femeso.energies",
     "ConstantKappa": "femeso.energies",
     "Energy": "femeso.energies",
@@ -59,6 +59,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on use
     from femeso.baseline import BlackBoxModel, BlackBoxStepper
+    from femeso.bridge import differentiable_rollout
     from femeso.energies import (
         CoerciveNeuralDensity,
         ConstantKappa,

@@ -20,6 +20,19 @@ _handler = logging.StreamHandler()
 _handler.setFormatter(logging.Formatter("femeso: %(message)s"))
 
 
+def progress_bar(total: int, desc: str, unit: str, *, enabled: bool = True, initial: int = 0):
+    """Return a tqdm progress bar on rank 0 of ``COMM_WORLD`` when ``enabled``, else ``None``.
+
+    The one place femeso's bars are made: other ranks, and callers that asked for none, get
+    ``None`` (callers test for it), so parallel runs draw one bar.
+    """
+    if not enabled or MPI.COMM_WORLD.rank != 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit)
+
+
 def timestamp_log_lines() -> None:
     """Start femeso's lines with the time, for a log file (``2026-12-06 03:40:12 femeso: ...``).
 

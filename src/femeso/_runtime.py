@@ -164,25 +164,3 @@ def lazy_exports(
         return sorted(set(importlib.import_module(package).__dict__) | set(exports))
 
     return __getattr__, __dir__
-
-
-def quiet_unactionable_warnings() -> None:
-    """Silence warnings that femeso's own, deliberate use of a library triggers.
-
-    Only warnings raised on behalf of femeso's modules are filtered (``module`` is the module the
-    warning is attributed to), so a user's own code still gets them:
-
-    * PyTorch's "Detected call of ``lr_scheduler.step()`` before ``optimizer.step()``": the
-      trainer advances the learning-rate schedule on an iteration it skips (no window of the
-      minibatch could be stepped), so that the schedule stays a function of the iteration and a
-      resumed run matches an uninterrupted one; when the first iteration is skipped, PyTorch
-      takes that for a misordered loop.
-    """
-    import warnings
-
-    warnings.filterwarnings(
-        "ignore",
-        message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`",
-        category=UserWarning,
-        module=r"femeso\.",
-    )

@@ -23,23 +23,26 @@ multi-step loss (:mod:`femeso.training`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import firedrake as fd
 import torch
 import ufl
-from firedrake.petsc import PETSc
 from mpi4py import MPI
 
-from femeso.discrete_gradients import DEFAULT_TOL, discrete_gradient
 from femeso.hypothesis import components
-from femeso.mobilities import SkewTransport
 from femeso.quadrature import QuadratureRule
-from femeso.steppers import EnergyStableStepper
+from femeso.solvers import lu_solver
+
+if TYPE_CHECKING:  # the stepper imports this module; this one needs the type only
+    from femeso.steppers import EnergyStableStepper
 
 __all__ = [
-    "accumulate_gradients",
     "adjoint_forms",
     "pullback_from_points",
+    "step_pullback",
     "step_vjp",
+    "sum_over_ranks",
 ]
 
 
@@ -61,11 +64,7 @@ class _AdjointForms:
         v = components(fd.TestFunction(stepper.model.space), k)
         self.pullback = sum(h * v[i] * rule.dx for i, h in enumerate(self.points))
         self.matrix = None
-        self.ksp = PETSc.KSP().create(comm=self.W.mesh().comm)
-        self.ksp.setType("preonly")
-        pc = self.ksp.getPC()
-        pc.setType("lu")
-        pc.setFactorSolverType("mumps")
+        self.ksp = lu_solver(self.W.mesh().comm)
 
     def solve(self, dL_du1: fd.Cofunction) -> fd.Function:
         """Solve ``J^T lambda = (dL/du1, 0)`` at the converged step (MUMPS LU)."""
@@ -139,15 +138,17 @@ def pullback_from_points(
     return fd.assemble(form)
 
 
-def accumulate_gradients(
+def sum_over_ranks(
     parameters: list[torch.Tensor], grads: tuple[torch.Tensor | None, ...], comm
-) -> None:
-    """Add per-rank gradient contributions, summed over the communicator, into ``.grad``."""
+) -> list[torch.Tensor]:
+    """Return per-rank gradient contributions summed over the communicator (zeros for None)."""
+    out = []
     for p, g in zip(parameters, grads, strict=True):
         g = torch.zeros_like(p) if g is None else g.detach()
         if comm.size > 1:  # each rank holds the sum over its own quadrature points
             g = torch.as_tensor(comm.allreduce(g.numpy(), op=MPI.SUM))
-        p.grad = g.clone() if p.grad is None else p.grad + g
+        out.append(g)
+    return out
 
 
 def step_vjp(
@@ -156,7 +157,7 @@ def step_vjp(
     r"""Back-propagate through the converged step held by ``stepper``.
 
     Accumulates :math:`dL/d\theta` into the model parameters' ``.grad`` (summed over MPI ranks)
-    and returns :math:`dL/du^n`.
+    and returns :math:`dL/du^n` (see :func:`step_pullback`, which returns both instead).
 
     Parameters
     ----------
@@ -176,6 +177,21 @@ def step_vjp(
         :math:`dL/du^n` on the dual of the state space, or ``None`` without ``wrt_state``.
 
     """
+    parameters, grads, dL_du0 = step_pullback(stepper, dL_du1, wrt_state=wrt_state)
+    for p, g in zip(parameters, grads, strict=True):
+        p.grad = g.clone() if p.grad is None else p.grad + g
+    return dL_du0
+
+
+def step_pullback(
+    stepper: EnergyStableStepper, dL_du1: fd.Cofunction, *, wrt_state: bool = True
+) -> tuple[list[torch.Tensor], list[torch.Tensor], fd.Cofunction | None]:
+    r"""Return the parameters, :math:`dL/d\theta` (summed over ranks) and :math:`dL/du^n`.
+
+    The vector-Jacobian product of the step held by ``stepper`` (see :func:`step_vjp` for the
+    arguments), without touching any ``.grad``: what :class:`femeso.bridge.RolloutFunction`
+    hands to PyTorch's autograd.
+    """
     if not stepper.holds_step:
         raise ValueError("step_vjp: call stepper.restore(u0, w1) first (after advance, u is u1)")
     if stepper.n_moments:
@@ -185,43 +201,26 @@ def step_vjp(
     forms.solve(dL_du1)
     sensitivity = forms.sensitivity
 
-    x = model.x
-    u0 = stepper._u0_t.detach().clone().requires_grad_(wrt_state)
+    coefficients = stepper.coefficients
+    u0 = coefficients.u0.detach().clone().requires_grad_(wrt_state)
     u1 = torch.as_tensor(stepper._u1_q.dat.data_ro.reshape(-1, k).copy())
     total = torch.zeros((), dtype=u1.dtype)
     with torch.enable_grad():
-        values = discrete_gradient(model.energy.density, u0, u1, x, tol=DEFAULT_TOL)
-        for i in range(k):
-            total = total + (values[:, i] * sensitivity(stepper.dg[i])).sum()
-        kappa = model.kappa()
-        for i in range(k):
-            total = total + (kappa[:, i] * sensitivity(stepper.kappa_q[i])).sum()
-        if stepper.mobility_q:
-            u_eval = 0.5 * (u0 + u1) if stepper.dmobility_q else u0
-            mobility = model.mobility_values(u_eval)
-            for kind, functions in stepper.mobility_q.items():
-                for i in range(k):
-                    total = total + (mobility[kind][:, i] * sensitivity(functions[i])).sum()
-        if stepper.tensor_mobility_q is not None:
-            total = (
-                total
-                + (model.tensor_mobility_values() * sensitivity(stepper.tensor_mobility_q)).sum()
-            )
-        for w, target in zip(model.conservative, stepper.conservative_q, strict=True):
-            coefficient = w(x) if isinstance(w, SkewTransport) else w(x)[:, 0]
-            total = total + (coefficient * sensitivity(target)).sum()
+        values = coefficients.values(u0, u1)
+        for target, value in zip(coefficients.targets(), values, strict=True):
+            total = total + (value * sensitivity(target)).sum()
         parameters = [p for p in model.parameters() if p.requires_grad]
         inputs = parameters + ([u0] if wrt_state else [])
         if inputs and total.requires_grad:
             grads = torch.autograd.grad(-total, inputs, allow_unused=True)
         else:
             grads = (None,) * len(inputs)
-    accumulate_gradients(parameters, grads[: len(parameters)], model.mesh.comm)
+    summed = sum_over_ranks(parameters, grads[: len(parameters)], model.mesh.comm)
     if not wrt_state:
-        return None
+        return parameters, summed, None
     dL_du0 = fd.assemble(forms.direct)
     dL_du0.dat.data[...] *= -1
     if grads[-1] is not None:
         through_points = forms.pull_back(grads[-1])
         dL_du0.dat.data[...] += through_points.dat.data_ro
-    return dL_du0
+    return parameters, summed, dL_du0

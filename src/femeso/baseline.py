@@ -38,7 +38,6 @@ import firedrake as fd
 import numpy as np
 import torch
 import ufl
-from firedrake.petsc import PETSc
 from mpi4py import MPI
 from torch import nn
 
@@ -46,6 +45,7 @@ from femeso._log import logger
 from femeso.fields import DTYPE, NeuralField
 from femeso.hypothesis import load_parameters_into, write_model_file
 from femeso.quadrature import QuadratureRule
+from femeso.solvers import LU, lu_solver
 from femeso.steppers import (
     DIRECT_SOLVER,
     StepFailure,
@@ -356,11 +356,7 @@ class BlackBoxStepper(SteppingLoop):
         problem = fd.LinearVariationalProblem(z * eta * dx, rhs, self._z0, constant_jacobian=True)
         return fd.LinearVariationalSolver(
             problem,
-            solver_parameters={
-                "ksp_type": "preonly",
-                "pc_type": "lu",
-                "pc_factor_mat_solver_type": "mumps",
-            },
+            solver_parameters=LU,
         )
 
     # ------------------------------------------------------------------ pointwise values
@@ -562,12 +558,8 @@ class BlackBoxStepper(SteppingLoop):
         lam, rhs = forms["lambda"], forms["rhs"]
         J = fd.assemble(self.jacobian, mat_type="aij")
         rhs.subfunctions[0].assign(dL_du1)
-        ksp = PETSc.KSP().create(comm=self.W.mesh().comm)
+        ksp = lu_solver(self.W.mesh().comm)
         ksp.setOperators(J.petscmat)
-        ksp.setType("preonly")
-        pc = ksp.getPC()
-        pc.setType("lu")
-        pc.setFactorSolverType("mumps")
         with rhs.dat.vec_ro as b, lam.dat.vec_wo as x:
             ksp.solveTranspose(b, x)
         reason = ksp.getConvergedReason()

@@ -11,15 +11,21 @@ a missing file) are one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+# ruff: noqa: E402  -- the run-time environment is applied before MPI starts
 import argparse
 import sys
 import time
 from pathlib import Path
 
+from femeso._runtime import configure_environment, start_firedrake
+
+# The command's run-time settings (threads, kernel caches, Open MPI's root permission) are
+# applied here, before mpi4py starts MPI: importing the femeso package itself changes nothing.
+configure_environment()
+
 from mpi4py import MPI
 
 from femeso._log import logger, timestamp_log_lines
-from femeso._runtime import start_firedrake
 
 __all__ = ["main"]
 

@@ -42,7 +42,7 @@ from mpi4py import MPI
 
 from femeso._log import logger
 from femeso.data.trajectories import TrajectoryData
-from femeso.evaluation import l2_norm, step_size_study, to_jsonable, write_json
+from femeso.evaluation import relative_l2_error, step_size_study, to_jsonable, write_json
 
 __all__ = [
     "DATA_SPACINGS",
@@ -111,11 +111,6 @@ def _frame_step(traj: TrajectoryData) -> float:
     return float(steps[0])
 
 
-def _relative_l2(u: fd.Function, ref: fd.Function) -> float:
-    norm = l2_norm(ref)
-    return l2_norm(u - ref) / norm if norm > 0 else math.nan
-
-
 # ------------------------------------------------------------------------------ inference sweep
 def inference_sweep(
     make_stepper: StepperFactory,
@@ -179,7 +174,7 @@ def inference_sweep(
     ]
     finest = finals[0]
     study["error_vs_finest"] = [
-        math.nan if k == 0 or u is None or finest is None else _relative_l2(u, finest)
+        math.nan if k == 0 or u is None or finest is None else relative_l2_error(u, finest)
         for k, u in enumerate(finals)
     ]
     study["order_vs_finest"] = loglog_slope(dts, study["error_vs_finest"])

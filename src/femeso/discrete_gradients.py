@@ -25,7 +25,12 @@ import torch
 #: A pointwise density ``F(u, x)``: ``(n, k)`` states and ``(n, d)`` positions (or ``None``).
 Density = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
-__all__ = ["discrete_gradient", "discrete_gradient_and_jacobian", "scalar_discrete_gradient"]
+__all__ = [
+    "discrete_gradient",
+    "discrete_gradient_and_jacobian",
+    "scalar_discrete_gradient",
+    "traceable_scalar_discrete_gradient",
+]
 
 #: Below this relative increment the difference quotient is replaced by the segment mean of the
 #: derivative by 3-point Gauss-Legendre quadrature; see :func:`discrete_gradient`. Measured on
@@ -207,3 +212,46 @@ def scalar_discrete_gradient(
             values[small] = weights @ dF.reshape(len(nodes), n)
             slopes[small] = (weights * nodes) @ d2F.reshape(len(nodes), n)
     return values[:, None], slopes[:, None]
+
+
+def traceable_scalar_discrete_gradient(
+    density: torch.nn.Module,
+    u0: torch.Tensor,
+    u1: torch.Tensor,
+    x: torch.Tensor | None = None,
+    *,
+    tol: float = DEFAULT_TOL,
+) -> torch.Tensor:
+    """Return the discrete gradient of a one-component density, traceable by ``torch.func``.
+
+    The same values as :func:`discrete_gradient` for ``k = 1``, written without reverse-mode
+    calls inside, so that ``torch.func.jacfwd`` can differentiate it in the parameters: the
+    difference quotient where the increment is large, the 3-point Gauss--Legendre mean of
+    ``F'`` (``density.value_and_state_derivative``) where it is small. Which points take which
+    branch depends on the states only, not on the parameters.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, 1)``.
+
+    """
+    a, b = u0[:, 0], u1[:, 0]
+    delta = b - a
+    small = (delta.abs() <= tol * (1.0 + torch.maximum(a.abs(), b.abs()))).detach()
+    big_idx = torch.nonzero(~small).reshape(-1)
+    small_idx = torch.nonzero(small).reshape(-1)
+    values = torch.zeros_like(delta)
+    if big_idx.numel():
+        xb = x[big_idx] if x is not None else None
+        quotient = (density(u1[big_idx], xb) - density(u0[big_idx], xb)) / delta[big_idx]
+        values = values.index_add(0, big_idx, quotient)
+    if small_idx.numel():
+        xs = x[small_idx] if x is not None else None
+        mean = 0.0
+        for s, w in _GAUSS_LEGENDRE:
+            point = (a[small_idx] + s * delta[small_idx])[:, None]
+            _, dF = density.value_and_state_derivative(point, xs)
+            mean = mean + w * dF.reshape(-1)
+        values = values.index_add(0, small_idx, mean)
+    return values[:, None]

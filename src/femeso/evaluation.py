@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from femeso._log import logger
+from femeso._log import logger, progress_bar
 from femeso.data.trajectories import Dataset, TrajectoryData, mesh_of
 from femeso.fields import DTYPE
 from femeso.hypothesis import OnsagerModel
@@ -86,6 +86,7 @@ __all__ = [
     "mobility_comparison",
     "mobility_samples",
     "nodal_relative_rmse",
+    "relative_l2_error",
     "persistence_errors",
     "relative_energy_drift",
     "rollout_errors",
@@ -116,7 +117,8 @@ def l2_norm(u: Any) -> float:
     return math.sqrt(max(float(fd.assemble(fd.inner(u, u) * fd.dx)), 0.0))
 
 
-def _relative_error(u: fd.Function, ref: fd.Function) -> float:
+def relative_l2_error(u: fd.Function, ref: fd.Function) -> float:
+    r"""Return :math:`\|u - ref\|_{L^2} / \|ref\|_{L^2}` (0 or inf when ``ref`` is zero)."""
     err = l2_norm(u - ref)
     norm = l2_norm(ref)
     if norm == 0.0:
@@ -619,14 +621,6 @@ class RolloutReport:
         return to_jsonable(out)
 
 
-def _progress_bar(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="step")
-
-
 def _rollout_chunked(
     stepper: Any,
     n_steps: int,
@@ -790,9 +784,7 @@ def rollout_errors(
     ref_increases: list[int | None] | None = [] if reference_energy else None
     ref_increases_data: list[int | None] | None = [] if reference_energy else None
 
-    bar = _progress_bar(
-        n_traj * n_steps, progress and mesh_of(trajs[0].space).comm.rank == 0, "femeso evaluate"
-    )
+    bar = progress_bar(n_traj * n_steps, "femeso evaluate", "step", enabled=progress)
     stepper = None
     for i, traj in enumerate(trajs):
         u0, t0 = traj.states[0], float(traj.times[0])
@@ -817,7 +809,7 @@ def rollout_errors(
             mass[i, k] = _masses(u)
             j = frame_of_step[k]
             if 0 <= j < len(traj.states):
-                errors[i, k] = _relative_error(u, traj.states[j])
+                errors[i, k] = relative_l2_error(u, traj.states[j])
                 nodal_errors[i, k] = nodal_relative_rmse(u, traj.states[j])
             if reference_energy is not None:
                 ref_roll[i, k] = float(reference_energy(u))
@@ -1160,7 +1152,7 @@ def step_size_study(
         if t0 != 0.0:
             stepper.reset(u0, t=t0)
         setup = time.perf_counter() - start
-        bar = _progress_bar(n, progress and mesh_of(traj.space).comm.rank == 0, f"dt={dt:.3g}")
+        bar = progress_bar(n, f"dt={dt:.3g}", "step", enabled=progress)
         start = time.perf_counter()
         # Only the final state is kept: at most 33 states are alive at a time.
         states, records, e0, _, failure = _rollout_chunked(
@@ -1192,7 +1184,7 @@ def step_size_study(
         if run["final"] is None or ref_state is None or (not use_data and k == 0):
             errors.append(math.nan)
         else:
-            errors.append(_relative_error(run["final"], ref_state))
+            errors.append(relative_l2_error(run["final"], ref_state))
     dts = np.array([r["dt"] for r in runs])
     err = np.array(errors)
     ok = np.isfinite(err) & (err > 0)

@@ -19,7 +19,7 @@ Gauss--Newton matrix :math:`H = 2 J^T X J / \|d\|_X^2` and the gradient
 :math:`(H + \lambda\,\mathrm{diag}(H))\,\delta = -g`, accepted when the loss decreases, the
 damping adapted as in Marquardt (1963). For the small networks of femeso (about a hundred
 parameters) it reaches loss levels that first-order optimisers approach only after thousands of
-iterations (README, "Training").
+iterations (docs/training.md, "Training").
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ from mpi4py import MPI
 from torch import nn
 
 from femeso.adjoint import adjoint_forms
-from femeso.discrete_gradients import _GAUSS_LEGENDRE, DEFAULT_TOL, scalar_discrete_gradient
+from femeso.discrete_gradients import (
+    DEFAULT_TOL,
+    scalar_discrete_gradient,
+    traceable_scalar_discrete_gradient,
+)
 from femeso.energies import ConstantKappa
-from femeso.mobilities import SkewTransport
 from femeso.steppers import StepFailure
 
 __all__ = [
@@ -56,58 +59,24 @@ def trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 class _PointValues(nn.Module):
-    """The pointwise values a held step depends on, as one vector, differentiable in theta.
+    """The pointwise values a held step depends on (:meth:`StepCoefficients.values`), traceable.
 
-    The same quantities as the stepper writes into its quadrature functions (see
-    :func:`femeso.adjoint.step_vjp`), written with operations that ``torch.func`` can
-    transform (no reverse-mode calls inside): the discrete gradient of a one-component density
-    is the difference quotient where the increment is large and the 3-point Gauss--Legendre mean
-    of ``F'`` where it is small, as in :func:`~femeso.discrete_gradients.scalar_discrete_gradient`.
+    The stepper's own coefficient definitions, with the discrete gradient written for
+    ``torch.func`` (:func:`~femeso.discrete_gradients.traceable_scalar_discrete_gradient`); the
+    gradient coefficients are left out (a learned kappa is not supported here, see
+    :func:`_check_supported`).
     """
 
     def __init__(self, stepper) -> None:
         super().__init__()
         self.model = stepper.model
-        self.targets: list[fd.Function] = list(stepper.dg)
-        self.kinds = list(stepper.mobility_q)
-        for kind in self.kinds:
-            self.targets.extend(stepper.mobility_q[kind])
-        if stepper.tensor_mobility_q is not None:
-            self.targets.append(stepper.tensor_mobility_q)
-        self.targets.extend(stepper.conservative_q)
-        self.midpoint_mobility = bool(stepper.dmobility_q)
+        self.coefficients = stepper.coefficients
+        self.targets: list[fd.Function] = self.coefficients.targets(kappa=False)
 
     def forward(self, u0: torch.Tensor, u1: torch.Tensor) -> list[torch.Tensor]:
-        model, x = self.model, self.model.x
-        density = model.energy.density
-        a, b = u0[:, 0], u1[:, 0]
-        delta = b - a
-        # Which points take the quotient does not depend on theta: split them once.
-        small = (delta.abs() <= DEFAULT_TOL * (1.0 + torch.maximum(a.abs(), b.abs()))).detach()
-        big_idx = torch.nonzero(~small).reshape(-1)
-        small_idx = torch.nonzero(small).reshape(-1)
-        values = torch.zeros_like(delta)
-        if big_idx.numel():
-            xb = x[big_idx] if x is not None else None
-            quotient = (density(u1[big_idx], xb) - density(u0[big_idx], xb)) / delta[big_idx]
-            values = values.index_add(0, big_idx, quotient)
-        if small_idx.numel():
-            xs = x[small_idx] if x is not None else None
-            mean = 0.0
-            for s, w in _GAUSS_LEGENDRE:
-                point = (a[small_idx] + s * delta[small_idx])[:, None]
-                _, dF = density.value_and_state_derivative(point, xs)
-                mean = mean + w * dF.reshape(-1)
-            values = values.index_add(0, small_idx, mean)
-        values = [values]
-        if self.kinds:
-            u_eval = 0.5 * (u0 + u1) if self.midpoint_mobility else u0
-            mobility = model.mobility_values(u_eval)
-            values.extend(mobility[kind][:, 0] for kind in self.kinds)
-        if any(m.kind == "tensor" for m in model.mobilities):
-            values.append(model.tensor_mobility_values())
-        for w in model.conservative:
-            values.append(w(x) if isinstance(w, SkewTransport) else w(x)[:, 0])
+        values = self.coefficients.values(
+            u0, u1, kappa=False, discrete_gradient=traceable_scalar_discrete_gradient
+        )
         return [v.reshape(-1) for v in values]
 
 
@@ -160,16 +129,17 @@ class _StartStateForms:
 
     def __init__(self, stepper) -> None:
         model, rule = stepper.model, stepper.model.rule
+        c = stepper.coefficients
         self.start = fd.Function(model.space)
         self.start_q = rule.function()
         self.dg_slope = rule.function()
         shift = self.start - self.start_q
-        mapping = {stepper.u: self.start, stepper.dg[0]: stepper.dg[0] + self.dg_slope * shift}
+        mapping = {stepper.u: self.start, c.dg[0]: c.dg[0] + self.dg_slope * shift}
         self.frozen_slopes: dict[str, fd.Function] = {}
-        for kind, (values,) in stepper.mobility_q.items():
-            if kind in stepper.dmobility_q:  # m((u^n + u^{n+1})/2): the same slope in u^n
-                slope = stepper.dmobility_q[kind][0][0]
-            elif stepper._mobility_state_dependent[kind]:  # m(u^n)
+        for kind, (values,) in c.mobility.items():
+            if kind in c.at_midpoint:  # m((u^n + u^{n+1})/2): the same slope in u^n
+                slope = c.mobility_slope[kind][0][0]
+            elif c.state_dependent[kind]:  # m(u^n)
                 slope = self.frozen_slopes[kind] = rule.function()
             else:
                 continue
@@ -180,7 +150,8 @@ class _StartStateForms:
     def assemble(self, stepper):
         """Refresh the pointwise slopes at the held step and assemble the matrix (PETSc)."""
         model, rule = stepper.model, stepper.model.rule
-        u0, u1 = stepper._u0_t, torch.as_tensor(stepper._u1_q.dat.data_ro.reshape(-1, 1).copy())
+        u0 = stepper.coefficients.u0
+        u1 = torch.as_tensor(stepper._u1_q.dat.data_ro.reshape(-1, 1).copy())
         self.start.assign(stepper.u)
         rule.assign(self.start_q, u0[:, 0])
         with torch.no_grad():
@@ -294,7 +265,7 @@ def step_jacobian(stepper) -> np.ndarray:
     shapes = [p.shape for _, p in named]
     sizes = [p.numel() for _, p in named]
     flat = torch.cat([p.detach().reshape(-1) for _, p in named])
-    u0 = stepper._u0_t.detach()
+    u0 = stepper.coefficients.u0.detach()
     u1 = torch.as_tensor(stepper._u1_q.dat.data_ro.reshape(-1, 1).copy())
 
     def values_of(theta: torch.Tensor) -> tuple[torch.Tensor, ...]:

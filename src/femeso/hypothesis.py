@@ -353,18 +353,9 @@ class OnsagerModel(nn.Module):
             form += muc[i] * etac[i] * dx - dF[i] * etac[i] * dx
             form += -kappa[i] * ufl.inner(ufl.grad(uc[i]), ufl.grad(etac[i])) * dx
         for m in self.mobilities:
-            if m.kind == "tensor":
-                M = m.ufl(X)
-                form += sum(ufl.inner(M * ufl.grad(muc[i]), ufl.grad(vc[i])) * dx for i in range(k))
-                continue
-            coeff = m.coefficient.ufl(uc, X)
-            for i in range(k):
-                if m.kind == "local":
-                    form += coeff[i] * muc[i] * vc[i] * dx
-                else:
-                    form += coeff[i] * ufl.inner(ufl.grad(muc[i]), ufl.grad(vc[i])) * dx
+            form += m.ufl_form(uc, X, muc, vc, dx)
         for w in self.conservative:
-            form += self._conservative_form(w, self._conservative_ufl(w, X), muc, vc, dx)
+            form += w.form(w.ufl_coefficient(X), muc, vc, dx)
         # The written-out density hides the state inside ufl.variable: expand it back.
         return ufl.algorithms.apply_algebra_lowering.apply_algebra_lowering(form)
 
@@ -379,29 +370,6 @@ class OnsagerModel(nn.Module):
         with torch.no_grad():
             values = kappa(torch.zeros(1, 1, dtype=DTYPE))[0]
         return [scale * float(c) for c in values]
-
-    def _conservative_ufl(self, w: nn.Module, X: Any) -> Any:
-        if w.field is None:
-            c = w.constant.tolist()
-            return ufl.as_vector(c) if isinstance(w, SkewTransport) else c[0]
-        values = w.field.ufl(None, X)
-        return ufl.as_vector(values) if isinstance(w, SkewTransport) else values[0]
-
-    @staticmethod
-    def _conservative_form(
-        w: nn.Module, coefficient: Any, muc: list, vc: list, dx: ufl.Measure
-    ) -> ufl.Form:
-        """``a_W(mu, v)`` for one conservative part; skew-symmetric pointwise."""
-        if isinstance(w, SkewTransport):
-            b = coefficient
-            return sum(
-                0.5 * (ufl.dot(b, ufl.grad(m)) * v - ufl.dot(b, ufl.grad(v)) * m) * dx
-                for m, v in zip(muc, vc, strict=True)
-            )
-        q, p = w.pair
-        c = coefficient
-        # q_t = c mu_p, p_t = -c mu_q  with  (u_t, v) + a_W(mu, v) = 0
-        return c * (muc[q] * vc[p] - muc[p] * vc[q]) * dx
 
     # ------------------------------------------------------------------ saving
     def config(self) -> dict:

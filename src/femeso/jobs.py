@@ -45,14 +45,14 @@ from femeso.data.io import export_vtk, load_dataset, load_dataset_mesh, save_dat
 from femeso.data.mapping import map_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy
-from femeso.fields import NeuralField, bound_input_slopes
+from femeso.fields import NeuralField
 from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import bounding_box, load_mesh
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.phases import ChooseStart, Optimise, PhasedTraining
 from femeso.steppers import EnergyStableStepper
-from femeso.training import Trainer, TrainingConfig
-from femeso.warm_start import warm_start
+from femeso.training import TrainingConfig
 
 __all__ = [
     "generate",
@@ -560,14 +560,12 @@ def _trainer_settings(config: JobConfig) -> dict[str, Any]:
     return settings
 
 
-def _training_config(config: JobConfig, *, baseline: bool, judge: bool = False) -> TrainingConfig:
-    """Return the main phase's settings (``judge``: for validation only, at least 1 iteration)."""
+def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
+    """Return the main phase's settings (the Onsager model's or the baseline's)."""
     settings = _trainer_settings(config)
     if baseline:
         settings["iterations"] = config["baseline"]["iterations"]
         settings["learning_rate"] = config["baseline"]["learning_rate"]
-    if judge:  # the judge trains nothing; its windows are the main phase's
-        settings["iterations"] = max(1, settings["iterations"])
     return TrainingConfig(**settings)
 
 
@@ -593,19 +591,25 @@ def _model_path(config: JobConfig, which: str) -> Path:
     return config.output / which / "model.npz"
 
 
-def _phases(config: JobConfig, which: str) -> dict[str, tuple[TrainingConfig, Path]]:
-    """Return the training phases of a model, in order: name -> (settings, checkpoint directory).
+def _phases(config: JobConfig, which: str) -> list:
+    """Return the training phases of a model, in order (:mod:`femeso.phases`).
 
-    The names are the keys of the training record that count the phase's iterations.
+    The Onsager model: the choice of start (``training.warm_start``, ``training.starts``), the
+    first-order optimiser (``training.iterations``) and Levenberg--Marquardt
+    (``training.refine_iterations``); the baseline: its optimiser. A phase's ``key`` is the
+    training record's key that counts its iterations.
     """
     directory = config.output / which
     if which == "baseline":
-        return {"iterations": (_training_config(config, baseline=True), directory)}
-    phases = {}
-    if config["training"]["iterations"] > 0:
-        phases["iterations"] = (_training_config(config, baseline=False), directory)
-    if config["training"]["refine_iterations"] > 0:  # Levenberg-Marquardt from the first phase
-        phases["refine_iterations"] = (_refine_config(config), directory / "refine")
+        return [Optimise(_training_config(config, baseline=True), directory)]
+    training = config["training"]
+    phases: list = []
+    if training["warm_start"]:
+        phases.append(ChooseStart(training["starts"], training["max_input_slope"]))
+    if training["iterations"] > 0:
+        phases.append(Optimise(_training_config(config, baseline=False), directory))
+    if training["refine_iterations"] > 0:  # Levenberg-Marquardt from the first phase
+        phases.append(Optimise(_refine_config(config), directory / "refine", "refine_iterations"))
     return phases
 
 
@@ -657,78 +661,31 @@ def train(
     for which in models:
         if which == "peers" or (which == "baseline" and not blackbox_enabled(config)):
             continue
-        t0, earlier_seconds = time.perf_counter(), 0.0
         model = (
             baseline_model(config, space) if which == "baseline" else learned_model(config, space)
         )
-        best = _Best()
-        summary: dict[str, Any] = {}
-        make_stepper = stepper_factory(
-            model, config["model"]["substeps"] if which == "onsager" else 1
+        training = PhasedTraining(
+            model,
+            data["train"],
+            validation,
+            # One judge for every start and phase: the main phase's validation windows.
+            judge=_training_config(config, baseline=which == "baseline"),
+            make_stepper=stepper_factory(
+                model, config["model"]["substeps"] if which == "onsager" else 1
+            ),
+            progress=progress,
+            resume=resume,
         )
-        # One judge for every start and phase: the same validation windows (the main phase's
-        # unroll), whatever each phase optimises.
-        judge = (
-            Trainer(
-                model,
-                data["train"],
-                validation,
-                _training_config(config, baseline=which == "baseline", judge=True),
-                make_stepper=make_stepper,
-                progress=False,
-            )
-            if validation is not None
-            else None
-        )
-        if which == "onsager" and config["training"]["warm_start"]:
-            summary["start"] = choose_start(config, model, data["train"], judge)
-            summary["warm_start"] = summary["start"].pop("warm_start")
-            if judge is not None:
-                best.offer(model, summary["start"]["validation"], summary["start"]["chosen"])
-        histories, trainers = [], {}
-        for phase, (settings, directory) in _phases(config, which).items():
-            trainer = Trainer(
-                model,
-                data["train"],
-                validation,
-                settings,
-                make_stepper=make_stepper,
-                directory=directory,
-                progress=progress,
-            )
-            histories.append(trainer.run(resume=resume))
-            trainers[phase] = trainer
-            earlier_seconds += sum(
-                r.seconds for r in histories[-1].records if r.iteration <= trainer.resumed_iteration
-            )
-            if trainer.load_best() or judge is not None:
-                name = _phase_name(settings)
-                if judge is not None:
-                    best.offer(model, judge.validate(), f"{name}, best on validation")
-                else:
-                    best.offer(model, histories[-1].best_validation, f"{name}, best")
-            best.restore(model)
-        if judge is not None and best.state is not None:
+        training.iterations.update({phase: 0 for phase in PHASES})
+        out[which] = training.run(_phases(config, which))
+        if training.judge is not None and training.best.state is not None:
             logger.info(
                 "train %s: kept the %s model (validation loss %.3e)",
                 which,
-                best.label,
-                best.validation,
+                training.best.label,
+                training.best.validation,
             )
         model.save(_model_path(config, which))
-        first, last = histories[0], histories[-1]
-        out[which] = {
-            **summary,
-            **{phase: trainers[phase].iteration if phase in trainers else 0 for phase in PHASES},
-            "loss_first": first.records[0].loss if first.records else math.nan,
-            "loss_last": last.records[-1].loss if last.records else math.nan,
-            "best_validation": best.validation if best.state else last.best_validation,
-            "best_iteration": last.best_iteration,
-            "model": best.label if best.state else "last iteration",
-            # a resumed run adds the optimiser time of the iterations done before
-            "seconds": time.perf_counter() - t0 + earlier_seconds,
-            "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        }
         from femeso.evaluation import write_json
 
         write_json(config.output / which / "training.json", out[which])
@@ -746,114 +703,6 @@ def train(
     if "peers" in models:
         out.update(train_peers(config, space, data, progress=progress, resume=resume))
     return out
-
-
-def _phase_name(settings: TrainingConfig) -> str:
-    return {"levenberg_marquardt": "Levenberg-Marquardt", "adam": "Adam", "lbfgs": "L-BFGS"}.get(
-        settings.optimizer, settings.optimizer
-    )
-
-
-#: The candidate starts of the Onsager model, in order: ``training.starts`` of them are tried.
-START_CANDIDATES = (
-    ("warm start (degree 5)", 5),
-    ("initialisation", None),
-    ("warm start (degree 3)", 3),
-    ("warm start (degree 7)", 7),
-)
-
-
-def choose_start(
-    config: JobConfig, model: OnsagerModel, train_data: Dataset, judge: Trainer | None
-) -> dict[str, Any]:
-    """Try the candidate starts of the Onsager model; keep the best on validation.
-
-    The candidates are the first ``training.starts`` of :data:`START_CANDIDATES`: gradient-
-    matching warm starts (:func:`femeso.warm_start.warm_start`) of several polynomial degrees,
-    and the networks' own initialisation. Every warm start is applied whatever its residual;
-    the validation windows (``judge``) decide. Without validation data the degree-5 warm start
-    is kept when its residual is at most 0.5 (a warning says that nothing validated it).
-
-    Returns
-    -------
-    dict
-        ``chosen`` (label), ``validation`` (its loss), ``candidates`` (label -> validation loss
-        or ``None`` for a failed candidate) and ``warm_start`` (the summary of the first warm
-        start tried).
-
-    """
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    slope = config["training"]["max_input_slope"]
-    candidates: dict[str, float | None] = {}
-    states: dict[str, dict] = {}
-    first_warm: dict[str, Any] | None = None
-    for label, degree in START_CANDIDATES[: config["training"]["starts"]]:
-        model.load_state_dict(initial)
-        if degree is not None:
-            try:
-                fit = warm_start(model, train_data, degree=degree, max_residual=math.inf)
-            except (ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
-                logger.warning("start %s failed: %s", label, exc)
-                candidates[label] = None
-                continue
-            first_warm = first_warm or fit.summary()
-            if slope:  # the bound the optimisers keep, from here
-                bound_input_slopes(model, slope)
-        states[label] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        candidates[label] = judge.validate() if judge is not None else None
-    if judge is None:
-        residual = (first_warm or {}).get("relative_residual", math.inf)
-        chosen = "warm start (degree 5)" if residual <= 0.5 else "initialisation"
-        if chosen not in states:
-            chosen = next(iter(states))
-        logger.warning(
-            "no validation data: the start is chosen by the warm start's residual (%.2f): %s",
-            residual,
-            chosen,
-        )
-        value = math.nan
-    else:
-        finite = {k: v for k, v in candidates.items() if v is not None and math.isfinite(v)}
-        if not finite:
-            raise RuntimeError(
-                "every start failed on the validation windows: "
-                + ", ".join(f"{k}: {v}" for k, v in candidates.items())
-            )
-        chosen = min(finite, key=finite.get)
-        value = finite[chosen]
-        others = ", ".join(
-            f"{k} {'failed' if v is None or not math.isfinite(v) else f'{v:.3e}'}"
-            for k, v in candidates.items()
-            if k != chosen
-        )
-        logger.info(
-            "start: %s chosen, validation loss %.3e (others: %s)", chosen, value, others or "none"
-        )
-    model.load_state_dict(states[chosen])
-    return {
-        "chosen": chosen,
-        "validation": value,
-        "candidates": candidates,
-        "warm_start": first_warm,
-    }
-
-
-class _Best:
-    """The best-on-validation parameters over the training phases (and the warm start)."""
-
-    def __init__(self) -> None:
-        self.validation, self.state, self.label = math.inf, None, ""
-
-    def offer(self, model: torch.nn.Module, validation: float, label: str) -> None:
-        """Keep the model's current parameters if their validation loss is the best so far."""
-        if validation < self.validation:
-            self.validation, self.label = validation, label
-            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    def restore(self, model: torch.nn.Module) -> None:
-        """Load the best parameters so far into the model (nothing when none was validated)."""
-        if self.state is not None:
-            model.load_state_dict(self.state)
 
 
 def load_trained(config: JobConfig, space: fd.FunctionSpace, which: str):

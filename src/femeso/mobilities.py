@@ -123,6 +123,16 @@ class _Mobility(nn.Module):
         self.coefficient = MobilityCoefficient(coefficient, n_states)
         self.n_states = n_states
 
+    @staticmethod
+    def form(m: Any, mu: Any, v: Any, dx: Any) -> Any:
+        """Return the bilinear form of one component with coefficient ``m`` (per kind)."""
+        raise NotImplementedError
+
+    def ufl_form(self, u: list, X: Any, mu: list, v: list, dx: Any) -> Any:
+        """``a_M(u; mu, v)`` of this part with its coefficient written out in UFL."""
+        m = self.coefficient.ufl(u, X)
+        return sum(self.form(m[i], mu[i], v[i], dx) for i in range(self.n_states))
+
     def config(self) -> dict:
         """Return the configuration."""
         return {
@@ -146,6 +156,11 @@ class LocalMobility(_Mobility):
 
     kind = "local"
 
+    @staticmethod
+    def form(m: Any, mu: Any, v: Any, dx: Any) -> Any:
+        """``(m mu, v)``: this kind's bilinear form for one component, coefficient ``m``."""
+        return m * mu * v * dx
+
 
 class ConservedMobility(_Mobility):
     """Conserved (H^-1) mobility: ``a_M(mu, v) = sum_i (m_i(u, x) grad mu_i, grad v_i)``.
@@ -160,6 +175,13 @@ class ConservedMobility(_Mobility):
     """
 
     kind = "conserved"
+
+    @staticmethod
+    def form(m: Any, mu: Any, v: Any, dx: Any) -> Any:
+        """``(m grad mu, grad v)``: this kind's bilinear form for one component."""
+        import ufl
+
+        return m * ufl.inner(ufl.grad(mu), ufl.grad(v)) * dx
 
 
 class SkewTransport(nn.Module):
@@ -210,6 +232,33 @@ class SkewTransport(nn.Module):
             return self.constant.expand(x.shape[0], self.dim)
         return self.field(None, x)
 
+    @property
+    def value_shape(self) -> tuple[int, ...]:
+        """The shape of the coefficient at one point: the velocity, ``(dim,)``."""
+        return (self.dim,)
+
+    def point_values(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the coefficient at ``n`` points, ``(n, dim)``."""
+        return self(x)
+
+    def ufl_coefficient(self, X: Any) -> Any:
+        """Return the velocity as a UFL vector of the position ``X``."""
+        import ufl
+
+        if self.field is None:
+            return ufl.as_vector(self.constant.tolist())
+        return ufl.as_vector(self.field.ufl(None, X))
+
+    @staticmethod
+    def form(b: Any, mu: list, v: list, dx: Any) -> Any:
+        r"""Return ``a_W(mu, v) = sum_i [(b . grad mu_i) v_i - (b . grad v_i) mu_i] / 2`` (skew)."""
+        import ufl
+
+        return sum(
+            0.5 * (ufl.dot(b, ufl.grad(m)) * w - ufl.dot(b, ufl.grad(w)) * m) * dx
+            for m, w in zip(mu, v, strict=True)
+        )
+
     def config(self) -> dict:
         """Return the configuration."""
         if self.field is not None:
@@ -251,6 +300,24 @@ class CanonicalCoupling(nn.Module):
         if self.field is None:
             return self.constant.expand(x.shape[0], 1)
         return self.field(None, x)
+
+    #: The shape of the coefficient at one point: a scalar.
+    value_shape: tuple[int, ...] = ()
+
+    def point_values(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the coefficient at ``n`` points, ``(n,)``."""
+        return self(x)[:, 0]
+
+    def ufl_coefficient(self, X: Any) -> Any:
+        """Return the coefficient as a UFL expression of the position ``X``."""
+        if self.field is None:
+            return float(self.constant[0])
+        return self.field.ufl(None, X)[0]
+
+    def form(self, c: Any, mu: list, v: list, dx: Any) -> Any:
+        """``a_W(mu, v) = c (mu_q v_p - mu_p v_q)``: ``q_t = c mu_p``, ``p_t = -c mu_q``."""
+        q, p = self.pair
+        return c * (mu[q] * v[p] - mu[p] * v[q]) * dx
 
     def config(self) -> dict:
         """Return the configuration."""
@@ -321,6 +388,18 @@ class TensorMobility(nn.Module):
         L = torch.zeros(x.shape[0], self.dim, self.dim, dtype=DTYPE)
         L[:, self._rows, self._cols] = entries
         return L @ L.transpose(1, 2)
+
+    @staticmethod
+    def form(M: Any, mu: Any, v: Any, dx: Any) -> Any:
+        """``(M grad mu, grad v)``: the tensor's bilinear form for one component."""
+        import ufl
+
+        return ufl.inner(M * ufl.grad(mu), ufl.grad(v)) * dx
+
+    def ufl_form(self, u: list, X: Any, mu: list, v: list, dx: Any) -> Any:
+        """``a_M(mu, v)`` of this part with the tensor written out in UFL."""
+        M = self.ufl(X)
+        return sum(self.form(M, mu[i], v[i], dx) for i in range(len(mu)))
 
     def ufl(self, x) -> Any:
         """Return the tensor as a UFL matrix expression of the position ``x``."""

@@ -45,15 +45,14 @@ from firedrake.petsc import PETSc
 from firedrake.preconditioners.base import PCBase
 from mpi4py import MPI
 
-from femeso._log import logger
-from femeso.discrete_gradients import (
-    DEFAULT_TOL,
-    discrete_gradient_and_jacobian,
-    scalar_discrete_gradient,
-)
+from femeso._log import logger, progress_bar
+from femeso.adjoint import step_vjp
+from femeso.coefficients import StepCoefficients
+from femeso.discrete_gradients import DEFAULT_TOL, discrete_gradient_and_jacobian
 from femeso.fields import DTYPE
 from femeso.hypothesis import OnsagerModel, components
-from femeso.mobilities import SkewTransport
+from femeso.mobilities import TensorMobility
+from femeso.solvers import DIRECT_SOLVER, ITERATIVE_SOLVER, LU
 
 __all__ = [
     "DIRECT_SOLVER",
@@ -63,39 +62,6 @@ __all__ = [
     "StepRecord",
     "Trajectory",
 ]
-
-#: Newton with backtracking line search, MUMPS LU (the default).
-DIRECT_SOLVER: dict[str, Any] = {
-    "snes_type": "newtonls",
-    "snes_linesearch_type": "bt",
-    # Tight: the discrete energy law holds to the accuracy of the nonlinear solve. Newton
-    # converges quadratically, so this costs about one iteration over a loose tolerance.
-    "snes_rtol": 1e-13,
-    "snes_atol": 1e-13,
-    "snes_stol": 1e-14,
-    "snes_max_it": 30,
-    "mat_type": "aij",
-    "ksp_type": "preonly",
-    "pc_type": "lu",
-    "pc_factor_mat_solver_type": "mumps",
-}
-
-#: Newton with line search, GMRES preconditioned by overlapping additive Schwarz with subdomain
-#: LU: the factorisations stay local to each rank, for meshes whose global LU is too large. (The
-#: mixed (u, mu) Jacobian of a non-convex energy is indefinite: block-Jacobi/ILU, and a
-#: Schur-complement split with GAMG, stalled in our tests.) The energy law then holds to the
-#: linear tolerance, which is set tight.
-ITERATIVE_SOLVER: dict[str, Any] = {
-    **{k: v for k, v in DIRECT_SOLVER.items() if not k.startswith(("ksp", "pc"))},
-    "ksp_type": "gmres",
-    "ksp_rtol": 1e-12,
-    "ksp_atol": 1e-15,
-    "ksp_max_it": 1000,
-    "ksp_gmres_restart": 200,
-    "pc_type": "asm",
-    "pc_asm_overlap": 2,
-    "sub_pc_type": "lu",
-}
 
 SCHEMES = ("midpoint", "linearised")
 
@@ -211,7 +177,7 @@ class SteppingLoop:
             initial_energy=self._initial_energy(),
         )
         times = [self.t]
-        bar = _progress(n_steps, progress and self.model.mesh.comm.rank == 0)
+        bar = progress_bar(n_steps, "femeso rollout", "step", enabled=progress)
         t0 = time.perf_counter()
         for n in range(1, n_steps + 1):
             record = self.advance()
@@ -343,29 +309,9 @@ class EnergyStableStepper(SteppingLoop):
         self._t_mid = fd.Constant(self.t + 0.5 * self.dt)
 
         # ---- values at the quadrature points, refreshed from PyTorch
-        state_shape = () if k == 1 else (k,)
-        self._u1_q = rule.function(state_shape)
-        self.dg = [rule.function(name=f"dg{i}") for i in range(k)]
-        self.ddg = [[rule.function() for _ in range(k)] for _ in range(k)]
-        self.lin = [rule.function() for _ in range(k)]
-        self.kappa_q = [rule.function(name=f"kappa{i}") for i in range(k)]
-        kinds = sorted({m.kind for m in model.mobilities if m.kind != "tensor"})
-        has_tensor = any(m.kind == "tensor" for m in model.mobilities)
-        self.tensor_mobility_q = rule.function((model.dim, model.dim)) if has_tensor else None
-        self._mobility_state_dependent = {
-            kind: any(m.coefficient.state_dependent for m in model.mobilities if m.kind == kind)
-            for kind in kinds
-        }
-        self.mobility_q = {kind: [rule.function() for _ in range(k)] for kind in kinds}
-        self.dmobility_q = {
-            kind: [[rule.function() for _ in range(k)] for _ in range(k)]
-            for kind in kinds
-            if self._mobility_state_dependent[kind] and scheme == "midpoint"
-        }
-        self.conservative_q = [
-            rule.function((model.dim,) if isinstance(w, SkewTransport) else ())
-            for w in model.conservative
-        ]
+        self._u1_q = rule.function(() if k == 1 else (k,))
+        #: The pointwise coefficients the forms read (:mod:`femeso.coefficients`).
+        self.coefficients = StepCoefficients(model, midpoint_mobility=scheme == "midpoint")
 
         # ---- the forms
         self.residual = self._form(linearised=False, source=source)
@@ -404,7 +350,7 @@ class EnergyStableStepper(SteppingLoop):
         ones = ufl.as_vector([1.0] * self.k) if self.k > 1 else 1.0
         self._lumped_mass = fd.assemble(ufl.inner(test, ones) * fd.dx)
         self._gradient_terms = sum(
-            self.kappa_q[i] * ufl.inner(ufl.grad(uc), ufl.grad(vc)) * model.rule.dx
+            self.coefficients.kappa[i] * ufl.inner(ufl.grad(uc), ufl.grad(vc)) * model.rule.dx
             for i, (uc, vc) in enumerate(
                 zip(components(self.u, self.k), components(test, self.k), strict=True)
             )
@@ -426,12 +372,13 @@ class EnergyStableStepper(SteppingLoop):
         there) and its UFL derivative is the exact Jacobian of the residual.
         """
         model, k, dx = self.model, self.k, self.model.rule.dx
+        c = self.coefficients
         u1, mu = fd.split(self.w)
         v, eta = fd.TestFunctions(self.W)
         u0 = self.u
         u1c, u0c = components(u1, k), components(u0, k)
         muc, vc, etac = components(mu, k), components(v, k), components(eta, k)
-        increments = [u1c[j] - self.lin[j] for j in range(k)]
+        increments = [u1c[j] - c.lin[j] for j in range(k)]
 
         def with_derivative(values, derivatives, i):
             if not linearised or derivatives is None:
@@ -441,23 +388,18 @@ class EnergyStableStepper(SteppingLoop):
         form = 0
         for i in range(k):
             u_mid = 0.5 * (u0c[i] + u1c[i])
-            dg = with_derivative(self.dg, self.ddg, i)
+            dg = with_derivative(c.dg, c.dg_slope, i)
             form += (u1c[i] - u0c[i]) * vc[i] * dx
             form += muc[i] * etac[i] * dx - dg * etac[i] * dx
-            form += -self.kappa_q[i] * ufl.inner(ufl.grad(u_mid), ufl.grad(etac[i])) * dx
-            for kind, values in self.mobility_q.items():
-                m = with_derivative(values, self.dmobility_q.get(kind), i)
-                if kind == "local":
-                    form += self._dt * m * muc[i] * vc[i] * dx
-                else:
-                    form += self._dt * m * ufl.inner(ufl.grad(muc[i]), ufl.grad(vc[i])) * dx
-        if self.tensor_mobility_q is not None:
-            M = self.tensor_mobility_q
-            form += self._dt * sum(
-                ufl.inner(M * ufl.grad(muc[i]), ufl.grad(vc[i])) * dx for i in range(k)
-            )
-        for w, coefficient in zip(model.conservative, self.conservative_q, strict=True):
-            form += self._dt * OnsagerModel._conservative_form(w, coefficient, muc, vc, dx)
+            form += -c.kappa[i] * ufl.inner(ufl.grad(u_mid), ufl.grad(etac[i])) * dx
+            for kind, values in c.mobility.items():
+                m = with_derivative(values, c.mobility_slope.get(kind), i)
+                form += self._dt * c.mobility_parts[kind].form(m, muc[i], vc[i], dx)
+        if c.tensor_mobility is not None:
+            M = c.tensor_mobility
+            form += self._dt * sum(TensorMobility.form(M, muc[i], vc[i], dx) for i in range(k))
+        for w, coefficient in zip(model.conservative, c.conservative, strict=True):
+            form += self._dt * w.form(coefficient, muc, vc, dx)
         if self.n_moments:
             form += -sum(G * phi for G, phi in zip(self.G, self._phis, strict=True)) * eta * dx
         if source is not None:
@@ -466,41 +408,26 @@ class EnergyStableStepper(SteppingLoop):
         return form
 
     def _dissipation_form(self) -> ufl.Form | None:
-        k, dx = self.k, self.model.rule.dx
+        k, dx, c = self.k, self.model.rule.dx, self.coefficients
         mu = fd.split(self.w)[1]
         muc = components(mu, k)
         form = 0
-        for kind, values in self.mobility_q.items():
-            for i in range(k):
-                if kind == "local":
-                    form += values[i] * muc[i] ** 2 * dx
-                else:
-                    form += values[i] * ufl.inner(ufl.grad(muc[i]), ufl.grad(muc[i])) * dx
-        if self.tensor_mobility_q is not None:
-            M = self.tensor_mobility_q
-            form += sum(ufl.inner(M * ufl.grad(muc[i]), ufl.grad(muc[i])) * dx for i in range(k))
+        for kind, values in c.mobility.items():
+            form += sum(
+                c.mobility_parts[kind].form(values[i], muc[i], muc[i], dx) for i in range(k)
+            )
+        if c.tensor_mobility is not None:
+            M = c.tensor_mobility
+            form += sum(TensorMobility.form(M, muc[i], muc[i], dx) for i in range(k))
         return form if form != 0 else None
 
     # ------------------------------------------------------------------ pointwise values
     def _prepare_step(self) -> None:
         """Evaluate what stays fixed during a step: u^n at the points, F(u^n), kappa, W, M(u^n)."""
-        model, rule = self.model, self.model.rule
+        model = self.model
         with torch.no_grad():
             _, self._u0_t, self._F0 = self._current_energy()
-            kappa = model.kappa()
-            for i in range(self.k):
-                rule.assign(self.kappa_q[i], kappa[:, i])
-            for w, target in zip(model.conservative, self.conservative_q, strict=True):
-                values = w(model.x)
-                rule.assign(target, values if isinstance(w, SkewTransport) else values[:, 0])
-            if self.tensor_mobility_q is not None:
-                rule.assign(self.tensor_mobility_q, model.tensor_mobility_values())
-            frozen = [kind for kind in self.mobility_q if kind not in self.dmobility_q]
-            if frozen:
-                values = model.mobility_values(self._u0_t)
-                for kind in frozen:
-                    for i in range(self.k):
-                        rule.assign(self.mobility_q[kind][i], values[kind][:, i])
+        self.coefficients.assign_fixed(self._u0_t, self._F0)
         if self.n_moments:
             with torch.no_grad():
                 self._c0 = model.moments(self.u)
@@ -610,8 +537,6 @@ class EnergyStableStepper(SteppingLoop):
 
     def vjp(self, dL_du1: fd.Cofunction, *, wrt_state: bool = True) -> fd.Cofunction | None:
         """Back-propagate dL/du1 through the held step (:func:`~femeso.adjoint.step_vjp`)."""
-        from femeso.adjoint import step_vjp
-
         return step_vjp(self, dL_du1, wrt_state=wrt_state)
 
     def _update_pointwise(self, X) -> None:
@@ -628,34 +553,7 @@ class EnergyStableStepper(SteppingLoop):
         if on_all_ranks(self.model.mesh.comm, unchanged):
             return
         self._last_u1 = u1.copy()
-        model, rule, k = self.model, self.model.rule, self.k
-        u1_t = torch.as_tensor(self._last_u1, dtype=DTYPE)
-        x = model.x
-
-        if k == 1:  # closed-form derivatives, no reverse-mode differentiation
-            values, slope = scalar_discrete_gradient(
-                model.energy.density, self._u0_t, u1_t, x, F0=self._F0, tol=DEFAULT_TOL
-            )
-            jac = slope[:, :, None]
-        else:
-            values, jac = discrete_gradient_and_jacobian(
-                model.energy.density, self._u0_t, u1_t, x, F0=self._F0, tol=DEFAULT_TOL
-            )
-        for i in range(k):
-            rule.assign(self.dg[i], values[:, i])
-            rule.assign(self.lin[i], u1_t[:, i])
-            for j in range(k):
-                rule.assign(self.ddg[i][j], jac[:, i, j])
-        if self.dmobility_q:
-            u1_var = u1_t.clone().requires_grad_(True)
-            with torch.enable_grad():
-                m = model.mobility_values(0.5 * (self._u0_t + u1_var))
-                for kind in self.dmobility_q:
-                    for i in range(k):
-                        (row,) = torch.autograd.grad(m[kind][:, i].sum(), u1_var, retain_graph=True)
-                        rule.assign(self.mobility_q[kind][i], m[kind][:, i])
-                        for j in range(k):
-                            rule.assign(self.dmobility_q[kind][i][j], row[:, j])
+        self.coefficients.assign_iterate(torch.as_tensor(self._last_u1, dtype=DTYPE))
 
     def _initial_mu(self) -> None:
         """Set the initial guess of mu to the L2 projection of dV/du at u^n."""
@@ -673,7 +571,7 @@ class EnergyStableStepper(SteppingLoop):
         uc, etac = components(self.u, k), components(eta, k)
         rhs = sum(
             dF_q[i] * etac[i] * rule.dx
-            + self.kappa_q[i] * ufl.inner(ufl.grad(uc[i]), ufl.grad(etac[i])) * rule.dx
+            + self.coefficients.kappa[i] * ufl.inner(ufl.grad(uc[i]), ufl.grad(etac[i])) * rule.dx
             for i in range(k)
         )
         if self.n_moments:
@@ -684,11 +582,7 @@ class EnergyStableStepper(SteppingLoop):
         fd.solve(
             ufl.inner(m, eta) * rule.dx == rhs,
             mu,
-            solver_parameters={
-                "ksp_type": "preonly",
-                "pc_type": "lu",
-                "pc_factor_mat_solver_type": "mumps",
-            },
+            solver_parameters=LU,
         )
         self.w.subfunctions[1].assign(mu)
 
@@ -843,14 +737,6 @@ def on_all_ranks(comm, flag: bool) -> bool:
     return bool(comm.allreduce(int(flag), op=MPI.MIN))
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="femeso rollout", unit="step")
-
-
 class LowRankCorrectionPC(PCBase):
     r"""Exact Newton steps with a nonlocal energy part: Woodbury around an LU factorisation.
 
@@ -869,8 +755,8 @@ class LowRankCorrectionPC(PCBase):
         self.stepper = self.get_appctx(pc)["femeso_stepper"]
         self.inner = PETSc.PC().create(comm=pc.comm)
         self.inner.setOptionsPrefix((pc.getOptionsPrefix() or "") + "lowrank_")
-        self.inner.setType("lu")
-        self.inner.setFactorSolverType("mumps")
+        self.inner.setType(LU["pc_type"])
+        self.inner.setFactorSolverType(LU["pc_factor_mat_solver_type"])
         self.inner.setFromOptions()
         self.update(pc)
 

@@ -26,6 +26,7 @@ import gc
 import json
 import math
 import time
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from femeso._files import atomic_write, first_line, on_rank_zero
-from femeso._log import logger
+from femeso._log import logger, progress_bar
 from femeso.config import GRADIENTS, NORMS, OPTIMIZERS
 from femeso.data.trajectories import Dataset
 from femeso.fields import bound_input_slopes
@@ -386,6 +387,24 @@ class TrainingHistory:
 StepperFactory = Callable[[fd.Function, float], Any]
 
 
+def step_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Advance the learning-rate schedule by one iteration, also after a skipped iteration.
+
+    The trainer steps the schedule on an iteration it skips (no window of the minibatch could
+    be stepped), so that the schedule stays a function of the iteration and a resumed run
+    matches an uninterrupted one. When the first iteration is skipped, PyTorch takes that for a
+    misordered loop and warns "Detected call of lr_scheduler.step() before optimizer.step()";
+    that warning, and only that one, is silenced here, for this call only.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`",
+            category=UserWarning,
+        )
+        scheduler.step()
+
+
 class Trainer:
     """Fit a model (Onsager or black-box) to trajectory data with adjoint gradients.
 
@@ -623,7 +642,7 @@ class Trainer:
             result = {"loss": math.nan, "skipped": len(windows)}
         if c.max_input_slope:
             bound_input_slopes(self.model, c.max_input_slope)
-        self.scheduler.step()
+        step_schedule(self.scheduler)
         self.iteration += 1
         validation = None
         if self.validation_windows and c.validate_every and self.iteration % c.validate_every == 0:
@@ -668,11 +687,13 @@ class Trainer:
             else:
                 logger.info("no checkpoint in %s: starting from scratch", self.directory)
         c = self.config
-        bar = None
-        if self.progress and self.comm.rank == 0 and self.iteration < c.iterations:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=c.iterations, initial=self.iteration, desc="femeso train", unit="it")
+        bar = progress_bar(
+            c.iterations,
+            "femeso train",
+            "it",
+            enabled=self.progress and self.iteration < c.iterations,
+            initial=self.iteration,
+        )
         # Every step leaves Firedrake functions and PETSc vectors in reference cycles; with the
         # large heap of UFL/Firedrake objects Python's full collections are rare (3 in 100
         # iterations) and the garbage piles up (bench/train_cost.py: +0.3 MiB/iteration at 426

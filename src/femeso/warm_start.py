@@ -50,6 +50,7 @@ from femeso.energies import CoerciveNeuralDensity
 from femeso.fields import DTYPE, NeuralField
 from femeso.hypothesis import OnsagerModel
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.solvers import LU
 
 __all__ = ["GradientMatch", "WarmStart", "gradient_matching", "warm_start"]
 
@@ -58,8 +59,6 @@ logger = logging.getLogger(__name__)
 #: 3-point Gauss-Legendre rule on [0, 1].
 _GAUSS_POINTS = (0.5 - 0.5 * 0.6**0.5, 0.5, 0.5 + 0.5 * 0.6**0.5)
 _GAUSS_WEIGHTS = (5 / 18, 8 / 18, 5 / 18)
-
-_LU = {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"}
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ class _Columns:
         kappa = model._kappa_ufl(X)[0]
         self.degree = degree
         self.mass = fd.assemble(trial * test * fd.dx)
-        self.solver = fd.LinearSolver(self.mass, solver_parameters=_LU)
+        self.solver = fd.LinearSolver(self.mass, solver_parameters=LU)
         self.stiffness = fd.assemble(kappa * ufl.inner(ufl.grad(trial), ufl.grad(test)) * dx)
         if kind == "local":
             self.operator = None

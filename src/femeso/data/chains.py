@@ -92,9 +92,8 @@ from typing import Any
 
 import firedrake as fd
 import numpy as np
-from mpi4py import MPI
 
-from femeso._log import logger
+from femeso._log import logger, progress_bar
 from femeso.data.io import grid_index
 from femeso.data.trajectories import Dataset, TrajectoryData, mesh_of
 
@@ -1168,11 +1167,7 @@ def generate_chain_dataset(
     index = grid_index(V, [n_points], np.array([length]))
 
     mine = list(range(comm.rank, n_trajectories, comm.size))
-    bar = None
-    if progress and MPI.COMM_WORLD.rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(mine), desc=f"femeso {kind} chains", unit="chain")
+    bar = progress_bar(len(mine), f"femeso {kind} chains", "chain", enabled=progress)
     try:
         local = _chain_results(
             kind, mine, int(seed), params, n_points, batch_size, max_resamples, bar

@@ -22,7 +22,7 @@ import numpy as np
 import ufl
 from mpi4py import MPI
 
-from femeso._log import logger
+from femeso._log import logger, progress_bar
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.energies import Energy, KnownDensity
 from femeso.fields import Expression
@@ -269,7 +269,9 @@ def generate_dataset(
     fine_space = fd.FunctionSpace(fine_mesh, space.ufl_element())
     model = model_factory(fine_space)
     trajectories = []
-    bar = _bar(n_trajectories * n_frames, progress and mesh.comm.rank == 0, name)
+    bar = progress_bar(
+        n_trajectories * n_frames, f"femeso generate {name}", "frame", enabled=progress
+    )
     for i in range(n_trajectories):
         u0 = initial_condition(space, seed=seed + i)
         # Nested meshes: the coarse vertices are fine vertices, so interpolation between the
@@ -309,14 +311,6 @@ def generate_dataset(
         trajectories,
         metadata={"generator": name, "seed": seed, "parameters": parameters or {}},
     )
-
-
-def _bar(total: int, enabled: bool, name: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"femeso generate {name}", unit="frame")
 
 
 def paper_allen_cahn(

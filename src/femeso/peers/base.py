@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from femeso._log import logger
+from femeso._log import logger, progress_bar
 from femeso.data.trajectories import Dataset
 from femeso.peers.nodal import NodalLayout, trajectory_arrays
 from femeso.steppers import StepRecord, Trajectory
@@ -306,7 +306,7 @@ def _fit_on_rank_zero(
     best, best_iteration = math.inf, 0
     history: list[tuple[int, float, float]] = []
     first = last = math.nan
-    bar = _bar(settings.iterations, progress, f"train {peer.name}")
+    bar = progress_bar(settings.iterations, f"train {peer.name}", "it", enabled=progress)
     t0 = time.perf_counter()
     for iteration in range(1, settings.iterations + 1):
         pick = rng.choice(
@@ -378,14 +378,6 @@ def _fit_on_rank_zero(
         architecture=peer.describe(),
         history=history,
     )
-
-
-def _bar(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="it")
 
 
 # ---------------------------------------------------------------------- rollouts

@@ -1,0 +1,78 @@
+"""Training as phases (femeso.phases): one judge, every phase from the best so far, best kept."""
+
+import math
+
+import firedrake as fd
+import pytest
+
+import femeso
+from femeso.data.generators import allen_cahn_model, generate_dataset
+from femeso.phases import ChooseStart, Optimise, PhasedTraining
+from femeso.training import TrainingConfig
+
+
+def data(V: fd.FunctionSpace, seed: int):
+    return generate_dataset(
+        V,
+        lambda space: allen_cahn_model(space, epsilon=1.0),
+        n_trajectories=2,
+        n_frames=3,
+        frame_dt=0.05,
+        seed=seed,
+        progress=False,
+        initial_condition=lambda V, seed: femeso.random_smooth_field(V, seed=seed, amplitude=1.2),
+    )
+
+
+def model(V):
+    energy = femeso.Energy(femeso.CoerciveNeuralDensity(width=8, seed=0), kappa=1.0)
+    return femeso.OnsagerModel(V, energy, mobility=femeso.LocalMobility(1.0))
+
+
+def settings(**overrides) -> TrainingConfig:
+    return TrainingConfig(
+        **{"iterations": 4, "batch_size": 2, "validate_every": 2, "seed": 0, **overrides}
+    )
+
+
+@pytest.fixture(scope="module")
+def train_and_validation():
+    V = fd.FunctionSpace(fd.PeriodicIntervalMesh(32, 2 * math.pi), "CG", 1)
+    return data(V, 0), data(V, 10)
+
+
+def test_a_phase_that_makes_things_worse_is_not_kept(train_and_validation, tmp_path):
+    """Adam at a wild learning rate after a good start: the start's parameters are kept."""
+    train, validation = train_and_validation
+    m = model(train.space)
+    training = PhasedTraining(m, train, validation, judge=settings(), progress=False)
+    result = training.run(
+        [ChooseStart(n_candidates=2), Optimise(settings(learning_rate=50.0), tmp_path / "adam")]
+    )
+    start = result["start"]
+    assert start["chosen"] in start["candidates"]
+    assert result["iterations"] == 4
+    # the judge scores the kept parameters exactly as it scored the chosen start
+    assert result["model"] == start["chosen"], result["model"]
+    assert training.judge.validate() == pytest.approx(start["validation"], rel=1e-12)
+    assert result["best_validation"] == pytest.approx(start["validation"], rel=1e-12)
+
+
+def test_every_phase_is_judged_and_the_best_is_named(train_and_validation, tmp_path):
+    train, validation = train_and_validation
+    m = model(train.space)
+    training = PhasedTraining(m, train, validation, judge=settings(), progress=False)
+    lm = settings(optimizer="levenberg_marquardt", iterations=3, learning_rate=1.0)
+    result = training.run(
+        [
+            Optimise(settings(), tmp_path / "adam"),
+            Optimise(lm, tmp_path / "lm", "refine_iterations"),
+        ]
+    )
+    assert (result["iterations"], result["refine_iterations"]) == (4, 3)
+    assert result["model"] in (
+        "Adam, best on validation",
+        "Levenberg-Marquardt, best on validation",
+    )
+    assert training.judge.validate() == pytest.approx(result["best_validation"], rel=1e-12)
+    assert result["best_validation"] < math.inf
