@@ -61,6 +61,7 @@ from femeso.mobilities import (
     CanonicalCoupling,
     ConservedMobility,
     LocalMobility,
+    PointwiseMobility,
     SkewTransport,
     TensorMobility,
 )
@@ -147,8 +148,11 @@ class OnsagerModel(nn.Module):
         mobility = [mobility] if isinstance(mobility, nn.Module) else list(mobility)
         conservative = [conservative] if isinstance(conservative, nn.Module) else list(conservative)
         for m in mobility:
-            if not isinstance(m, LocalMobility | ConservedMobility | TensorMobility):
-                raise TypeError(f"mobility parts must be Local/Conserved/TensorMobility, got {m!r}")
+            if not isinstance(m, PointwiseMobility | TensorMobility):
+                raise TypeError(
+                    f"mobility parts must be PointwiseMobility (Local/ConservedMobility or a "
+                    f"subclass) or TensorMobility, got {m!r}"
+                )
             if isinstance(m, TensorMobility) and m.dim != self.dim:
                 raise ValueError(f"TensorMobility has dimension {m.dim}, the mesh {self.dim}")
             if m.n_states != self.n_states:
@@ -191,7 +195,7 @@ class OnsagerModel(nn.Module):
 
         Then the dissipative part conserves ``int u``; conservative parts may still move mass.
         """
-        return all(isinstance(m, ConservedMobility | TensorMobility) for m in self.mobilities)
+        return all(m.conserves_mass for m in self.mobilities)
 
     @property
     def x(self) -> torch.Tensor:

@@ -560,12 +560,14 @@ def _trainer_settings(config: JobConfig) -> dict[str, Any]:
     return settings
 
 
-def _training_config(config: JobConfig, *, baseline: bool) -> TrainingConfig:
-    """Return the main phase's settings (the Onsager model's or the baseline's)."""
+def _training_config(config: JobConfig, *, baseline: bool, judge: bool = False) -> TrainingConfig:
+    """Return the main phase's settings (``judge``: for validation only, at least 1 iteration)."""
     settings = _trainer_settings(config)
     if baseline:
         settings["iterations"] = config["baseline"]["iterations"]
         settings["learning_rate"] = config["baseline"]["learning_rate"]
+    if judge:  # the judge trains nothing; its windows are the main phase's
+        settings["iterations"] = max(1, settings["iterations"])
     return TrainingConfig(**settings)
 
 
@@ -669,7 +671,7 @@ def train(
             data["train"],
             validation,
             # One judge for every start and phase: the main phase's validation windows.
-            judge=_training_config(config, baseline=which == "baseline"),
+            judge=_training_config(config, baseline=which == "baseline", judge=True),
             make_stepper=stepper_factory(
                 model, config["model"]["substeps"] if which == "onsager" else 1
             ),

@@ -41,6 +41,7 @@ __all__ = [
     "ConservedMobility",
     "LocalMobility",
     "MobilityCoefficient",
+    "PointwiseMobility",
     "SkewTransport",
     "TensorMobility",
 ]
@@ -113,8 +114,26 @@ class MobilityCoefficient(nn.Module):
         return self.field.config()
 
 
-class _Mobility(nn.Module):
+class PointwiseMobility(nn.Module):
+    """A dissipative part with a pointwise coefficient ``m_i(u, x) >= 0`` per state component.
+
+    The base of femeso's mobility parts, and the extension point for new ones
+    (``docs/extending.md``): a subclass sets
+
+    ``kind``
+        Parts of one kind are summed into one coefficient function at the quadrature points.
+    ``conserves_mass``
+        Whether ``a_M(u; mu, 1) = 0`` (then ``int u`` is conserved).
+    ``form(m, mu, v, dx)``
+        Its bilinear form for one state component with coefficient ``m`` (UFL); it must be
+        positive semi-definite in ``mu`` for ``m >= 0``: the energy law rests on that.
+
+    The coefficient (:class:`MobilityCoefficient`), its evaluation at the points, the stepper's
+    linearisation, the adjoint and the Gauss--Newton tangent come with this class.
+    """
+
     kind: str
+    conserves_mass: bool
 
     def __init__(
         self, coefficient: float | Sequence[float] | PointwiseField = 1.0, *, n_states: int = 1
@@ -142,7 +161,7 @@ class _Mobility(nn.Module):
         }
 
 
-class LocalMobility(_Mobility):
+class LocalMobility(PointwiseMobility):
     """Non-conserved (L2) mobility: ``a_M(mu, v) = sum_i (m_i(u, x) mu_i, v_i)``.
 
     Parameters
@@ -155,6 +174,7 @@ class LocalMobility(_Mobility):
     """
 
     kind = "local"
+    conserves_mass = False
 
     @staticmethod
     def form(m: Any, mu: Any, v: Any, dx: Any) -> Any:
@@ -162,7 +182,7 @@ class LocalMobility(_Mobility):
         return m * mu * v * dx
 
 
-class ConservedMobility(_Mobility):
+class ConservedMobility(PointwiseMobility):
     """Conserved (H^-1) mobility: ``a_M(mu, v) = sum_i (m_i(u, x) grad mu_i, grad v_i)``.
 
     Parameters
@@ -175,6 +195,7 @@ class ConservedMobility(_Mobility):
     """
 
     kind = "conserved"
+    conserves_mass = True
 
     @staticmethod
     def form(m: Any, mu: Any, v: Any, dx: Any) -> Any:
@@ -347,6 +368,7 @@ class TensorMobility(nn.Module):
     """
 
     kind = "tensor"
+    conserves_mass = True
 
     def __init__(
         self, tensor: Sequence[Sequence[float]] | NeuralField, *, dim: int, n_states: int = 1

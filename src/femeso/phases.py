@@ -19,7 +19,6 @@ produced (``None``: nothing to offer).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -266,15 +265,14 @@ class PhasedTraining:
     ) -> None:
         self.model, self.train_data, self.validation = model, train_data, validation
         self.make_stepper, self.progress, self.resume = make_stepper, progress, resume
-        # The judge trains nothing; its windows are those of ``judge`` (at least one iteration
-        # of them, so that a phase of 0 iterations still has windows to be judged on).
-        judge_settings = dataclasses.replace(judge, iterations=max(1, judge.iterations))
+        # The judge trains nothing: it scores the current parameters on the validation windows
+        # of ``judge`` (settings of at least one iteration).
         self.judge = (
             Trainer(
                 model,
                 train_data,
                 validation,
-                judge_settings,
+                judge,
                 make_stepper=make_stepper,
                 progress=False,
             )
