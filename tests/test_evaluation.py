@@ -777,3 +777,21 @@ def test_parallel_evaluation_matches_serial_and_plots_on_rank_zero(tmp_path_fact
     comm.barrier()
     if comm.rank == 0:
         assert is_png(path)
+
+
+def test_the_range_every_rollout_reached_is_reported(setting):
+    """Issue 17: a model leaving the data's physical range must be seen, per rollout."""
+    V, data, true = setting
+    report = rollout_errors(stepper_of(true), data)
+    for i, rollout in enumerate(report.rollouts):
+        values = np.concatenate([s.dat.data_ro.ravel() for s in rollout.states])
+        assert report.state_range[i].tolist() == [values.min(), values.max()]
+    summary = report.summary()
+    assert summary["state_min"] == report.state_range[:, 0].min()
+    assert summary["state_max"] == report.state_range[:, 1].max()
+    # a start shifted up reaches further: the range follows the rollout, not the data
+    start = data.trajectories[0].states[0].copy(deepcopy=True)
+    start.dat.data[...] += 2.0
+    one_frame = [TrajectoryData(space=V, times=np.array([0.0]), states=[start])]
+    shifted = rollout_errors(stepper_of(true), one_frame, dt=FRAME_DT, n_steps=3)
+    assert shifted.summary()["state_max"] > summary["state_max"] + 1.0

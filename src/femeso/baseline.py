@@ -41,14 +41,13 @@ import ufl
 from mpi4py import MPI
 from torch import nn
 
-from femeso._log import logger
 from femeso.fields import DTYPE, NeuralField
 from femeso.hypothesis import load_parameters_into, write_model_file
 from femeso.quadrature import QuadratureRule
 from femeso.solvers import LU, lu_solver
+from femeso.step_control import take_step
 from femeso.steppers import (
     DIRECT_SOLVER,
-    StepFailure,
     SteppingLoop,
     StepRecord,
     on_all_ranks,
@@ -450,35 +449,16 @@ class BlackBoxStepper(SteppingLoop):
             If the step cannot be completed; the message names the time and the reason.
 
         """
-        target, remaining, sub_dt = self.t + self.dt, self.dt, self.dt
-        halvings = failures = newton = linear = 0
-        saved = fd.Function(self.W).assign(self.w)
         self._consistent = False
-        while remaining > 1e-14 * self.dt:
-            sub_dt = min(sub_dt, remaining)
-            ok, reason, its, lits = self._solve(sub_dt)
-            newton, linear = newton + its, linear + lits
-            if not ok:
-                halvings += 1
-                failures += 1
-                if failures > self.max_halvings:
-                    self.w.assign(saved)
-                    raise StepFailure(
-                        f"step from t={self.t:.6g} failed after {failures - 1} halvings "
-                        f"(dt down to {sub_dt:.3e}): {reason}"
-                    )
-                logger.debug("t=%.6g: %s; retrying with dt=%.3e", self.t, reason, sub_dt / 2)
-                self.w.assign(saved)
-                sub_dt /= 2
-                continue
+
+        def accept(sub_dt: float) -> None:
             self.u.assign(self.w.subfunctions[0])
-            saved.assign(self.w)
-            self.t = target if remaining - sub_dt <= 1e-14 * self.dt else self.t + sub_dt
-            remaining -= sub_dt
-            if failures:
-                failures, sub_dt = failures - 1, 2 * sub_dt
+
+        counts = take_step(
+            self, attempt=lambda sub_dt, _: self._solve(sub_dt), accept=accept, sub_dt=self.dt
+        )
         # Without halvings, (u0, w, dt) is the converged system of the whole step: vjp applies.
-        self._consistent = halvings == 0
+        self._consistent = counts.halvings == 0
         nan = float("nan")
         record = StepRecord(
             t=self.t,
@@ -488,9 +468,9 @@ class BlackBoxStepper(SteppingLoop):
             energy_change=nan,
             dissipation=nan,
             mass=self.model.mass(self.u),
-            newton_iterations=newton,
-            linear_iterations=linear,
-            halvings=halvings,
+            newton_iterations=counts.newton_iterations,
+            linear_iterations=counts.linear_iterations,
+            halvings=counts.halvings,
         )
         self.records.append(record)
         return record

@@ -126,6 +126,25 @@ def relative_l2_error(u: fd.Function, ref: fd.Function) -> float:
     return err / norm
 
 
+def _value_range(u: fd.Function) -> tuple[float, float]:
+    """Return the smallest and largest nodal value of ``u`` over all ranks (collective)."""
+    values = np.asarray(u.dat.data_ro, dtype=float)
+    comm = mesh_of(u.function_space()).comm
+    low = float(values.min()) if values.size else math.inf
+    high = float(values.max()) if values.size else -math.inf
+    return comm.allreduce(low, op=MPI.MIN), comm.allreduce(high, op=MPI.MAX)
+
+
+def _range_end(state_range: np.ndarray | None, end: int) -> float:
+    """Return the overall minimum (``end=0``) or maximum (``end=1``) of per-rollout ranges."""
+    if state_range is None:
+        return math.nan
+    reached = state_range[np.isfinite(state_range[:, end]), end]
+    if not reached.size:
+        return math.nan
+    return float(reached.min() if end == 0 else reached.max())
+
+
 def _owned_values(f: fd.Function) -> list[np.ndarray]:
     """Return the owned DoF values of every component of ``f`` (``data_ro`` holds no halo)."""
     return [np.asarray(s.dat.data_ro, dtype=float).reshape(-1) for s in f.subfunctions]
@@ -419,6 +438,10 @@ class RolloutReport:
     failed_at
         Per trajectory ``None`` or the first step without a state of a rollout that failed
         (default: derived from ``failures`` and the recorded ``mass``).
+    state_range
+        ``(n_traj, 2)``: the smallest and largest nodal value every rollout reached (its start
+        included), so that a model leaving the physical range of the data is seen; ``None``
+        when not measured.
 
     """
 
@@ -449,6 +472,7 @@ class RolloutReport:
     nodal_error_std: np.ndarray | None = None
     comparable: np.ndarray | None = None
     failed_at: list[int | None] | None = None
+    state_range: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_traj = self.errors.shape[0]
@@ -527,7 +551,9 @@ class RolloutReport:
         paper's relative RMSE of nodal values; ``nan`` when not measured),
         ``energy_increases`` (total, ``None`` without an energy), ``reference_energy_increases``,
         ``max_mass_drift``, ``failures`` and ``n_failed`` (both: the number of failed rollouts),
-        ``first_failed_step`` (``None`` without a failure), ``wall_time``.
+        ``first_failed_step`` (``None`` without a failure), ``wall_time``, ``state_min`` /
+        ``state_max`` (the range of nodal values reached by the rollouts, ``nan`` when not
+        measured).
         """
 
         def first_last_max(mean: np.ndarray | None) -> tuple[float, float, float, float]:
@@ -573,6 +599,8 @@ class RolloutReport:
                 "n_failed": len(failed),
                 "first_failed_step": min(failed) if failed else None,
                 "wall_time": float(sum(self.wall_times)),
+                "state_min": _range_end(self.state_range, 0),
+                "state_max": _range_end(self.state_range, 1),
             }
         )
 
@@ -775,6 +803,7 @@ def rollout_errors(
     dissipation = np.full((n_traj, n_steps), np.nan)
     n_comp = len(_masses(trajs[0].states[0]))
     mass = np.full((n_traj, n_steps + 1, n_comp), np.nan)
+    state_range = np.full((n_traj, 2), np.nan)
     ref_roll = np.full((n_traj, n_steps + 1), np.nan) if reference_energy else None
     ref_data = np.full((n_traj, max(n_frames)), np.nan) if reference_energy else None
     rollouts: list[Any] | None = [] if keep_states else None
@@ -807,6 +836,8 @@ def rollout_errors(
         ) -> None:
             tic = time.perf_counter()
             mass[i, k] = _masses(u)
+            low, high = _value_range(u)
+            state_range[i] = (np.fmin(state_range[i, 0], low), np.fmax(state_range[i, 1], high))
             j = frame_of_step[k]
             if 0 <= j < len(traj.states):
                 errors[i, k] = relative_l2_error(u, traj.states[j])
@@ -875,6 +906,7 @@ def rollout_errors(
         nodal_errors=nodal_errors,
         comparable=comparable,
         failed_at=failed_at,
+        state_range=state_range,
     )
     s = report.summary()
     logger.info(

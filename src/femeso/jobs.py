@@ -1285,6 +1285,14 @@ def table_lines(
     return lines + notes
 
 
+def _reached(summary: dict[str, Any]) -> str:
+    """``[min, max]`` of the nodal values a model's rollouts reached (``-`` when not measured)."""
+    low, high = summary.get("state_min"), summary.get("state_max")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return "-"
+    return f"[{low:.3g}, {high:.3g}]"
+
+
 def summary_lines(results: dict[str, Any]) -> list[str]:
     """Return the report as lines of text (the command line prints them).
 
@@ -1319,7 +1327,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     lines.append(
         f"{'':<17}{'L2@1 step':>11}{'L2@train T':>12}{'L2@10x T':>11}{'max L2':>10}"
         f"{'RMSE@T':>10}{'failed':>8}{'V incr.':>8}{'true V incr.':>13}{'V drift':>10}"
-        f"{'mass drift':>11}"
+        f"{'mass drift':>11}{'states reached':>22}"
     )
     for name in results.get("models") or ("onsager", "baseline", "classical", "persistence"):
         if name not in results:
@@ -1331,7 +1339,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             f"{num(r.get('nodal_error_at_training_horizon')):>10}"
             f"{num(r.get('n_failed', r.get('failures'))):>8}{num(r['energy_increases']):>8}"
             f"{num(r['reference_energy_increases']):>13}{num(r['energy_drift']):>10}"
-            f"{num(r['max_mass_drift']):>11}"
+            f"{num(r['max_mass_drift']):>11}{_reached(r):>22}"
         )
     lines.append(
         f"(L2: {METRICS['l2']}; RMSE: {METRICS['paper']}; T: the training horizon, 10x T: the "

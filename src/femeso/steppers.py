@@ -53,6 +53,7 @@ from femeso.fields import DTYPE
 from femeso.hypothesis import OnsagerModel, components
 from femeso.mobilities import TensorMobility
 from femeso.solvers import DIRECT_SOLVER, ITERATIVE_SOLVER, LU
+from femeso.step_control import StepFailure, take_step
 
 __all__ = [
     "DIRECT_SOLVER",
@@ -75,10 +76,6 @@ _STALLED = (
     PETSc.SNES.ConvergedReason.DIVERGED_LINE_SEARCH,
     PETSc.SNES.ConvergedReason.DIVERGED_MAX_IT,
 )
-
-
-class StepFailure(RuntimeError):
-    """A time step could not be completed even after repeated step-size reductions."""
 
 
 @dataclass
@@ -651,16 +648,12 @@ class EnergyStableStepper(SteppingLoop):
         """
         self.holds_step = False
         self.substep_log = []
-        V0_parts = self._current_energy()[0]
-        V_start = V0_parts["total"]
-        target, remaining, sub_dt = self.t + self.dt, self.dt, self.dt / self.substeps
-        halvings = failures = newton = linear = 0
-        saved = fd.Function(self.W).assign(self.w)
-        while remaining > 1e-14 * self.dt:
-            sub_dt = min(sub_dt, remaining)
+        V_start = self._current_energy()[0]["total"]
+        accepted: dict = {}
+
+        def attempt(sub_dt: float, halvings: int) -> tuple[bool, str, int, int]:
             V_before = self._current_energy()[0]["total"] if halvings else V_start
             ok, reason, its, lits = self._solve(sub_dt)
-            newton, linear = newton + its, linear + lits
             if ok:
                 u1 = self.w.subfunctions[0]
                 parts, u1_q, F1_q = self.model.energy_parts_and_values(u1)
@@ -670,21 +663,12 @@ class EnergyStableStepper(SteppingLoop):
                     ok, reason = False, "the energy is not finite (did the state leave its domain?)"
                 elif increase > self.energy_rtol * scale and not self._has_source:
                     ok, reason = False, f"energy increased by {increase:.3e}"
-            if not ok:
-                halvings += 1
-                failures += 1
-                if failures > self.max_halvings:
-                    raise StepFailure(
-                        f"step from t={self.t:.6g} failed after {failures - 1} halvings "
-                        f"(dt down to {sub_dt:.3e}): {reason}"
-                    )
-                logger.debug("t=%.6g: %s; retrying with dt=%.3e", self.t, reason, sub_dt / 2)
-                self.w.assign(saved)
-                sub_dt /= 2
-                continue
-            dissipation = (
-                fd.assemble(self.dissipation_form) if self.dissipation_form is not None else 0.0
-            )
+                accepted.update(parts=parts, u1_q=u1_q, F1_q=F1_q)
+            return ok, reason, its, lits
+
+        def accept(sub_dt: float) -> None:
+            form = self.dissipation_form
+            accepted["dissipation"] = fd.assemble(form) if form is not None else 0.0
             if self.log_substeps:
                 self.substep_log.append(
                     (self.u.copy(deepcopy=True), self.w.copy(deepcopy=True), sub_dt)
@@ -693,16 +677,13 @@ class EnergyStableStepper(SteppingLoop):
             self._energy_cache = (
                 self.u.dat.data_ro.copy(),
                 self._parameter_vector(),
-                parts,
-                u1_q,
-                F1_q,
+                accepted["parts"],
+                accepted["u1_q"],
+                accepted["F1_q"],
             )
-            saved.assign(self.w)
-            self.t = target if remaining - sub_dt <= 1e-14 * self.dt else self.t + sub_dt
-            remaining -= sub_dt
-            if failures:
-                # a success after halving: try a larger sub-step again
-                failures, sub_dt = failures - 1, 2 * sub_dt
+
+        counts = take_step(self, attempt=attempt, accept=accept, sub_dt=self.dt / self.substeps)
+        parts, dissipation = accepted["parts"], accepted["dissipation"]
         record = StepRecord(
             t=self.t,
             dt=self.dt,
@@ -711,9 +692,9 @@ class EnergyStableStepper(SteppingLoop):
             energy_change=parts["total"] - V_start,
             dissipation=float(dissipation),
             mass=self.model.mass(self.u),
-            newton_iterations=newton,
-            linear_iterations=linear,
-            halvings=halvings,
+            newton_iterations=counts.newton_iterations,
+            linear_iterations=counts.linear_iterations,
+            halvings=counts.halvings,
         )
         self.records.append(record)
         return record
