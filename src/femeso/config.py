@@ -51,6 +51,7 @@ class Key:
     minimum: float | None = None
     positive: bool = False
     items: type = float
+    signed: bool = False  # list items may be any finite number (not only positive ones)
 
     def check(self, name: str, value: Any) -> Any:
         types = self.types or (type(self.default),)
@@ -84,8 +85,11 @@ class Key:
                 raise ConfigError(f"{name} must be a list of non-empty strings, got {value!r}")
         elif isinstance(value, list):
             for item in value:
-                if not isinstance(item, int | float) or isinstance(item, bool) or item <= 0:
-                    raise ConfigError(f"{name} must be a list of positive numbers, got {value!r}")
+                if not isinstance(item, int | float) or isinstance(item, bool):
+                    raise ConfigError(f"{name} must be a list of numbers, got {value!r}")
+                if not math.isfinite(item) or (item <= 0 and not self.signed):
+                    kind = "finite" if self.signed else "positive"
+                    raise ConfigError(f"{name} must be a list of {kind} numbers, got {value!r}")
         return value
 
 
@@ -250,6 +254,14 @@ DEFAULTS: dict[str, dict[str, Key]] = {
             "scheme steps per data step of the learned model (and of the classical solver "
             "it is compared with), in training and rollouts; trained through all of them",
             minimum=1,
+        ),
+        "state_range": Key(
+            [],
+            "declared range [lo, hi] of a scalar state (e.g. [0, 1] for a volume fraction): the "
+            "learned density gets an entropy barrier (learned strength > 0) that keeps every "
+            "rollout strictly inside it, and data outside it are refused; [] (default): none",
+            types=(list,),
+            signed=True,
         ),
         "input_center": Key(
             0.5,
@@ -487,6 +499,13 @@ def _check_combinations(config: JobConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: model.polynomial_degree must be 0 or an even number >= 4, "
             f"got {m['polynomial_degree']}"
+        )
+    if m["state_range"] and (
+        len(m["state_range"]) != 2 or m["state_range"][0] >= m["state_range"][1]
+    ):
+        raise ConfigError(
+            f"{source}: model.state_range must be [] or two numbers [lo, hi] with lo < hi, "
+            f"got {m['state_range']}"
         )
     if m["mobility"] == "none" and m["transport"] == "none":
         raise ConfigError(

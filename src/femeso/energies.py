@@ -28,6 +28,7 @@ from torch import nn
 from femeso.fields import DTYPE, Expression, NeuralField, softplus
 
 __all__ = [
+    "BarrierDensity",
     "CoerciveNeuralDensity",
     "ConstantKappa",
     "Density",
@@ -69,10 +70,16 @@ class Density(nn.Module):
         if u.shape[-1] != 1:
             raise ValueError("state_derivatives is for densities of one state component")
         u = u.detach().requires_grad_(True)
+        zeros = torch.zeros(u.shape[0], dtype=u.dtype)
         with torch.enable_grad():
-            (dF,) = torch.autograd.grad(self.forward(u, x).sum(), u, create_graph=True)
-            (d2F,) = torch.autograd.grad(dF.sum(), u)
-        return dF[:, 0].detach(), d2F[:, 0]
+            F = self.forward(u, x)
+            if not F.requires_grad:  # a density that does not depend on u
+                return zeros, zeros.clone()
+            (dF,) = torch.autograd.grad(F.sum(), u, create_graph=True)
+            if not dF.requires_grad:  # linear in u: F'' = 0
+                return dF[:, 0].detach(), zeros
+            (d2F,) = torch.autograd.grad(dF.sum(), u, allow_unused=True)
+        return dF[:, 0].detach(), zeros if d2F is None else d2F[:, 0]
 
     def ufl(self, u: Sequence[Any], x: Any = None) -> Any:
         """Return ``F`` as a UFL expression of the state components ``u`` and position ``x``."""
@@ -176,6 +183,92 @@ class KnownDensity(Density):
             "name": self.name,
             "n_states": self.n_states,
             "uses_position": self.uses_position,
+        }
+
+
+class BarrierDensity(Density):
+    r"""A logarithmic barrier that keeps a scalar state inside a declared range ``(lo, hi)``.
+
+    .. math:: B(u) = -s\,\ln\frac{4\,(u - lo)(hi - u)}{(hi - lo)^2} \;\ge 0,
+              \qquad s = \mathrm{softplus}(\rho) > 0,
+
+    zero at the middle of the range, convex, and :math:`+\infty` at its ends. Added to a learned
+    density (``CoerciveNeuralDensity(...) + BarrierDensity(0, 1)``) it makes the range
+    invariant *by the energy law*: every accepted step has
+    :math:`V_h(u^{n+1}) \le V_h(u^n) < \infty`, the other parts of :math:`V_h` are bounded
+    below, so :math:`u^{n+1}` lies strictly inside the range at every quadrature point, for every
+    parameter value and step size (a Newton iterate outside has no finite energy and the step
+    is halved). An entropy term :math:`(u-lo)\ln(u-lo)` would not do: its energy is finite at
+    the ends, and a discrete-gradient step can reach them. Outside the range the density is
+    ``nan``.
+
+    Parameters
+    ----------
+    lower, upper
+        The range, ``lower < upper``.
+    strength
+        Initial :math:`s` (> 0).
+    learnable
+        Learn :math:`s` (through :math:`\rho`); otherwise it stays at ``strength``.
+
+    """
+
+    n_states = 1
+
+    def __init__(
+        self, lower: float, upper: float, *, strength: float = 1e-2, learnable: bool = True
+    ) -> None:
+        super().__init__()
+        lower, upper, strength = float(lower), float(upper), float(strength)
+        if not (np.isfinite(lower) and np.isfinite(upper) and lower < upper):
+            raise ValueError(
+                f"the barrier's range must be finite with lower < upper, got [{lower}, {upper}]"
+            )
+        if not (np.isfinite(strength) and strength > 0):
+            raise ValueError(f"the barrier's strength must be > 0, got {strength}")
+        self.lower, self.upper, self.learnable = lower, upper, learnable
+        # softplus^{-1}(strength), stable for small and large values
+        raw = torch.tensor(strength, dtype=DTYPE)
+        raw = raw + torch.log(-torch.expm1(-raw))
+        self.raw_strength = nn.Parameter(raw, requires_grad=learnable)
+
+    @property
+    def strength(self) -> torch.Tensor:
+        """The barrier's strength :math:`s > 0`."""
+        return softplus(self.raw_strength)
+
+    def forward(self, u, x=None):
+        """Evaluate ``B`` at ``n`` points (``nan`` outside the range)."""
+        w = self.upper - self.lower
+        a, b = u[:, 0] - self.lower, self.upper - u[:, 0]
+        return -self.strength * torch.log(4.0 * a * b / w**2)
+
+    def state_derivatives(self, u, x=None):
+        """Return ``B'`` and ``B''`` in closed form."""
+        a, b = u[:, 0] - self.lower, self.upper - u[:, 0]
+        s = self.strength
+        return s * (1.0 / b - 1.0 / a), s * (1.0 / a**2 + 1.0 / b**2)
+
+    def ufl(self, u, x=None):
+        """Return ``B`` in UFL (the strength at its current value)."""
+        import ufl
+
+        w = self.upper - self.lower
+        a, b = u[0] - self.lower, self.upper - u[0]
+        return -float(self.strength.detach()) * ufl.ln(4.0 * a * b / w**2)
+
+    def contains(self, values: np.ndarray) -> bool:
+        """Whether every value lies strictly inside the range."""
+        values = np.asarray(values)
+        return bool(np.all((values > self.lower) & (values < self.upper)))
+
+    def config(self) -> dict:
+        """Return the configuration (the strength is saved with the parameters)."""
+        return {
+            "type": "BarrierDensity",
+            "lower": self.lower,
+            "upper": self.upper,
+            "learnable": self.learnable,
         }
 
 

@@ -51,10 +51,12 @@ from torch import nn
 
 from femeso._files import atomic_write, first_line, on_rank_zero
 from femeso.energies import (
+    BarrierDensity,
     CoerciveNeuralDensity,
     ConstantKappa,
     Energy,
     NeuralKappa,
+    SumDensity,
 )
 from femeso.fields import DTYPE, NeuralField
 from femeso.mobilities import (
@@ -833,6 +835,10 @@ def _build(config: dict, dim: int) -> nn.Module:
         return NeuralField(**args)
     if kind == "CoerciveNeuralDensity":
         return CoerciveNeuralDensity(**{k: v for k, v in config.items() if k != "type"})
+    if kind == "BarrierDensity":
+        return BarrierDensity(config["lower"], config["upper"], learnable=config["learnable"])
+    if kind == "SumDensity":
+        return SumDensity(_build(config["first"], dim), _build(config["second"], dim))
     if kind == "ConstantKappa":
         return ConstantKappa(
             config["value"], n_states=config["n_states"], learnable=config["learnable"]

@@ -44,7 +44,7 @@ from femeso.data.generators import (
 from femeso.data.io import export_vtk, load_dataset, load_dataset_mesh, save_dataset
 from femeso.data.mapping import map_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
-from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy
+from femeso.energies import BarrierDensity, CoerciveNeuralDensity, ConstantKappa, Energy
 from femeso.fields import NeuralField
 from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
@@ -133,6 +133,8 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     density = CoerciveNeuralDensity(
         width=m["width"], depth=m["depth"], polynomial_degree=m["polynomial_degree"], seed=seed
     )
+    if m["state_range"]:  # every accepted state strictly inside: see BarrierDensity
+        density = density + BarrierDensity(*m["state_range"])
     energy = Energy(density, ConstantKappa(1.0, learnable=True))
     conservative = []
     if m["transport"] == "learned":
@@ -658,6 +660,7 @@ def train(
         _remove(existing)
     space = build_space(config)
     data = load_data(config, space)
+    _check_state_range(config, data)
     validation = data["validation"] if len(data["validation"]) else None
     out = {}
     for which in models:
@@ -705,6 +708,25 @@ def train(
     if "peers" in models:
         out.update(train_peers(config, space, data, progress=progress, resume=resume))
     return out
+
+
+def _check_state_range(config: JobConfig, data: dict[str, Dataset]) -> None:
+    """Refuse data outside ``model.state_range`` (one line naming the split and trajectory)."""
+    bounds = config["model"]["state_range"]
+    if not bounds:
+        return
+    lo, hi = bounds
+    for split, dataset in data.items():
+        for i, traj in enumerate(dataset.trajectories):
+            low = min(float(s.dat.data_ro.min()) for s in traj.states)
+            high = max(float(s.dat.data_ro.max()) for s in traj.states)
+            low = traj.space.mesh().comm.allreduce(low, op=MPI.MIN)
+            high = traj.space.mesh().comm.allreduce(high, op=MPI.MAX)
+            if not (lo < low and high < hi):
+                raise ValueError(
+                    f"{split} trajectory {i}: values from {low:.4g} to {high:.4g} are not all "
+                    f"strictly inside model.state_range [{lo:g}, {hi:g}]"
+                )
 
 
 def load_trained(config: JobConfig, space: fd.FunctionSpace, which: str):

@@ -46,7 +46,7 @@ import torch
 import ufl
 
 from femeso.data.trajectories import Dataset
-from femeso.energies import CoerciveNeuralDensity
+from femeso.energies import BarrierDensity, CoerciveNeuralDensity, SumDensity
 from femeso.fields import DTYPE, NeuralField
 from femeso.hypothesis import OnsagerModel
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
@@ -454,7 +454,13 @@ def warm_start(
         non-positive mobility.
 
     """
-    density = model.energy.density
+    density, barrier = model.energy.density, None
+    if (
+        isinstance(density, SumDensity)
+        and isinstance(density.first, CoerciveNeuralDensity)
+        and isinstance(density.second, BarrierDensity)
+    ):  # fit the network to what the barrier (at its current strength) leaves
+        density, barrier = density.first, density.second
     if not isinstance(density, CoerciveNeuralDensity):
         raise NotImplementedError(
             f"warm start: needs a CoerciveNeuralDensity, the model has {type(density).__name__}"
@@ -473,11 +479,17 @@ def warm_start(
         )
         return WarmStart(match, math.nan, math.nan, applied=False)
     lo, hi = match.state_range()
+    if barrier is not None:  # samples strictly inside the declared range
+        margin = 1e-3 * (barrier.upper - barrier.lower)
+        lo, hi = max(lo, barrier.lower + margin), min(hi, barrier.upper - margin)
     u = torch.linspace(lo, hi, samples, dtype=DTYPE)[:, None]
     generator = torch.Generator().manual_seed(0)
     x_all = model.x
     x = x_all[torch.randint(len(x_all), (samples,), generator=generator)]
     target = torch.as_tensor(match.density_derivative(u[:, 0].numpy()), dtype=DTYPE)
+    if barrier is not None:
+        with torch.no_grad():
+            target = target - barrier.state_derivatives(u)[0]
     target_scale = target.pow(2).mean().sqrt().clamp_min(1e-300)
 
     def density_mismatch() -> torch.Tensor:
