@@ -68,7 +68,7 @@ def test_unrolled_training_lowers_the_loss():
     data = allen_cahn_data()
     model = neural_model(data.space)
     config = TrainingConfig(
-        iterations=12, batch_size=2, unroll=3, learning_rate=0.05, validate_every=0
+        iterations=12, batch_size=2, unroll=3, learning_rate=0.05, lr_decay=1.0, validate_every=0
     )
     history = Trainer(model, data, config=config, progress=False).run()
     assert np.mean(history.losses[-3:]) < 0.2 * history.losses[0], history.losses
@@ -205,7 +205,15 @@ def test_cut_gradient_differs_from_the_full_gradient_and_equals_per_step_sums():
 
 def test_resume_continues_exactly(tmp_path):
     data = allen_cahn_data()
-    config = dict(batch_size=2, unroll=2, learning_rate=0.05, validate_every=2, checkpoint_every=3)
+    # a constant learning rate: with a decay the schedule depends on the total iterations
+    config = dict(
+        batch_size=2,
+        unroll=2,
+        learning_rate=0.05,
+        lr_decay=1.0,
+        validate_every=2,
+        checkpoint_every=3,
+    )
     straight = neural_model(data.space)
     reference = Trainer(
         straight, data, data, TrainingConfig(iterations=6, **config), progress=False

@@ -40,7 +40,7 @@ import torch
 
 from femeso._files import atomic_write, first_line, on_rank_zero
 from femeso._log import logger, progress_bar
-from femeso.config import GRADIENTS, NORMS, OPTIMIZERS
+from femeso.config import DEFAULTS, GRADIENTS, NORMS, OPTIMIZERS
 from femeso.data.trajectories import Dataset
 from femeso.fields import bound_input_slopes
 from femeso.gauss_newton import LevenbergMarquardt, WindowCurvature, window_curvature
@@ -54,6 +54,11 @@ __all__ = [
     "window_loss",
     "window_loss_and_gradient",
 ]
+
+
+def _default(name: str) -> Any:
+    """Return the default of ``[training] name`` in a job file."""
+    return DEFAULTS["training"][name].default
 
 
 @dataclass
@@ -102,22 +107,24 @@ class TrainingConfig:
 
     """
 
-    iterations: int = 100
-    batch_size: int = 8
-    unroll: int = 1
-    norm: str = "L2"
-    gradient: str = "full"
-    checkpoint_stride: int = 1
-    optimizer: str = "adam"
-    learning_rate: float = 1e-2
-    weight_decay: float = 0.0
-    lr_decay: float = 1.0
-    gradient_clip: float = 0.0
-    max_input_slope: float = 20.0
-    validate_every: int = 10
-    validation_windows: int = 16
-    checkpoint_every: int = 25
-    seed: int = 0
+    # The defaults are the job file's ``[training]`` defaults (femeso.config.DEFAULTS): one
+    # source for the library and the command (``femeso config`` prints them).
+    iterations: int = _default("iterations")
+    batch_size: int = _default("batch_size")
+    unroll: int = _default("unroll")
+    norm: str = _default("norm")
+    gradient: str = _default("gradient")
+    checkpoint_stride: int = _default("checkpoint_stride")
+    optimizer: str = _default("optimizer")
+    learning_rate: float = _default("learning_rate")
+    weight_decay: float = _default("weight_decay")
+    lr_decay: float = _default("lr_decay")
+    gradient_clip: float = _default("gradient_clip")
+    max_input_slope: float = _default("max_input_slope")
+    validate_every: int = _default("validate_every")
+    validation_windows: int = _default("validation_windows")
+    checkpoint_every: int = _default("checkpoint_every")
+    seed: int = DEFAULTS["job"]["seed"].default
 
     def __post_init__(self) -> None:
         positive = ("iterations", "batch_size", "unroll", "checkpoint_stride")
