@@ -133,17 +133,22 @@ def test_a_peer_file_for_another_model_is_refused(space, tmp_path):
         ({"models": "fno"}, "baseline.models must be a list"),
         ({"options": {"gnn": {}}}, "baseline.options.gnn: no peer of that name"),
         ({"options": {"fno": 3}}, "baseline.options.fno must be a table"),
+        # the same checks, and messages, as baseline.peer_batch_size / _unroll / _learning_rate
         (
             {"options": {"fno": {"batch_size": 0}}},
-            "baseline.options.fno.batch_size must be a positive integer, got 0",
+            "baseline.options.fno.batch_size must be >= 1, got 0",
         ),
         (
             {"options": {"meshgraphnet": {"unroll": 1.5}}},
-            "baseline.options.meshgraphnet.unroll must be a positive integer",
+            "baseline.options.meshgraphnet.unroll must be an integer, got float 1.5",
         ),
         (
             {"options": {"spectral_onsager": {"learning_rate": "fast"}}},
-            "baseline.options.spectral_onsager.learning_rate must be a positive number",
+            "baseline.options.spectral_onsager.learning_rate must be a number, got str 'fast'",
+        ),
+        (
+            {"options": {"fno": {"learning_rate": 0}}},
+            "baseline.options.fno.learning_rate must be > 0, got 0",
         ),
     ],
 )

@@ -557,19 +557,14 @@ def _check_peer_options(config: JobConfig, source: str) -> None:
             )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: baseline.options.{name} must be a table")
-        for key in ("iterations", "batch_size", "unroll"):
-            value = table.get(key, 1)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(
-                    f"{source}: baseline.options.{name}.{key} must be a positive integer, "
-                    f"got {value!r}"
-                )
-        rate = table.get("learning_rate", 1.0)
-        if not isinstance(rate, int | float) or isinstance(rate, bool) or not rate > 0:
-            raise ConfigError(
-                f"{source}: baseline.options.{name}.learning_rate must be a positive number, "
-                f"got {rate!r}"
-            )
+        # the fit settings a peer may override are checked by baseline.peer_<key>'s own Key
+        for key in ("iterations", "learning_rate", "batch_size", "unroll"):
+            if key in table:
+                spec = DEFAULTS["baseline"][f"peer_{key}"]
+                try:
+                    table[key] = spec.check(f"baseline.options.{name}.{key}", table[key])
+                except ConfigError as exc:
+                    raise ConfigError(f"{source}: {exc}") from None
 
 
 def default_toml() -> str:
