@@ -92,6 +92,7 @@ def test_an_optimiser_step_on_the_bridge_lowers_the_loss():
     for _ in range(3):
         optimiser.zero_grad()
         loss = relative_mismatch(femeso.differentiable_rollout(stepper, data[0], N_STEPS), data, M)
+        assert stepper.t == pytest.approx(N_STEPS * DT)  # every rollout starts at t0 = 0
         loss.backward()
         optimiser.step()
         losses.append(float(loss.detach()))

@@ -45,8 +45,8 @@ def _from_torch(values: torch.Tensor, out: fd.Function | fd.Cofunction) -> None:
 class _Tape:
     """What a rollout's backward pass needs: every accepted sub-step ``(start, unknowns, dt)``."""
 
-    def __init__(self, stepper: EnergyStableStepper, n_steps: int) -> None:
-        self.stepper, self.n_steps = stepper, n_steps
+    def __init__(self, stepper: EnergyStableStepper, n_steps: int, t0: float) -> None:
+        self.stepper, self.n_steps, self.t0 = stepper, n_steps, t0
         self.steps: list[list[tuple[fd.Function, fd.Function, float]]] = []
         self.halved = 0
 
@@ -58,7 +58,7 @@ class _Tape:
         stepper.log_substeps = True
         states = [_to_torch(start)]
         try:
-            stepper.reset(start, t=stepper.t)
+            stepper.reset(start, t=self.t0)
             for _ in range(self.n_steps):
                 record = stepper.advance()
                 self.halved += record.halvings > 0
@@ -127,6 +127,8 @@ def differentiable_rollout(
     stepper: EnergyStableStepper,
     u0: fd.Function | torch.Tensor,
     n_steps: int,
+    *,
+    t0: float = 0.0,
 ) -> torch.Tensor:
     """Roll out ``n_steps`` steps from ``u0``; return the states as a tensor autograd can follow.
 
@@ -134,13 +136,15 @@ def differentiable_rollout(
     ----------
     stepper
         The stepper (its model, step size, scheme, sub-steps and solver settings are used as
-        they are; it is reset to ``u0`` at its current time).
+        they are; it is reset to ``u0`` at time ``t0``).
     u0
         The initial state: a ``Function`` on the model's space, or a tensor of its owned degrees
         of freedom (``(n_owned,)`` or ``(n_owned, k)``); a tensor that requires gradients
         receives :math:`dL/du_0`.
     n_steps
         Number of steps.
+    t0
+        The time of ``u0`` (it matters for a time-dependent source only).
 
     Returns
     -------
@@ -166,4 +170,5 @@ def differentiable_rollout(
         raise ValueError(
             f"u0 must hold the state's {expected} owned degrees of freedom, got {tuple(u0.shape)}"
         )
-    return RolloutFunction.apply(_Tape(stepper, n_steps), u0.to(DTYPE), *_parameters(stepper))
+    tape = _Tape(stepper, n_steps, float(t0))
+    return RolloutFunction.apply(tape, u0.to(DTYPE), *_parameters(stepper))
