@@ -795,3 +795,16 @@ def test_the_range_every_rollout_reached_is_reported(setting):
     one_frame = [TrajectoryData(space=V, times=np.array([0.0]), states=[start])]
     shifted = rollout_errors(stepper_of(true), one_frame, dt=FRAME_DT, n_steps=3)
     assert shifted.summary()["state_max"] > summary["state_max"] + 1.0
+
+
+def test_the_energy_plot_averages_what_exists_and_says_how_many_rollouts_are_short():
+    from femeso.jobs import _mean_of_available, _short_label
+
+    values = np.array([[1.0, 2.0, 3.0], [3.0, np.nan, np.nan], [np.nan, np.nan, np.nan]])
+    mean, short = _mean_of_available(values)
+    assert mean[0] == 2.0 and mean[1] == 2.0 and mean[2] == 3.0
+    assert short == 2
+    assert _short_label(short, 3) == "; 2 of 3 rollouts incomplete"
+    assert _short_label(0, 3) == ""
+    mean, short = _mean_of_available(np.full((2, 2), np.nan))  # no warning, no value invented
+    assert np.all(np.isnan(mean)) and short == 2

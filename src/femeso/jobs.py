@@ -1206,6 +1206,24 @@ def _mobility_plot(
     )
 
 
+def _mean_of_available(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Return the per-step mean over the trajectories that have a value, and how many lack one.
+
+    A trajectory lacks values after its rollout failed, or everywhere for a model without an
+    energy; the legend says how many (no value is averaged away silently).
+    """
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    total = np.where(finite, values, 0.0).sum(axis=0)
+    mean = np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
+    return mean, int((~finite.all(axis=1)).sum())
+
+
+def _short_label(short: int, total: int) -> str:
+    """Return the legend's note on a mean over fewer trajectories than there are."""
+    return f"; {short} of {total} rollouts incomplete" if short else ""
+
+
 def _energy_plot(path: Path, reports, horizon: float, *, known: bool) -> Path | None:
     """Plot the energies along the rollouts: the true V when known, the models' own V."""
     from femeso.plots import plot_curves
@@ -1215,12 +1233,14 @@ def _energy_plot(path: Path, reports, horizon: float, *, known: bool) -> Path | 
     times: dict[str, np.ndarray] = {}
     if known:
         for name, r in reports.items():
-            energies[f"{name} (true V)"] = np.nanmean(r.reference_energies, axis=0)
-            times[f"{name} (true V)"] = r.times
-        energies["data (true V)"] = np.nanmean(onsager.reference_energies_data, axis=0)
+            mean, short = _mean_of_available(r.reference_energies)
+            label = f"{name} (true V{_short_label(short, len(r.reference_energies))})"
+            energies[label], times[label] = mean, r.times
+        energies["data (true V)"], _ = _mean_of_available(onsager.reference_energies_data)
         times["data (true V)"] = onsager.data_times
-    own = np.nanmean(onsager.energies, axis=0)
-    label = "Onsager model (own V, rescaled)" if known else "Onsager model (own V)"
+    own, short = _mean_of_available(onsager.energies)
+    rescaled = ", rescaled" if known else ""
+    label = f"Onsager model (own V{rescaled}{_short_label(short, len(onsager.energies))})"
     energies[label] = _rescaled(own, energies["data (true V)"]) if known else own
     times[label] = onsager.times
     return plot_curves(
