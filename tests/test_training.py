@@ -81,7 +81,7 @@ def test_every_optimiser_step_keeps_the_input_slopes_bounded(optimizer):
     first = model.energy.density.network.layers[0].weight
     with torch.no_grad():
         first.mul_(10.0)  # start above the bound: the first step must project
-    bound = 0.5 * float(first.abs().max())
+    bound = 0.5 * float(first.detach().abs().max())
     config = TrainingConfig(
         iterations=3,
         batch_size=2,
