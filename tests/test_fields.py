@@ -308,7 +308,7 @@ def test_polynomial_density_ufl_rendering_and_saved_configuration_match_torch(tm
     import firedrake as fd
     import ufl
 
-    from femeso.hypothesis import _build
+    from femeso.model import _build
 
     density = random_polynomial_density(5, 6)
     mesh = fd.UnitIntervalMesh(16)

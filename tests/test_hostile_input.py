@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import femeso
-import femeso.hypothesis as hypothesis
+import femeso.model as femeso_model
 from femeso.baseline import BlackBoxModel
 from femeso.data.io import save_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
@@ -191,7 +191,7 @@ def test_a_valid_model_file_round_trips_exactly(tmp_path):
     other = model(seed=4)
     other.load_parameters(path)
     assert same_state(state_of(other), state_of(original))
-    config, state = hypothesis.read_model_file(path, expected=original.state_dict())
+    config, state = femeso_model.read_model_file(path, expected=original.state_dict())
     assert config == json.loads(json.dumps(original.config()))
     assert same_state(state, state_of(original))
 
@@ -266,8 +266,8 @@ def test_an_absurd_architecture_is_refused_before_anything_is_built(
         raise AssertionError("a network was built from an unchecked architecture")
 
     # any construction would fail loudly: the refusal must come before the first one
-    monkeypatch.setattr(hypothesis, "NeuralField", forbidden)
-    monkeypatch.setattr(hypothesis, "CoerciveNeuralDensity", forbidden)
+    monkeypatch.setattr(femeso_model, "NeuralField", forbidden)
+    monkeypatch.setattr(femeso_model, "CoerciveNeuralDensity", forbidden)
     with pytest.raises(ValueError) as excinfo:
         femeso.load_model(path, original.space)
     assert_one_line(excinfo, path, *words)
@@ -407,7 +407,7 @@ def test_an_interrupted_write_leaves_nothing_that_looks_like_a_model(tmp_path, m
         f.write(b"PK\x03\x04 half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hypothesis.np, "savez", killed)
+    monkeypatch.setattr(femeso_model.np, "savez", killed)
     with pytest.raises(KeyboardInterrupt):
         model(seed=7).save(path)
     assert snapshot(path) == before

@@ -18,10 +18,10 @@ from femeso.data.generators import generate_dataset
 from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy, KnownDensity
 from femeso.evaluation import rollout_errors
 from femeso.fields import NeuralField
-from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import load_mesh
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model import OnsagerModel
 from femeso.steppers import EnergyStableStepper
 from femeso.warm_start import gradient_matching, warm_start
 

@@ -31,8 +31,8 @@ _EXPORTS = {
     "NonlocalEnergy": "femeso.energies",
     "Expression": "femeso.fields",
     "NeuralField": "femeso.fields",
-    "OnsagerModel": "femeso.hypothesis",
-    "load_model": "femeso.hypothesis",
+    "OnsagerModel": "femeso.model",
+    "load_model": "femeso.model",
     "random_smooth_field": "femeso.initial_conditions",
     "available_meshes": "femeso.meshes",
     "load_mesh": "femeso.meshes",
@@ -69,7 +69,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
         NonlocalEnergy,
     )
     from femeso.fields import Expression, NeuralField
-    from femeso.hypothesis import OnsagerModel, load_model
     from femeso.initial_conditions import random_smooth_field
     from femeso.meshes import available_meshes, load_mesh, mesh_path
     from femeso.mobilities import (
@@ -79,6 +78,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
         SkewTransport,
         TensorMobility,
     )
+    from femeso.model import OnsagerModel, load_model
     from femeso.steppers import (
         DIRECT_SOLVER,
         ITERATIVE_SOLVER,

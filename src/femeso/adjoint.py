@@ -30,7 +30,7 @@ import torch
 import ufl
 from mpi4py import MPI
 
-from femeso.hypothesis import components
+from femeso.model import components
 from femeso.quadrature import QuadratureRule
 from femeso.solvers import lu_solver
 

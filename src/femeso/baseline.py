@@ -42,7 +42,7 @@ from mpi4py import MPI
 from torch import nn
 
 from femeso.fields import DTYPE, NeuralField
-from femeso.hypothesis import load_parameters_into, write_model_file
+from femeso.model import load_parameters_into, write_model_file
 from femeso.quadrature import QuadratureRule
 from femeso.solvers import LU, lu_solver
 from femeso.step_control import take_step
@@ -68,7 +68,7 @@ class BlackBoxModel(nn.Module):
     outputs of one :class:`~femeso.fields.NeuralField` of :math:`u` (and :math:`x`), with no
     output bound, softplus or sign constraint used; :math:`b` is a free real parameter. One
     shared hidden layer of width ``w`` has ``6 w + 4`` weights (``+1`` for :math:`b`), as many
-    as an :class:`~femeso.hypothesis.OnsagerModel` with a density network and a mobility network
+    as an :class:`~femeso.model.OnsagerModel` with a density network and a mobility network
     of the same width (``2 (3 w + 1)``, plus the density's two coefficients).
 
     Parameters
@@ -81,7 +81,7 @@ class BlackBoxModel(nn.Module):
         Seed of the network's random initialisation.
     quadrature_degree
         Degree of the quadrature rule (default ``2 p + 2`` for Lagrange degree ``p``, as for
-        :class:`~femeso.hypothesis.OnsagerModel`).
+        :class:`~femeso.model.OnsagerModel`).
     position
         Let the fields depend on the position ``x`` too.
     init_scale
@@ -190,7 +190,7 @@ class BlackBoxModel(nn.Module):
     def save(self, path: str | Path) -> Path:
         """Save architecture (JSON) and parameters (NumPy ``.npz``) on rank 0 -- no pickle.
 
-        The same file format as :meth:`femeso.hypothesis.OnsagerModel.save`, written atomically.
+        The same file format as :meth:`femeso.model.OnsagerModel.save`, written atomically.
 
         Raises
         ------

@@ -45,7 +45,7 @@ class StepCoefficients:
     Parameters
     ----------
     model
-        The :class:`~femeso.hypothesis.OnsagerModel`.
+        The :class:`~femeso.model.OnsagerModel`.
     midpoint_mobility
         Evaluate state-dependent mobilities at the midpoint :math:`(u^n + u^{n+1})/2` (the
         ``"midpoint"`` scheme) rather than at :math:`u^n` (``"linearised"``).

@@ -309,7 +309,7 @@ def data_energy_change(
     Parameters
     ----------
     energy
-        ``energy(u) -> float``, e.g. :meth:`~femeso.hypothesis.OnsagerModel.energy_value`.
+        ``energy(u) -> float``, e.g. :meth:`~femeso.model.OnsagerModel.energy_value`.
     traj
         The data trajectory.
     spacings

@@ -13,7 +13,7 @@ r"""Energy functionals of the Onsager class.
   every parameter value.
 
 The pointwise part ("V0") and the gradient part are reported separately by
-:meth:`femeso.hypothesis.OnsagerModel.energy_parts`.
+:meth:`femeso.model.OnsagerModel.energy_parts`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ stepper has the :class:`~femeso.steppers.EnergyStableStepper` interface (``reset
 :class:`~femeso.steppers.Trajectory`), e.g. ``lambda u0, dt: EnergyStableStepper(model, u0, dt)``.
 A black-box stepper without an energy (its records hold ``energy = nan``) works too: the numbers
 that need the model's own energy become ``nan``/``None``, and a ``reference_energy`` (e.g. the
-true model's :meth:`~femeso.hypothesis.OnsagerModel.energy_value`) judges it instead.
+true model's :meth:`~femeso.model.OnsagerModel.energy_value`) judges it instead.
 
 * :func:`rollout_errors` -- autoregressive rollouts from the first state of each data trajectory,
   errors at the data frames in two metrics (below), energies, dissipation and mass along the way
@@ -70,7 +70,7 @@ from mpi4py import MPI
 from femeso._log import logger, progress_bar
 from femeso.data.trajectories import Dataset, TrajectoryData, mesh_of
 from femeso.fields import DTYPE
-from femeso.hypothesis import OnsagerModel
+from femeso.model import OnsagerModel
 from femeso.steppers import StepRecord, Trajectory
 
 __all__ = [
@@ -1774,7 +1774,7 @@ def energy_parts_along(model: OnsagerModel, states: Sequence[fd.Function]) -> di
     -------
     dict
         ``"pointwise"``, ``"gradient"``, ``"nonlocal"`` and ``"total"``, each an array with one
-        value per state (:meth:`~femeso.hypothesis.OnsagerModel.energy_parts`; collective).
+        value per state (:meth:`~femeso.model.OnsagerModel.energy_parts`; collective).
 
     """
     parts = [model.energy_parts(u) for u in states]

@@ -46,10 +46,10 @@ from femeso.data.mapping import map_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.energies import BarrierDensity, CoerciveNeuralDensity, ConstantKappa, Energy
 from femeso.fields import NeuralField
-from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import bounding_box, load_mesh
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model import OnsagerModel
 from femeso.phases import ChooseStart, Optimise, PhasedTraining
 from femeso.steppers import EnergyStableStepper
 from femeso.training import TrainingConfig

@@ -50,8 +50,8 @@ from femeso.adjoint import step_vjp
 from femeso.coefficients import StepCoefficients
 from femeso.discrete_gradients import DEFAULT_TOL, discrete_gradient_and_jacobian
 from femeso.fields import DTYPE
-from femeso.hypothesis import OnsagerModel, components
 from femeso.mobilities import TensorMobility
+from femeso.model import OnsagerModel, components
 from femeso.solvers import DIRECT_SOLVER, ITERATIVE_SOLVER, LU
 from femeso.step_control import StepFailure, take_step
 
@@ -205,7 +205,7 @@ class SteppingLoop:
 
 
 class EnergyStableStepper(SteppingLoop):
-    r"""Discrete-gradient time stepper for an :class:`~femeso.hypothesis.OnsagerModel`.
+    r"""Discrete-gradient time stepper for an :class:`~femeso.model.OnsagerModel`.
 
     Parameters
     ----------

@@ -419,7 +419,7 @@ class Trainer:
     ----------
     model
         A ``torch.nn.Module`` with ``space`` and ``mesh`` (an
-        :class:`~femeso.hypothesis.OnsagerModel` or :class:`~femeso.baseline.BlackBoxModel`).
+        :class:`~femeso.model.OnsagerModel` or :class:`~femeso.baseline.BlackBoxModel`).
     train, validation
         Datasets on the model's space; ``validation`` may be ``None``.
     config

@@ -34,7 +34,7 @@ from femeso._log import logger
 from femeso.config import ConfigError, JobConfig, validate
 from femeso.data.io import save_dataset
 from femeso.evaluation import write_json
-from femeso.hypothesis import read_model_file
+from femeso.model import read_model_file
 
 __all__ = [
     "PERIODIC_MESHES",

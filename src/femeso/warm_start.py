@@ -48,8 +48,8 @@ import ufl
 from femeso.data.trajectories import Dataset
 from femeso.energies import BarrierDensity, CoerciveNeuralDensity, SumDensity
 from femeso.fields import DTYPE, NeuralField
-from femeso.hypothesis import OnsagerModel
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model import OnsagerModel
 from femeso.solvers import LU
 
 __all__ = ["GradientMatch", "WarmStart", "gradient_matching", "warm_start"]

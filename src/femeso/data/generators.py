@@ -26,10 +26,10 @@ from femeso._log import logger, progress_bar
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.energies import Energy, KnownDensity
 from femeso.fields import Expression
-from femeso.hypothesis import OnsagerModel
 from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import bounding_box
 from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model import OnsagerModel
 from femeso.steppers import EnergyStableStepper
 
 __all__ = [
