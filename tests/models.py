@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import firedrake as fd
+import numpy as np
 import torch
 
 import femeso
@@ -58,6 +59,54 @@ def dissipative_model(mesh_, kind: str, seed: int, *, degree: int = 1) -> femeso
         else neural_mobility(kind, 1, seed, dim=dim)
     )
     return femeso.OnsagerModel(V, neural_energy(1, seed, position_dim=dim), mobility=mobility)
+
+
+def window_gradient_taylor(model, data: list[fd.Function], dt: float, *, seed: int = 1):
+    """Taylor test of the adjoint gradient of a window's loss in the model's parameters.
+
+    The gradient stays in the parameters' ``.grad`` afterwards (callers may inspect it).
+    """
+    from femeso.training import window_loss, window_loss_and_gradient
+    from femeso.verification import perturbed_parameters, random_direction, taylor_test
+
+    stepper = femeso.EnergyStableStepper(model, data[0], dt)
+    model.zero_grad()
+    loss0, clean = window_loss_and_gradient(stepper, data)
+    assert clean
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad = torch.cat([p.grad.reshape(-1) for p in params])
+    direction = random_direction(params, seed=seed)
+
+    def loss_at(eps):
+        with perturbed_parameters(params, direction, eps):
+            return window_loss(stepper, data)[0]
+
+    return taylor_test(loss_at, loss0, float(grad @ direction))
+
+
+def levenberg_marquardt_closure(stepper, windows: list[list[fd.Function]]):
+    """The closure :class:`~femeso.gauss_newton.LevenbergMarquardt` takes, over ``windows``.
+
+    Without curvature: the mean window loss (``inf`` when a step fails); with it: the mean
+    loss, gradient and Gauss-Newton matrix.
+    """
+    from femeso.gauss_newton import WindowCurvature, window_curvature
+    from femeso.training import window_loss
+
+    def closure(curvature, bound=np.inf):
+        if not curvature:
+            try:
+                return float(np.mean([window_loss(stepper, w)[0] for w in windows]))
+            except femeso.StepFailure:
+                return np.inf
+        total = None
+        for w in windows:
+            part = window_curvature(stepper, w)
+            total = part if total is None else total.__iadd__(part)
+        n = len(windows)
+        return WindowCurvature(total.loss / n, total.gradient / n, total.hessian / n)
+
+    return closure
 
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

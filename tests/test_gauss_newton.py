@@ -10,7 +10,6 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 import femeso
 from femeso.gauss_newton import (
     LevenbergMarquardt,
-    WindowCurvature,
     state_tangent,
     step_jacobian,
     trainable,
@@ -18,7 +17,7 @@ from femeso.gauss_newton import (
 )
 from femeso.training import TrainingConfig, window_loss, window_loss_and_gradient
 from femeso.verification import perturbed_parameters, random_direction, taylor_test
-from models import dissipative_model, mesh, neural_energy
+from models import dissipative_model, levenberg_marquardt_closure, mesh, neural_energy
 
 
 def conservative_model(seed: int) -> femeso.OnsagerModel:
@@ -225,18 +224,7 @@ def test_levenberg_marquardt_recovers_a_member_from_its_own_data():
         windows.append([u0, stepper.u.copy(deepcopy=True)])
     stepper = femeso.EnergyStableStepper(learner, starts[0], 0.02)
 
-    def closure(curvature, bound=np.inf):
-        if not curvature:
-            try:
-                return float(np.mean([window_loss(stepper, w)[0] for w in windows]))
-            except femeso.StepFailure:
-                return np.inf
-        total = None
-        for w in windows:
-            part = window_curvature(stepper, w)
-            total = part if total is None else total.__iadd__(part)
-        n = len(windows)
-        return WindowCurvature(total.loss / n, total.gradient / n, total.hessian / n)
+    closure = levenberg_marquardt_closure(stepper, windows)
 
     optimizer = LevenbergMarquardt(params)
     losses = [optimizer.step(closure) for _ in range(10)]
