@@ -64,11 +64,11 @@ def main() -> None:
     space = jobs.build_space(config)
     data = jobs.load_data(config, space)
     truth = jobs.true_model(config, space)
-    dt = config["data"]["frame_dt"]
+    dt = config.data.frame_dt
     u0 = data["test"].trajectories[0].states[0]
 
     classical, _ = seconds_per_step(truth, u0, dt, args.steps)
-    print(f"{config['job']['name']}: {space.dim()} DoFs, data step {dt:g}")
+    print(f"{config.job.name}: {space.dim()} DoFs, data step {dt:g}")
     print(f"classical solver at the data step: {classical:.4f} s/step")
 
     fresh = jobs.learned_model(config, space)

@@ -74,7 +74,7 @@ def main() -> None:
     raw["job"]["output"] = str(base / "seed0")
     jobs.generate(validate(raw), progress=False)
     shutil.copytree(base / "seed0" / "data", base / "seed1" / "data", dirs_exist_ok=True)
-    conserved = config["data"]["equation"] == "cahn_hilliard"
+    conserved = config.data.equation == "cahn_hilliard"
     results = [curves(config, base / f"seed{s}", s) for s in (0, 1)]
     true_dF, true_m = results[0][3], results[0][4].numpy()
 

@@ -68,7 +68,7 @@ def time_fe_model(config, which, space, data, iterations, steps):
         if which == "baseline"
         else jobs.learned_model(config, space)
     )
-    substeps = config["model"]["substeps"] if which == "onsager" else 1
+    substeps = config.model.substeps if which == "onsager" else 1
     make = jobs.stepper_factory(model, substeps)
     settings = dataclasses.replace(
         jobs._training_config(config, baseline=which == "baseline"),

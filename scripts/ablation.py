@@ -73,13 +73,13 @@ def main() -> None:
         ),
         "classical": truth,
     }
-    substeps = config["model"]["substeps"]
+    substeps = config.model.substeps
     reports = {
         name: rollout_errors(jobs.stepper_factory(model, substeps), test, keep_states=False)
         for name, model in models.items()
     }
     first = next(iter(reports.values()))
-    frames = config["data"]["frames"]
+    frames = config.data.frames
     frame_dt = first.frame_dt
     horizon = frames * frame_dt
     marks = {"step 1": frame_dt} | {
@@ -107,7 +107,7 @@ def main() -> None:
     }
     header = f"{'model':<20}" + "".join(f"{m:>16}" for m in marks) + f"{'failed':>8}"
     for metric, title in (("l2", "relative L2 error"), ("paper", "paper metric (nodal RMSE)")):
-        print(f"\n{config['job']['name']}: {title}, mean over {len(test)} test trajectories")
+        print(f"\n{config.job.name}: {title}, mean over {len(test)} test trajectories")
         print(header)
         for name, row in rows.items():
             cells = "".join(f"{row[metric][m]:>16.3e}" for m in marks)
@@ -159,7 +159,7 @@ def _plot(path: Path, t: np.ndarray, reports, persistence: np.ndarray, config) -
     ax.axvline(1.0, color="0.6", lw=0.8)
     ax.set_xlabel("time / training horizon")
     ax.set_ylabel("relative L2 error (mean over test trajectories)")
-    ax.set_title(f"{config['job']['name']}: which factor carries the error")
+    ax.set_title(f"{config.job.name}: which factor carries the error")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

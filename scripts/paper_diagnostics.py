@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         if args.output:
-            config["job"]["output"] = str(args.output)
+            config.job.output = str(args.output)
         results = run(
             config,
             test=args.test,

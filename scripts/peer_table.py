@@ -50,8 +50,8 @@ def main() -> None:
         t0 = time.perf_counter()
         reports[name] = rollout_errors(make, data["test"], keep_states=False)
         logger.info("rollouts of %s: %.0f s", name, time.perf_counter() - t0)
-    d = config["data"]
-    results = jobs.rollout_results(reports, d["frames"] * d["frame_dt"], data=data["test"])
+    d = config.data
+    results = jobs.rollout_results(reports, d.frames * d.frame_dt, data=data["test"])
     rows = results["tables"]["paper"]["rows"]
     saved = config.output / "report" / "results.json"
     if saved.exists():

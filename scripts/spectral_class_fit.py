@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = load_config(args.config)
-    if config["mesh"]["name"] != "periodic_interval":
+    if config.mesh.name != "periodic_interval":
         parser.error(f"{args.config}: needs mesh.name = 'periodic_interval'")
     if args.degree < 2 or args.frames < 1:
         parser.error("--degree must be >= 2 and --frames >= 1")
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     data = jobs.load_data(config, space)
     train, test = grid_arrays(data["train"]), grid_arrays(data["test"])
     dt = float(data["train"][0].times[1] - data["train"][0].times[0])
-    member = SpectralMember(train.shape[-1], config["mesh"]["length"], dt, args.degree)
+    member = SpectralMember(train.shape[-1], config.mesh.length, dt, args.degree)
     frames = min(args.frames, train.shape[1] - 1)
     u0 = train[:, :frames].reshape(-1, train.shape[-1])
     u1 = train[:, 1 : frames + 1].reshape(-1, train.shape[-1])

@@ -120,7 +120,7 @@ def test_a_model_with_the_barrier_round_trips_through_its_file(tmp_path):
 
 def test_the_job_file_declares_the_range_in_one_line():
     config = validate({"model": {"state_range": [0, 1]}}, "job.toml")
-    assert config["model"]["state_range"] == [0.0, 1.0] or config["model"]["state_range"] == [0, 1]
+    assert config.model.state_range == [0.0, 1.0] or config.model.state_range == [0, 1]
     for bad, words in (
         ([1, 0], "lo < hi"),
         ([0], "lo < hi"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from femeso.cli import main
-from femeso.config import ConfigError, default_toml, load_config, validate
+from femeso.config import SECTIONS, ConfigError, JobConfig, default_toml, load_config, validate
 
 
 def write(tmp_path, text):
@@ -50,6 +50,30 @@ def test_the_documented_defaults_are_a_valid_job_file(tmp_path):
     raw = tomllib.loads(text)
     assert validate(raw) == load_config(None)
     assert text.count("# ") >= sum(len(section) for section in raw.values())
+
+
+def test_the_job_schema_is_typed_and_round_trips():
+    """One schema: typed sections, their dict form read back unchanged, no second defaults."""
+    from dataclasses import fields
+
+    from femeso.training import TrainingConfig
+
+    raw = {"data": {"frame_dt": 0.02, "mobility": 2}, "model": {"state_range": [0, 1]}}
+    config = validate(raw, "job.toml")
+    assert config.data.frame_dt == 0.02 and config.data.mobility == 2.0
+    assert isinstance(config.data.mobility, float) and config.model.state_range == [0, 1]
+    assert validate(config.as_dict()) == config and config != JobConfig()
+    assert validate({}) == JobConfig()
+    # a list default is a copy per configuration, not shared between them
+    config.data.paths.append("x.h5")
+    assert JobConfig().data.paths == [] and validate({}).data.paths == []
+    # the library's TrainingConfig takes its defaults from the [training] section
+    section = SECTIONS["training"]()
+    shared = [f.name for f in fields(TrainingConfig) if hasattr(section, f.name)]
+    assert len(shared) >= 14
+    assert {n: getattr(TrainingConfig(), n) for n in shared} == {
+        n: getattr(section, n) for n in shared
+    }
 
 
 def test_missing_config_file_is_a_user_error(tmp_path, capsys):

@@ -36,7 +36,7 @@ def untrained_first_step_error(config) -> float:
     space = jobs.build_space(config)
     data = jobs.load_data(config, space)
     model = jobs.learned_model(config, space)
-    make = jobs.stepper_factory(model, config["model"]["substeps"])
+    make = jobs.stepper_factory(model, config.model.substeps)
     report = rollout_errors(make, data["test"], n_steps=1, keep_states=False)
     return float(report.error_mean[1])
 
@@ -101,7 +101,7 @@ def test_conservative_experiments_learn_the_transport_and_conserve_the_energy(
     # the velocity starts with the wrong sign (the truth: -1 for KdV, about -b = -0.05 for the
     # chain in this gauge); a few iterations flip it for KdV and move it down for the chain
     ((velocity,),) = results["transport"]
-    assert velocity < (0.0 if known else config["model"]["velocity"]), velocity
+    assert velocity < (0.0 if known else config.model.velocity), velocity
 
 
 def test_chain_data_is_the_coarse_grained_chain(tmp_path):
@@ -199,8 +199,8 @@ def test_bad_experiment_settings_are_one_line_errors(tmp_path, sections, message
 def test_the_experiment_files_are_valid_jobs(name):
     raw = tomllib.loads((EXPERIMENTS / f"{name}.toml").read_text())
     config = validate(raw, name)
-    assert config["mesh"]["cells"] == 256 and config["data"]["frames"] == 100
-    assert config["evaluation"]["horizon_factor"] == 1
+    assert config.mesh.cells == 256 and config.data.frames == 100
+    assert config.evaluation.horizon_factor == 1
 
 
 def test_report_samples_are_capped_by_whole_evenly_spaced_states():

@@ -67,7 +67,7 @@ def test_graded_truth_is_positive_and_grows_across_the_domain(space, tmp_path):
     x = truth.x
     lo, hi = bounding_box(truth.mesh)
     np.testing.assert_allclose([lo, hi], [[0, 0], [1, 1]], atol=1e-12)
-    scale = config["data"]["mobility_scale"]
+    scale = config.data.mobility_scale
     for value in (-1.0, 0.0, 0.5, 1.0):
         u = torch.full((len(x), 1), value, dtype=DTYPE)
         m = coefficient(u, x)[:, 0]
@@ -155,7 +155,7 @@ def test_tiny_neural_x_job_learns_and_reports_the_mobility_in_the_gauge(job):
     space = jobs.build_space(config)
     assert m["n_samples"] == 14 * jobs.learned_model(config, space).x.shape[0]
     g = m["gauge"]
-    assert g["slope"] == pytest.approx(config["model"]["kappa_ref"])  # kappa_ref / kappa_true
+    assert g["slope"] == pytest.approx(config.model.kappa_ref)  # kappa_ref / kappa_true
     assert 0 < g["relative_l2"] < 0.3 and np.isfinite(g["r2"])  # measured 0.17 (3 LM iterations)
     assert any(p.endswith("mobility.png") for p in results["plots"])
     lines = "\n".join(jobs.summary_lines(results))

@@ -160,8 +160,8 @@ def test_without_a_trained_baseline_the_onsager_model_is_transferred_alone(
 def test_refinement_of_a_periodic_mesh_multiplies_its_cells():
     config = validate(tomllib.loads((EXPERIMENTS / "allen_cahn_1d.toml").read_text()), "ac")
     target = target_config(config, "periodic_interval", refinement=2)
-    assert target["mesh"]["cells"] == 4 * config["mesh"]["cells"]
-    assert target["data"] == config["data"] and target["model"] == config["model"]
+    assert target.mesh.cells == 4 * config.mesh.cells
+    assert target.data == config.data and target.model == config.model
     assert mesh_label("periodic_interval", 2) == "periodic_interval-r2"
     assert mesh_label("meshes/l_shape.msh") == "l_shape"
 
@@ -241,19 +241,19 @@ def test_refining_a_mesh_file_is_a_one_line_error(tmp_path, capsys):
 def test_the_irregular_domain_experiments_are_valid_jobs(name):
     raw = tomllib.loads((EXPERIMENTS / f"{name}.toml").read_text())
     config = validate(raw, name)
-    m, d = config["mesh"], config["data"]
-    assert m["name"] in ("l_shape", "plate_with_holes", "curved_channel")
-    assert d["equation"] in ("allen_cahn", "cahn_hilliard") and d["initial"] == "random"
+    m, d = config.mesh, config.data
+    assert m.name in ("l_shape", "plate_with_holes", "curved_channel")
+    assert d.equation in ("allen_cahn", "cahn_hilliard") and d.initial == "random"
     # the error table reaches step 100 of the test trajectories
-    assert d["frames"] * config["evaluation"]["horizon_factor"] >= 100
+    assert d.frames * config.evaluation.horizon_factor >= 100
     # the gauge puts the learned factors on the true ones' scale: F_learned = F, m_learned = m
     # (Allen--Cahn: V = int F / eps^2 + |grad u|^2 / 2 and m = eps^2, so kappa_ref = eps^2)
-    if d["equation"] == "cahn_hilliard":
-        assert config["model"]["kappa_ref"] == d["kappa"]
+    if d.equation == "cahn_hilliard":
+        assert config.model.kappa_ref == d.kappa
     else:
-        assert config["model"]["kappa_ref"] == d["mobility"] == pytest.approx(d["epsilon"] ** 2)
+        assert config.model.kappa_ref == d.mobility == pytest.approx(d.epsilon**2)
     for other in ("l_shape", "plate_with_holes", "curved_channel"):
-        assert target_config(config, other, refinement=1)["mesh"]["name"] == other
+        assert target_config(config, other, refinement=1).mesh.name == other
 
 
 def test_periodic_only_jobs_cannot_target_an_irregular_mesh():

@@ -39,7 +39,7 @@ def _config(args: argparse.Namespace):
 
     config = load_config(getattr(args, "config", None))
     if getattr(args, "output", None):
-        config["job"]["output"] = str(args.output)
+        config.job.output = str(args.output)
     return config
 
 
@@ -66,7 +66,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _config(args), resume=args.resume, progress=_progress(args), overwrite=args.overwrite
     )
     _emit(summary_lines(results))
-    _emit([f"results: {Path(_config(args)['job']['output']) / 'report' / 'results.json'}"])
+    _emit([f"results: {_config(args).output / 'report' / 'results.json'}"])
     return 0
 
 

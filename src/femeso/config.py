@@ -10,9 +10,10 @@ command line).
 
 from __future__ import annotations
 
+import copy
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,290 +94,363 @@ class Key:
         return value
 
 
+def option(default: Any, doc: str, **checks: Any) -> Any:
+    """Declare a key of a section: its default, its documentation and its checks (:class:`Key`).
+
+    The value is a :func:`dataclasses.field` whose metadata holds the :class:`Key`; a list or
+    table default is copied per instance.
+    """
+    key = Key(default, doc, **checks)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"key": key})
+    return field(default=default, metadata={"key": key})
+
+
 def _names(types: tuple[type, ...]) -> str:
     words = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     return " or ".join(words.get(t, "a list") for t in types)
 
 
-#: Every section and key, with its default and documentation.
+@dataclass
+class JobSection:
+    """``[job]``: what the job is called, where it writes, and its seed."""
+
+    name: str = option("demo", "name of the job (used in reports)")
+    output: str = option("femeso-output", "output directory (data, checkpoints, models, report)")
+    seed: int = option(0, "seed of the data's initial conditions and of the networks", minimum=0)
+
+
+@dataclass
+class MeshSection:
+    """``[mesh]``: the domain and the finite-element space of the state."""
+
+    name: str = option(
+        "plate_with_holes",
+        "reference geometry (plate_with_holes, l_shape, curved_channel), a .msh/.geo file, "
+        "or periodic_interval / periodic_square",
+    )
+    refinement: int = option(
+        0, "uniform refinements (re-meshing for reference geometries)", minimum=0
+    )
+    cells: int = option(64, "cells per side of the periodic interval / square meshes", minimum=2)
+    length: float = option(2 * math.pi, "side length of the periodic meshes", positive=True)
+    degree: int = option(1, "Lagrange degree of the state space", minimum=1)
+
+
+@dataclass
+class DataSection:
+    """``[data]``: where the trajectories come from (femeso's generators or the user's files)."""
+
+    source: str = option(
+        "generator",
+        "where the data come from: generator (femeso's own generators, the keys below) or "
+        "files (a user's simulation output: data.paths, data.format, data.fields, "
+        "data.split; the mesh comes from the files)",
+        choices=SOURCES,
+    )
+    paths: list[str] = option(
+        [],
+        "files: the data files or glob patterns, relative to the job file's directory "
+        "(XDMF/.pvd/.vtu series, femeso or Firedrake CheckpointFile HDF5, the paper's grid "
+        "HDF5 u_sol_all/t_coord/x_coord, .npz); one or many trajectories per file",
+        types=(list,),
+        items=str,
+    )
+    format: str = option(
+        "auto",
+        "files: the file format (auto: by extension and content)",
+        choices=FILE_FORMATS,
+    )
+    fields: list[str] = option(
+        [],
+        "files: the names of the fields inside the files (empty: the only one there)",
+        types=(list,),
+        items=str,
+    )
+    split: list[float] = option(
+        [0.7, 0.2, 0.1],
+        "files: train/validation/test fractions of the trajectories, split by whole "
+        "trajectories, seeded by job.seed (the paper's 0.7/0.2/0.1)",
+        types=(list,),
+    )
+    max_trajectories: int = option(
+        0,
+        "files: read at most this many trajectories (the first ones, before the split; 0: all)",
+        minimum=0,
+    )
+    train_frames: int = option(
+        0,
+        "files: frames after the initial one kept per training/validation trajectory (0: all)",
+        minimum=0,
+    )
+    equation: str = option(
+        "cahn_hilliard",
+        "the data: cahn_hilliard, allen_cahn, kdv (u_t + 6 u u_x + u_xxx = 0) on any mesh / "
+        "a periodic interval, or fput / fene chains coarse-grained to a periodic interval "
+        "(no classical solver for the chains)",
+        choices=EQUATIONS,
+    )
+    initial: str = option(
+        "random",
+        "initial fields of the PDE data: random (smooth random fields, any mesh) or "
+        "paper_sine (3 sine modes rescaled to [-1, 1], periodic meshes); the chains draw "
+        "their own (the paper's 3 sine modes of unit standard deviation)",
+        choices=("random", "paper_sine"),
+    )
+    density: str = option(
+        "flory_huggins",
+        "true energy density: flory_huggins (theta=0.3, theta_c=1, on (0,1)) or double_well",
+        choices=("flory_huggins", "double_well"),
+    )
+    mobility: str | float = option(
+        "degenerate",
+        "true mobility: 'degenerate' (u(1-u)), 'graded' (m(u, x) = (1 + u^2)/2 * (1 + 0.8 xi), "
+        "xi = (x_1 - x_1min)/(x_1max - x_1min) over the mesh's bounding box: state- and "
+        "space-dependent, 0.5..1.8) or a number",
+        types=(str, float),
+    )
+    mobility_scale: float = option(
+        1.0,
+        "factor of the true mobility (e.g. eps^2 for Allen-Cahn in the time unit of its "
+        "reaction term)",
+        positive=True,
+    )
+    kappa: float = option(5e-3, "true gradient-energy coefficient (Cahn-Hilliard)", positive=True)
+    epsilon: float = option(0.1, "interface parameter of Allen-Cahn", positive=True)
+    train: int = option(4, "training trajectories", minimum=1)
+    validation: int = option(1, "validation trajectories", minimum=0)
+    test: int = option(2, "test trajectories (rolled out to the long horizon)", minimum=1)
+    frames: int = option(20, "frames after the initial one per training trajectory", minimum=1)
+    burn_in: int = option(
+        5,
+        "frames generated and dropped before the first saved one (the boundary layers of "
+        "the random initial fields relax first)",
+        minimum=0,
+    )
+    frame_dt: float = option(0.01, "time between frames (the training step)", positive=True)
+    substeps: int = option(4, "reference steps per frame of the data generator", minimum=1)
+    refine: int = option(0, "uniform refinements of the generator's mesh", minimum=0)
+    amplitude: float = option(0.3, "amplitude of the random initial fields", positive=True)
+    mean: float = option(0.5, "mean of the random initial fields")
+    wavenumber: float = option(
+        5.0, "largest wavenumber of the random initial fields", positive=True
+    )
+
+
+@dataclass
+class ModelSection:
+    """``[model]``: the hypothesis class of the learned Onsager model."""
+
+    width: int = option(16, "hidden width of the density and mobility networks", minimum=1)
+    depth: int = option(1, "hidden layers of the networks", minimum=1)
+    polynomial_degree: int = option(
+        0,
+        "degree p of a polynomial part of the density, c_1 u + ... + c_(p-1) u^(p-1) of any "
+        "sign plus e u^p with e > 0 (coercive): 0 (none) or even >= 4, for energies the "
+        "bounded network can follow only approximately (e.g. -u^4 on the data: FENE)",
+        minimum=0,
+    )
+    dynamics: str = option(
+        "auto",
+        "how the mobility acts: conserved (H^-1: u_t = div(m grad mu), mass conserved, "
+        "Cahn-Hilliard-like) or local (u_t = -m mu, Allen-Cahn-like); auto: from "
+        "data.equation (conserved for cahn_hilliard), must be given for data.source = 'files'",
+        choices=("auto", "conserved", "local"),
+    )
+    mobility: str = option(
+        "neural",
+        "mobility coefficient: neural (softplus of a network of u), neural_x (softplus of a "
+        "network of u and the position x, x normalised by the mesh's bounding box; does not "
+        "transfer to other meshes), constant (1, fixed) or none (M = 0: a conservative "
+        "model, which needs a transport)",
+        choices=("neural", "neural_x", "constant", "none"),
+    )
+    transport: str = option(
+        "none",
+        "conservative part W: none, or learned (skew transport along a learned constant "
+        "velocity, 1-D periodic meshes; KdV and the chains)",
+        choices=("none", "learned"),
+    )
+    velocity: float = option(1.0, "initial value of the learned transport velocity", types=(float,))
+    kappa_ref: float = option(
+        5e-3,
+        "the gauge: the learned gradient coefficient is normalised to this mean",
+        positive=True,
+    )
+    substeps: int = option(
+        1,
+        "scheme steps per data step of the learned model (and of the classical solver "
+        "it is compared with), in training and rollouts; trained through all of them",
+        minimum=1,
+    )
+    state_range: list[float] = option(
+        [],
+        "declared range [lo, hi] of a scalar state (e.g. [0, 1] for a volume fraction): the "
+        "learned density gets an entropy barrier (learned strength > 0) that keeps every "
+        "rollout strictly inside it, and data outside it are refused; [] (default): none",
+        types=(list,),
+        signed=True,
+    )
+    input_center: float = option(
+        0.5,
+        "centre of the state in the mobility network's input (neural_x: the position's is "
+        "the centre of the mesh's bounding box, its scale the half-widths)",
+    )
+    input_scale: float = option(
+        0.25, "scale of the state in the mobility network's input", positive=True
+    )
+
+
+@dataclass
+class TrainingSection:
+    """``[training]``: the training phases (start, optimiser, Levenberg--Marquardt)."""
+
+    iterations: int = option(
+        300, "optimiser steps (0: none, e.g. warm start + Levenberg-Marquardt only)", minimum=0
+    )
+    warm_start: bool = option(
+        False,
+        "start the Onsager model from a gradient-matching least-squares fit of the data "
+        "(constant mobility or velocity, polynomial F'; one mobility or one 1-D transport)",
+    )
+    starts: int = option(
+        3,
+        "with warm_start: how many candidate starts are tried and judged on the validation "
+        "windows (in order: warm start of degree 5, the networks' initialisation, warm "
+        "starts of degree 3 and 7)",
+        minimum=1,
+    )
+    batch_size: int = option(8, "windows per minibatch", minimum=1)
+    unroll: int = option(1, "implicit steps per window (unrolled loss)", minimum=1)
+    norm: str = option("L2", "norm of the mismatch", choices=NORMS)
+    gradient: str = option(
+        "full", "full gradient of the unrolled loss, or cut between steps", choices=GRADIENTS
+    )
+    checkpoint_stride: int = option(
+        1, "store every s-th state of a window (recompute the rest)", minimum=1
+    )
+    optimizer: str = option("adam", "PyTorch optimiser", choices=OPTIMIZERS)
+    refine_iterations: int = option(
+        20,
+        "Levenberg-Marquardt iterations after the optimiser (Gauss-Newton curvature of "
+        "one-step windows, validated every 5; 0: off)",
+        minimum=0,
+    )
+    refine_batch_size: int = option(
+        16, "one-step windows per Levenberg-Marquardt iteration", minimum=1
+    )
+    learning_rate: float = option(3e-3, "initial learning rate", positive=True)
+    lr_decay: float = option(
+        0.3, "learning-rate factor over the whole run (exponential)", positive=True
+    )
+    weight_decay: float = option(0.0, "weight decay", minimum=0)
+    gradient_clip: float = option(0.0, "clip the gradient norm to this (0: off)", minimum=0)
+    max_input_slope: float = option(
+        20.0,
+        "clamp the networks' first-layer weights (on normalised inputs) to this after every "
+        "step: bounds F'' where no data constrain it (0: off)",
+        minimum=0,
+    )
+    validate_every: int = option(25, "iterations between validations (0: never)", minimum=0)
+    validation_windows: int = option(8, "validation windows used", minimum=0)
+    checkpoint_every: int = option(
+        25, "iterations between checkpoints (0: end and crash only)", minimum=0
+    )
+
+
+@dataclass
+class BaselineSection:
+    """``[baseline]``: the models femeso's is compared with, and their fits."""
+
+    enabled: bool = option(True, "train and score the models named by baseline.models")
+    models: list[str] = option(
+        ["blackbox"],
+        "models compared with femeso's: blackbox (unconstrained neural RHS on the FE "
+        "space), fno (neuraloperator FNO, uniform grids), meshgraphnet (torch_geometric "
+        "graph network, any mesh), spectral_onsager (the paper's class, periodic grids)",
+        items=str,
+        choices=PEER_MODELS,
+    )
+    width: int = option(16, "hidden width of the blackbox model's network", minimum=1)
+    iterations: int = option(150, "optimiser steps of the blackbox model", minimum=1)
+    learning_rate: float = option(
+        3e-3, "initial learning rate of the blackbox model", positive=True
+    )
+    peer_iterations: int = option(
+        2000, "Adam steps of the fno/meshgraphnet/spectral_onsager peers", minimum=1
+    )
+    peer_learning_rate: float = option(
+        1e-3, "initial learning rate of the peers (cosine decay)", positive=True
+    )
+    peer_batch_size: int = option(32, "windows per minibatch of the peers", minimum=1)
+    peer_unroll: int = option(3, "autoregressive steps per training window of the peers", minimum=1)
+    options: dict[str, dict[str, Any]] = option(
+        {},
+        "keyword options of each peer, a table per peer, e.g. [baseline.options.fno] "
+        "modes = 16, width = 64, layers = 4; iterations, learning_rate, batch_size and "
+        "unroll there override baseline.peer_* for that peer",
+    )
+
+
+@dataclass
+class EvaluationSection:
+    """``[evaluation]``: the long-horizon rollouts, the step-size study and the report's files."""
+
+    horizon_factor: int = option(10, "roll out to this many times the training horizon", minimum=1)
+    step_factors: list[float] = option(
+        [0.1, 1.0, 10.0, 100.0],
+        "inference step sizes, as multiples of frame_dt",
+        types=(list,),
+    )
+    vtk: bool = option(True, "write the rollouts as VTK for ParaView")
+    plots: bool = option(True, "write PNG plots")
+
+
+#: The sections of a job file, in the order ``femeso config`` prints them.
+SECTIONS: dict[str, type] = {
+    "job": JobSection,
+    "mesh": MeshSection,
+    "data": DataSection,
+    "model": ModelSection,
+    "training": TrainingSection,
+    "baseline": BaselineSection,
+    "evaluation": EvaluationSection,
+}
+
+#: Every key of every section (read from the section classes, not a second table).
 DEFAULTS: dict[str, dict[str, Key]] = {
-    "job": {
-        "name": Key("demo", "name of the job (used in reports)"),
-        "output": Key("femeso-output", "output directory (data, checkpoints, models, report)"),
-        "seed": Key(0, "seed of the data's initial conditions and of the networks", minimum=0),
-    },
-    "mesh": {
-        "name": Key(
-            "plate_with_holes",
-            "reference geometry (plate_with_holes, l_shape, curved_channel), a .msh/.geo file, "
-            "or periodic_interval / periodic_square",
-        ),
-        "refinement": Key(
-            0, "uniform refinements (re-meshing for reference geometries)", minimum=0
-        ),
-        "cells": Key(64, "cells per side of the periodic interval / square meshes", minimum=2),
-        "length": Key(2 * math.pi, "side length of the periodic meshes", positive=True),
-        "degree": Key(1, "Lagrange degree of the state space", minimum=1),
-    },
-    "data": {
-        "source": Key(
-            "generator",
-            "where the data come from: generator (femeso's own generators, the keys below) or "
-            "files (a user's simulation output: data.paths, data.format, data.fields, "
-            "data.split; the mesh comes from the files)",
-            choices=SOURCES,
-        ),
-        "paths": Key(
-            [],
-            "files: the data files or glob patterns, relative to the job file's directory "
-            "(XDMF/.pvd/.vtu series, femeso or Firedrake CheckpointFile HDF5, the paper's grid "
-            "HDF5 u_sol_all/t_coord/x_coord, .npz); one or many trajectories per file",
-            types=(list,),
-            items=str,
-        ),
-        "format": Key(
-            "auto",
-            "files: the file format (auto: by extension and content)",
-            choices=FILE_FORMATS,
-        ),
-        "fields": Key(
-            [],
-            "files: the names of the fields inside the files (empty: the only one there)",
-            types=(list,),
-            items=str,
-        ),
-        "split": Key(
-            [0.7, 0.2, 0.1],
-            "files: train/validation/test fractions of the trajectories, split by whole "
-            "trajectories, seeded by job.seed (the paper's 0.7/0.2/0.1)",
-            types=(list,),
-        ),
-        "max_trajectories": Key(
-            0,
-            "files: read at most this many trajectories (the first ones, before the split; 0: all)",
-            minimum=0,
-        ),
-        "train_frames": Key(
-            0,
-            "files: frames after the initial one kept per training/validation trajectory (0: all)",
-            minimum=0,
-        ),
-        "equation": Key(
-            "cahn_hilliard",
-            "the data: cahn_hilliard, allen_cahn, kdv (u_t + 6 u u_x + u_xxx = 0) on any mesh / "
-            "a periodic interval, or fput / fene chains coarse-grained to a periodic interval "
-            "(no classical solver for the chains)",
-            choices=EQUATIONS,
-        ),
-        "initial": Key(
-            "random",
-            "initial fields of the PDE data: random (smooth random fields, any mesh) or "
-            "paper_sine (3 sine modes rescaled to [-1, 1], periodic meshes); the chains draw "
-            "their own (the paper's 3 sine modes of unit standard deviation)",
-            choices=("random", "paper_sine"),
-        ),
-        "density": Key(
-            "flory_huggins",
-            "true energy density: flory_huggins (theta=0.3, theta_c=1, on (0,1)) or double_well",
-            choices=("flory_huggins", "double_well"),
-        ),
-        "mobility": Key(
-            "degenerate",
-            "true mobility: 'degenerate' (u(1-u)), 'graded' (m(u, x) = (1 + u^2)/2 * (1 + 0.8 xi), "
-            "xi = (x_1 - x_1min)/(x_1max - x_1min) over the mesh's bounding box: state- and "
-            "space-dependent, 0.5..1.8) or a number",
-            types=(str, float),
-        ),
-        "mobility_scale": Key(
-            1.0,
-            "factor of the true mobility (e.g. eps^2 for Allen-Cahn in the time unit of its "
-            "reaction term)",
-            positive=True,
-        ),
-        "kappa": Key(5e-3, "true gradient-energy coefficient (Cahn-Hilliard)", positive=True),
-        "epsilon": Key(0.1, "interface parameter of Allen-Cahn", positive=True),
-        "train": Key(4, "training trajectories", minimum=1),
-        "validation": Key(1, "validation trajectories", minimum=0),
-        "test": Key(2, "test trajectories (rolled out to the long horizon)", minimum=1),
-        "frames": Key(20, "frames after the initial one per training trajectory", minimum=1),
-        "burn_in": Key(
-            5,
-            "frames generated and dropped before the first saved one (the boundary layers of "
-            "the random initial fields relax first)",
-            minimum=0,
-        ),
-        "frame_dt": Key(0.01, "time between frames (the training step)", positive=True),
-        "substeps": Key(4, "reference steps per frame of the data generator", minimum=1),
-        "refine": Key(0, "uniform refinements of the generator's mesh", minimum=0),
-        "amplitude": Key(0.3, "amplitude of the random initial fields", positive=True),
-        "mean": Key(0.5, "mean of the random initial fields"),
-        "wavenumber": Key(5.0, "largest wavenumber of the random initial fields", positive=True),
-    },
-    "model": {
-        "width": Key(16, "hidden width of the density and mobility networks", minimum=1),
-        "depth": Key(1, "hidden layers of the networks", minimum=1),
-        "polynomial_degree": Key(
-            0,
-            "degree p of a polynomial part of the density, c_1 u + ... + c_(p-1) u^(p-1) of any "
-            "sign plus e u^p with e > 0 (coercive): 0 (none) or even >= 4, for energies the "
-            "bounded network can follow only approximately (e.g. -u^4 on the data: FENE)",
-            minimum=0,
-        ),
-        "dynamics": Key(
-            "auto",
-            "how the mobility acts: conserved (H^-1: u_t = div(m grad mu), mass conserved, "
-            "Cahn-Hilliard-like) or local (u_t = -m mu, Allen-Cahn-like); auto: from "
-            "data.equation (conserved for cahn_hilliard), must be given for data.source = 'files'",
-            choices=("auto", "conserved", "local"),
-        ),
-        "mobility": Key(
-            "neural",
-            "mobility coefficient: neural (softplus of a network of u), neural_x (softplus of a "
-            "network of u and the position x, x normalised by the mesh's bounding box; does not "
-            "transfer to other meshes), constant (1, fixed) or none (M = 0: a conservative "
-            "model, which needs a transport)",
-            choices=("neural", "neural_x", "constant", "none"),
-        ),
-        "transport": Key(
-            "none",
-            "conservative part W: none, or learned (skew transport along a learned constant "
-            "velocity, 1-D periodic meshes; KdV and the chains)",
-            choices=("none", "learned"),
-        ),
-        "velocity": Key(1.0, "initial value of the learned transport velocity", types=(float,)),
-        "kappa_ref": Key(
-            5e-3,
-            "the gauge: the learned gradient coefficient is normalised to this mean",
-            positive=True,
-        ),
-        "substeps": Key(
-            1,
-            "scheme steps per data step of the learned model (and of the classical solver "
-            "it is compared with), in training and rollouts; trained through all of them",
-            minimum=1,
-        ),
-        "state_range": Key(
-            [],
-            "declared range [lo, hi] of a scalar state (e.g. [0, 1] for a volume fraction): the "
-            "learned density gets an entropy barrier (learned strength > 0) that keeps every "
-            "rollout strictly inside it, and data outside it are refused; [] (default): none",
-            types=(list,),
-            signed=True,
-        ),
-        "input_center": Key(
-            0.5,
-            "centre of the state in the mobility network's input (neural_x: the position's is "
-            "the centre of the mesh's bounding box, its scale the half-widths)",
-        ),
-        "input_scale": Key(
-            0.25, "scale of the state in the mobility network's input", positive=True
-        ),
-    },
-    "training": {
-        "iterations": Key(
-            300, "optimiser steps (0: none, e.g. warm start + Levenberg-Marquardt only)", minimum=0
-        ),
-        "warm_start": Key(
-            False,
-            "start the Onsager model from a gradient-matching least-squares fit of the data "
-            "(constant mobility or velocity, polynomial F'; one mobility or one 1-D transport)",
-        ),
-        "starts": Key(
-            3,
-            "with warm_start: how many candidate starts are tried and judged on the validation "
-            "windows (in order: warm start of degree 5, the networks' initialisation, warm "
-            "starts of degree 3 and 7)",
-            minimum=1,
-        ),
-        "batch_size": Key(8, "windows per minibatch", minimum=1),
-        "unroll": Key(1, "implicit steps per window (unrolled loss)", minimum=1),
-        "norm": Key("L2", "norm of the mismatch", choices=NORMS),
-        "gradient": Key(
-            "full", "full gradient of the unrolled loss, or cut between steps", choices=GRADIENTS
-        ),
-        "checkpoint_stride": Key(
-            1, "store every s-th state of a window (recompute the rest)", minimum=1
-        ),
-        "optimizer": Key("adam", "PyTorch optimiser", choices=OPTIMIZERS),
-        "refine_iterations": Key(
-            20,
-            "Levenberg-Marquardt iterations after the optimiser (Gauss-Newton curvature of "
-            "one-step windows, validated every 5; 0: off)",
-            minimum=0,
-        ),
-        "refine_batch_size": Key(
-            16, "one-step windows per Levenberg-Marquardt iteration", minimum=1
-        ),
-        "learning_rate": Key(3e-3, "initial learning rate", positive=True),
-        "lr_decay": Key(
-            0.3, "learning-rate factor over the whole run (exponential)", positive=True
-        ),
-        "weight_decay": Key(0.0, "weight decay", minimum=0),
-        "gradient_clip": Key(0.0, "clip the gradient norm to this (0: off)", minimum=0),
-        "max_input_slope": Key(
-            20.0,
-            "clamp the networks' first-layer weights (on normalised inputs) to this after every "
-            "step: bounds F'' where no data constrain it (0: off)",
-            minimum=0,
-        ),
-        "validate_every": Key(25, "iterations between validations (0: never)", minimum=0),
-        "validation_windows": Key(8, "validation windows used", minimum=0),
-        "checkpoint_every": Key(
-            25, "iterations between checkpoints (0: end and crash only)", minimum=0
-        ),
-    },
-    "baseline": {
-        "enabled": Key(True, "train and score the models named by baseline.models"),
-        "models": Key(
-            ["blackbox"],
-            "models compared with femeso's: blackbox (unconstrained neural RHS on the FE "
-            "space), fno (neuraloperator FNO, uniform grids), meshgraphnet (torch_geometric "
-            "graph network, any mesh), spectral_onsager (the paper's class, periodic grids)",
-            items=str,
-            choices=PEER_MODELS,
-        ),
-        "width": Key(16, "hidden width of the blackbox model's network", minimum=1),
-        "iterations": Key(150, "optimiser steps of the blackbox model", minimum=1),
-        "learning_rate": Key(3e-3, "initial learning rate of the blackbox model", positive=True),
-        "peer_iterations": Key(
-            2000, "Adam steps of the fno/meshgraphnet/spectral_onsager peers", minimum=1
-        ),
-        "peer_learning_rate": Key(
-            1e-3, "initial learning rate of the peers (cosine decay)", positive=True
-        ),
-        "peer_batch_size": Key(32, "windows per minibatch of the peers", minimum=1),
-        "peer_unroll": Key(3, "autoregressive steps per training window of the peers", minimum=1),
-        "options": Key(
-            {},
-            "keyword options of each peer, a table per peer, e.g. [baseline.options.fno] "
-            "modes = 16, width = 64, layers = 4; iterations, learning_rate, batch_size and "
-            "unroll there override baseline.peer_* for that peer",
-        ),
-    },
-    "evaluation": {
-        "horizon_factor": Key(10, "roll out to this many times the training horizon", minimum=1),
-        "step_factors": Key(
-            [0.1, 1.0, 10.0, 100.0],
-            "inference step sizes, as multiples of frame_dt",
-            types=(list,),
-        ),
-        "vtk": Key(True, "write the rollouts as VTK for ParaView"),
-        "plots": Key(True, "write PNG plots"),
-    },
+    name: {f.name: f.metadata["key"] for f in fields(section)} for name, section in SECTIONS.items()
 }
 
 
-class JobConfig(dict):
-    """A validated configuration: ``config["data"]["frame_dt"]``, with :attr:`source`."""
+@dataclass
+class JobConfig:
+    """A validated job configuration: one typed section per table (``config.data.frame_dt``).
 
-    source: str = "<defaults>"
+    Build it with :func:`validate` (a dict, e.g. parsed TOML) or :func:`load_config` (a file);
+    ``JobConfig()`` is the built-in demo. :meth:`as_dict` gives the TOML tables back.
+    """
+
+    job: JobSection = field(default_factory=JobSection)
+    mesh: MeshSection = field(default_factory=MeshSection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    baseline: BaselineSection = field(default_factory=BaselineSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    #: where the configuration came from (a file name, or ``<defaults>``), for error messages
+    source: str = field(default="<defaults>", compare=False)
     #: the directory relative paths of the job file are taken from
-    directory: str = "."
+    directory: str = field(default=".", compare=False)
 
     @property
     def output(self) -> Path:
         """The job's output directory."""
-        return Path(self["job"]["output"])
+        return Path(self.job.output)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Return the sections as plain tables (what :func:`validate` takes back)."""
+        return {name: asdict(getattr(self, name)) for name in SECTIONS}
 
 
 def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
@@ -388,17 +462,16 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
         One line naming the file and the offending key.
 
     """
-    config = JobConfig()
-    config.source = source
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the configuration must be a table")
     for section in raw:
-        if section not in DEFAULTS:
+        if section not in SECTIONS:
             raise ConfigError(
-                f"{source}: unknown section [{section}] (known: {', '.join(DEFAULTS)})"
+                f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})"
             )
         if not isinstance(raw[section], dict):
             raise ConfigError(f"{source}: [{section}] must be a table")
+    sections = {}
     for section, keys in DEFAULTS.items():
         given = raw.get(section, {})
         for key in given:
@@ -407,13 +480,17 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
                     f"{source}: unknown key {section}.{key} (known: {', '.join(keys)})"
                 )
         try:
-            config[section] = {
-                key: spec.check(f"{section}.{key}", given[key]) if key in given else spec.default
+            checked = {
+                key: spec.check(f"{section}.{key}", copy.deepcopy(given[key]))
                 for key, spec in keys.items()
+                if key in given
             }
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-    mobility = config["data"]["mobility"]
+        sections[section] = SECTIONS[section](**checked)
+    directory = str(Path(source).parent) if source not in ("<dict>", "<defaults>") else "."
+    config = JobConfig(**sections, source=source, directory=directory)
+    mobility = config.data.mobility
     if isinstance(mobility, str) and mobility not in ("degenerate", "graded"):
         raise ConfigError(
             f"{source}: data.mobility must be 'degenerate', 'graded' or a number, got {mobility!r}"
@@ -423,15 +500,14 @@ def validate(raw: dict[str, Any], source: str = "<dict>") -> JobConfig:
     _check_files(raw, config, source)
     _check_combinations(config, source)
     _check_peer_options(config, source)
-    config.directory = str(Path(source).parent) if source not in ("<dict>", "<defaults>") else "."
     return config
 
 
 def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
     """Check the file source: its keys, and no generator or mesh key that it would ignore."""
-    d = config["data"]
+    d = config.data
     given = raw.get("data", {})
-    if d["source"] != "files":
+    if d.source != "files":
         spec = DEFAULTS["data"]
         extra = sorted(
             k for k in given if k in FILE_KEYS and k != "source" and given[k] != spec[k].default
@@ -441,7 +517,7 @@ def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
                 f"{source}: data.{extra[0]} needs data.source = 'files' (the generator ignores it)"
             )
         return
-    if not d["paths"]:
+    if not d.paths:
         raise ConfigError(f"{source}: data.source = 'files' needs data.paths (files or globs)")
     spec = DEFAULTS["data"]
     ignored = sorted(k for k in given if k not in FILE_KEYS and given[k] != spec[k].default)
@@ -460,14 +536,14 @@ def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
             f"{source}: mesh.{mesh_keys[0]}: with data.source = 'files' the mesh comes from the "
             "data files (only mesh.degree may be set)"
         )
-    f = d["split"]
+    f = d.split
     if len(f) != 3 or abs(sum(f) - 1.0) > 1e-12 or f[0] <= 0 or f[2] <= 0:
         raise ConfigError(
             f"{source}: data.split must be three fractions (train, validation, test) summing "
             f"to 1 with train > 0 and test > 0, got {f!r}"
         )
-    m = config["model"]
-    if m["dynamics"] == "auto" and m["mobility"] != "none":
+    m = config.model
+    if m.dynamics == "auto" and m.mobility != "none":
         raise ConfigError(
             f"{source}: data.source = 'files' needs model.dynamics = 'conserved' or 'local' "
             "(there is no data.equation to tell)"
@@ -476,52 +552,50 @@ def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
 
 def _check_combinations(config: JobConfig, source: str) -> None:
     """Reject combinations of valid keys that do not make a job (one line naming the keys)."""
-    d, m, mesh = config["data"], config["model"], config["mesh"]["name"]
-    if d["source"] == "files":  # the mesh comes from the files: checked when they are read
-        mesh = "periodic_interval" if m["transport"] == "learned" else "<from the files>"
-    if d["source"] == "generator" and d["equation"] in PERIODIC_1D and mesh != "periodic_interval":
+    d, m, mesh = config.data, config.model, config.mesh.name
+    if d.source == "files":  # the mesh comes from the files: checked when they are read
+        mesh = "periodic_interval" if m.transport == "learned" else "<from the files>"
+    if d.source == "generator" and d.equation in PERIODIC_1D and mesh != "periodic_interval":
         raise ConfigError(
-            f"{source}: data.equation = {d['equation']!r} needs mesh.name = 'periodic_interval', "
+            f"{source}: data.equation = {d.equation!r} needs mesh.name = 'periodic_interval', "
             f"got {mesh!r}"
         )
-    if d["equation"] in CHAINS and config["mesh"]["degree"] != 1:
-        raise ConfigError(f"{source}: data.equation = {d['equation']!r} needs mesh.degree = 1")
-    if d["initial"] == "paper_sine" and not mesh.startswith("periodic_") and d["source"] != "files":
+    if d.equation in CHAINS and config.mesh.degree != 1:
+        raise ConfigError(f"{source}: data.equation = {d.equation!r} needs mesh.degree = 1")
+    if d.initial == "paper_sine" and not mesh.startswith("periodic_") and d.source != "files":
         raise ConfigError(
             f"{source}: data.initial = 'paper_sine' needs a periodic mesh, got mesh.name = {mesh!r}"
         )
-    if d["mobility"] == "graded" and d["equation"] not in ("allen_cahn", "cahn_hilliard"):
+    if d.mobility == "graded" and d.equation not in ("allen_cahn", "cahn_hilliard"):
         raise ConfigError(
             f"{source}: data.mobility = 'graded' needs a dissipative equation (allen_cahn or "
-            f"cahn_hilliard), data.equation = {d['equation']!r} has no mobility"
+            f"cahn_hilliard), data.equation = {d.equation!r} has no mobility"
         )
-    if m["polynomial_degree"] and (m["polynomial_degree"] < 4 or m["polynomial_degree"] % 2):
+    if m.polynomial_degree and (m.polynomial_degree < 4 or m.polynomial_degree % 2):
         raise ConfigError(
             f"{source}: model.polynomial_degree must be 0 or an even number >= 4, "
-            f"got {m['polynomial_degree']}"
+            f"got {m.polynomial_degree}"
         )
-    if m["state_range"] and (
-        len(m["state_range"]) != 2 or m["state_range"][0] >= m["state_range"][1]
-    ):
+    if m.state_range and (len(m.state_range) != 2 or m.state_range[0] >= m.state_range[1]):
         raise ConfigError(
             f"{source}: model.state_range must be [] or two numbers [lo, hi] with lo < hi, "
-            f"got {m['state_range']}"
+            f"got {m.state_range}"
         )
-    if m["mobility"] == "none" and m["transport"] == "none":
+    if m.mobility == "none" and m.transport == "none":
         raise ConfigError(
             f"{source}: model.mobility = 'none' and model.transport = 'none' leave no dynamics"
         )
-    t = config["training"]
-    if t["iterations"] == 0 and t["refine_iterations"] == 0:
+    t = config.training
+    if t.iterations == 0 and t.refine_iterations == 0:
         raise ConfigError(
             f"{source}: training.iterations = 0 and training.refine_iterations = 0 train nothing"
         )
-    if t["warm_start"] and m["mobility"] != "none" and m["transport"] != "none":
+    if t.warm_start and m.mobility != "none" and m.transport != "none":
         raise ConfigError(
             f"{source}: training.warm_start needs one dissipative or one conservative part, "
             "not model.mobility and model.transport together"
         )
-    if m["transport"] == "learned" and mesh != "periodic_interval":
+    if m.transport == "learned" and mesh != "periodic_interval":
         raise ConfigError(
             f"{source}: model.transport = 'learned' needs mesh.name = 'periodic_interval', "
             f"got {mesh!r}"
@@ -548,7 +622,7 @@ def load_config(path: str | Path | None) -> JobConfig:
 
 def _check_peer_options(config: JobConfig, source: str) -> None:
     """``baseline.options`` holds one table per peer named in ``baseline.models``."""
-    options = config["baseline"]["options"]
+    options = config.baseline.options
     for name, table in options.items():
         if name not in PEER_MODELS or name == "blackbox":
             raise ConfigError(

@@ -447,7 +447,7 @@ def run(
     truth = jobs.true_model(config, space)
     logger.info(
         "diagnostics %s: test trajectory %d, frame step %g, steps %s x %g",
-        config["job"]["name"],
+        config.job.name,
         test,
         h,
         ", ".join(f"{f:g}" for f in sorted(factors)),
@@ -465,13 +465,13 @@ def run(
     if truth is not None:
         reading_true = data_energy_change(truth.energy_value, traj, spacings)
     results: dict[str, Any] = {
-        "job": config["job"]["name"],
-        "equation": config["data"]["equation"],
+        "job": config.job.name,
+        "equation": config.data.equation,
         "test": test,
         "frame_dt": h,
         "conservative": model.is_conservative,
         # every dt above is one scheme step, whatever sub-steps the job trained with
-        "substeps_trained": config["model"].get("substeps", 1),
+        "substeps_trained": config.model.substeps,
         "sweep": sweep,
         "classical": classical,
         "one_step": one_step,

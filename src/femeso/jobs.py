@@ -21,6 +21,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ RESULTS = ("onsager", "baseline", "rollouts", "report") + tuple(
 # ---------------------------------------------------------------------- building blocks
 def from_files(config: JobConfig) -> bool:
     """Return whether the job learns from files (``data.source = "files"``)."""
-    return config["data"]["source"] == "files"
+    return config.data.source == "files"
 
 
 def build_space(config: JobConfig) -> fd.FunctionSpace:
@@ -89,31 +90,31 @@ def build_space(config: JobConfig) -> fd.FunctionSpace:
     (``data/train.h5``), and ``data.frame_dt``, ``data.frames`` and
     ``evaluation.horizon_factor`` are filled in from the data (``data/source.json``).
     """
-    m = config["mesh"]
+    m = config.mesh
     if from_files(config):
         _resolve_file_data(config)
         mesh = load_dataset_mesh(_data_path(config, "train"))
-        return fd.FunctionSpace(mesh, "CG", m["degree"])
-    if m["name"] == "periodic_interval":
-        mesh = fd.PeriodicIntervalMesh(m["cells"], m["length"])
-    elif m["name"] == "periodic_square":
-        mesh = fd.PeriodicSquareMesh(m["cells"], m["cells"], m["length"])
+        return fd.FunctionSpace(mesh, "CG", m.degree)
+    if m.name == "periodic_interval":
+        mesh = fd.PeriodicIntervalMesh(m.cells, m.length)
+    elif m.name == "periodic_square":
+        mesh = fd.PeriodicSquareMesh(m.cells, m.cells, m.length)
     else:
-        mesh = load_mesh(m["name"], refinement=m["refinement"])
-    return fd.FunctionSpace(mesh, "CG", m["degree"])
+        mesh = load_mesh(m.name, refinement=m.refinement)
+    return fd.FunctionSpace(mesh, "CG", m.degree)
 
 
 def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel | None:
     """Return the model that generates the job's data (``None`` for chain data: none is known)."""
-    d = config["data"]
-    if from_files(config) or d["equation"] in CHAINS:
+    d = config.data
+    if from_files(config) or d.equation in CHAINS:
         return None
-    if d["equation"] == "kdv":
+    if d.equation == "kdv":
         return kdv_model(space)
     mobility = _true_mobility(config, space.mesh())
-    if d["equation"] == "cahn_hilliard":
-        return cahn_hilliard_model(space, kappa=d["kappa"], density=d["density"], mobility=mobility)
-    return allen_cahn_model(space, epsilon=d["epsilon"], density=d["density"], mobility=mobility)
+    if d.equation == "cahn_hilliard":
+        return cahn_hilliard_model(space, kappa=d.kappa, density=d.density, mobility=mobility)
+    return allen_cahn_model(space, epsilon=d.epsilon, density=d.density, mobility=mobility)
 
 
 def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
@@ -124,26 +125,26 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     half-widths) and, with ``model.transport = "learned"``, a skew transport along a learned
     constant velocity.
     """
-    m, seed = config["model"], config["job"]["seed"]
-    if m["transport"] == "learned" and space.mesh().geometric_dimension != 1:
+    m, seed = config.model, config.job.seed
+    if m.transport == "learned" and space.mesh().geometric_dimension != 1:
         raise ValueError(
             f"{config.source}: model.transport = 'learned' needs 1-D periodic data, the data's "
             f"mesh is {space.mesh().geometric_dimension}-D"
         )
     density = CoerciveNeuralDensity(
-        width=m["width"], depth=m["depth"], polynomial_degree=m["polynomial_degree"], seed=seed
+        width=m.width, depth=m.depth, polynomial_degree=m.polynomial_degree, seed=seed
     )
-    if m["state_range"]:  # every accepted state strictly inside: see BarrierDensity
-        density = density + BarrierDensity(*m["state_range"])
+    if m.state_range:  # every accepted state strictly inside: see BarrierDensity
+        density = density + BarrierDensity(*m.state_range)
     energy = Energy(density, ConstantKappa(1.0, learnable=True))
     conservative = []
-    if m["transport"] == "learned":
-        conservative.append(SkewTransport([m["velocity"]], dim=1, learnable=True))
-    if m["mobility"] == "none":
-        return OnsagerModel(space, energy, conservative=conservative, kappa_ref=m["kappa_ref"])
-    if m["mobility"] in ("neural", "neural_x"):
-        center, scale, dim = [m["input_center"]], [m["input_scale"]], None
-        if m["mobility"] == "neural_x":
+    if m.transport == "learned":
+        conservative.append(SkewTransport([m.velocity], dim=1, learnable=True))
+    if m.mobility == "none":
+        return OnsagerModel(space, energy, conservative=conservative, kappa_ref=m.kappa_ref)
+    if m.mobility in ("neural", "neural_x"):
+        center, scale, dim = [m.input_center], [m.input_scale], None
+        if m.mobility == "neural_x":
             lo, hi = bounding_box(space.mesh())
             dim = len(lo)
             center += (0.5 * (lo + hi)).tolist()
@@ -151,8 +152,8 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
         coefficient: Any = NeuralField(
             1,
             1,
-            width=m["width"],
-            depth=m["depth"],
+            width=m.width,
+            depth=m.depth,
             dim=dim,
             seed=seed + 1,
             input_center=center if dim else center[0],
@@ -160,22 +161,22 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
         )
     else:
         coefficient = 1.0
-    dynamics = m["dynamics"]
+    dynamics = m.dynamics
     if dynamics == "auto":
-        dynamics = "conserved" if config["data"]["equation"] == "cahn_hilliard" else "local"
+        dynamics = "conserved" if config.data.equation == "cahn_hilliard" else "local"
     cls = ConservedMobility if dynamics == "conserved" else LocalMobility
     return OnsagerModel(
         space,
         energy,
         mobility=cls(coefficient),
         conservative=conservative,
-        kappa_ref=m["kappa_ref"],
+        kappa_ref=m.kappa_ref,
     )
 
 
 def baseline_model(config: JobConfig, space: fd.FunctionSpace) -> BlackBoxModel:
     """Return the (untrained) black-box baseline of the job."""
-    return BlackBoxModel(space, width=config["baseline"]["width"], seed=config["job"]["seed"])
+    return BlackBoxModel(space, width=config.baseline.width, seed=config.job.seed)
 
 
 def stepper_factory(model, substeps: int = 1):
@@ -286,17 +287,17 @@ def generate(
     if from_files(config):
         return import_files(config, progress=progress)
     t0 = time.perf_counter()
-    d, seed = config["data"], config["job"]["seed"]
+    d, seed = config.data, config.job.seed
     space = build_space(config)
     frames = {
-        "train": d["frames"],
-        "validation": d["frames"],
-        "test": d["frames"] * config["evaluation"]["horizon_factor"],
+        "train": d.frames,
+        "validation": d.frames,
+        "test": d.frames * config.evaluation.horizon_factor,
     }
     seeds = {"train": seed, "validation": seed + 1000, "test": seed + 2000}
     paths = {}
     for split in SPLITS:
-        count = d[split]
+        count = getattr(d, split)
         path = _data_path(config, split)
         path.parent.mkdir(parents=True, exist_ok=True)
         if count == 0:  # no validation data: no file (an empty dataset has no space to save)
@@ -325,7 +326,7 @@ def data_files(config: JobConfig) -> list[Path]:
     """
     base = Path(config.directory)
     files: list[Path] = []
-    for pattern in config["data"]["paths"]:
+    for pattern in config.data.paths:
         full = Path(pattern) if Path(pattern).is_absolute() else base / pattern
         matches = sorted(Path(p) for p in glob.glob(str(full)))
         if not matches:
@@ -348,27 +349,25 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
     from femeso.data.io import read_data
 
     t0 = time.perf_counter()
-    d, seed = config["data"], config["job"]["seed"]
+    d, seed = config.data, config.job.seed
     files = data_files(config)
-    dataset = read_data(
-        files, format=d["format"], fields=d["fields"] or None, degree=config["mesh"]["degree"]
-    )
-    if d["max_trajectories"] and len(dataset) > d["max_trajectories"]:
+    dataset = read_data(files, format=d.format, fields=d.fields or None, degree=config.mesh.degree)
+    if d.max_trajectories and len(dataset) > d.max_trajectories:
         logger.info(
             "data: keeping the first %d of %d trajectories (data.max_trajectories)",
-            d["max_trajectories"],
+            d.max_trajectories,
             len(dataset),
         )
-        dataset = Dataset(dataset.space, dataset.trajectories[: d["max_trajectories"]], {})
+        dataset = Dataset(dataset.space, dataset.trajectories[: d.max_trajectories], {})
     frame_dt = _common_frame_step(dataset)
-    parts = dataset.split(seed, d["split"])
+    parts = dataset.split(seed, d.split)
     for name, part in zip(SPLITS, parts, strict=True):
         if name != "validation" and len(part) == 0:
             raise ValueError(
-                f"{config.source}: data.split = {d['split']} leaves no {name} trajectory out of "
+                f"{config.source}: data.split = {d.split} leaves no {name} trajectory out of "
                 f"{len(dataset)}"
             )
-    keep = d["train_frames"]
+    keep = d.train_frames
     paths = {}
     for name, part in zip(SPLITS, parts, strict=True):
         if keep and name != "test":
@@ -450,10 +449,10 @@ def _resolve_file_data(config: JobConfig) -> None:
             f"{path} is missing: run `femeso generate` first (imports the files)"
         )
     source = json.loads(path.read_text())
-    d = config["data"]
-    d["frame_dt"] = float(source["frame_dt"])
-    d["frames"] = int(source["train_frames"])
-    config["evaluation"]["horizon_factor"] = max(
+    d = config.data
+    d.frame_dt = float(source["frame_dt"])
+    d.frames = int(source["train_frames"])
+    config.evaluation.horizon_factor = max(
         1, int(source["test_frames"]) // max(1, int(source["train_frames"]))
     )
 
@@ -491,32 +490,34 @@ def generate_trajectories(
     Dataset
 
     """
-    d = config["data"]
-    if d["equation"] in CHAINS:
+    d = config.data
+    if d.equation in CHAINS:
         return _chain_data(config, space, count, frames, seed, progress)
 
     def initial(V: fd.FunctionSpace, seed: int) -> fd.Function:
-        if d["initial"] == "paper_sine":
+        if d.initial == "paper_sine":
             return paper_sine_initial_condition(V, seed=seed)
         return random_smooth_field(
-            V, seed=seed, amplitude=d["amplitude"], mean=d["mean"], max_wavenumber=d["wavenumber"]
+            V, seed=seed, amplitude=d.amplitude, mean=d.mean, max_wavenumber=d.wavenumber
         )
 
     data = generate_dataset(
         space,
         lambda V: true_model(config, V),
         n_trajectories=count,
-        n_frames=frames + d["burn_in"],
-        frame_dt=d["frame_dt"],
+        n_frames=frames + d.burn_in,
+        frame_dt=d.frame_dt,
         seed=seed,
-        substeps=d["substeps"],
-        refine=d["refine"],
+        substeps=d.substeps,
+        refine=d.refine,
         initial_condition=initial,
-        name=d["equation"],
-        parameters={k: d[k] for k in ("density", "mobility", "mobility_scale", "kappa", "epsilon")},
+        name=d.equation,
+        parameters={
+            k: getattr(d, k) for k in ("density", "mobility", "mobility_scale", "kappa", "epsilon")
+        },
         progress=progress,
     )
-    return _drop_frames(data, d["burn_in"])
+    return _drop_frames(data, d.burn_in)
 
 
 def _chain_data(
@@ -528,23 +529,23 @@ def _chain_data(
     deviation) except the slow period (``mesh.length``), the frame step and the length; the
     ``burn_in`` first frames are dropped.
     """
-    d, m = config["data"], config["mesh"]
-    total = frames + d["burn_in"]
+    d, m = config.data, config.mesh
+    total = frames + d.burn_in
     data = generate_chain_dataset(
-        d["equation"],
+        d.equation,
         n_trajectories=count,
         seed=seed,
-        n_points=m["cells"],
+        n_points=m.cells,
         comm=space.mesh().comm,
         progress=progress,
-        length=m["length"],
-        frame_dt=d["frame_dt"],
-        t_end=total * d["frame_dt"],
+        length=m.length,
+        frame_dt=d.frame_dt,
+        t_end=total * d.frame_dt,
     )
-    data = map_dataset(data, space, label=f"the {d['equation']} chains")
+    data = map_dataset(data, space, label=f"the {d.equation} chains")
     if any(len(t.times) != total + 1 for t in data.trajectories):
-        raise RuntimeError(f"the {d['equation']} chains did not return {total + 1} frames")
-    return _drop_frames(data, d["burn_in"])
+        raise RuntimeError(f"the {d.equation} chains did not return {total + 1} frames")
+    return _drop_frames(data, d.burn_in)
 
 
 #: The training phases, named by the ``[training]`` key that sets their iteration count.
@@ -556,7 +557,7 @@ PHASE_KEYS = ("refine_iterations", "refine_batch_size", "warm_start", "starts")
 
 def _trainer_settings(config: JobConfig) -> dict[str, Any]:
     """Return the ``[training]`` keys that :class:`TrainingConfig` takes, with the job's seed."""
-    settings = dict(config["training"], seed=config["job"]["seed"])
+    settings = dict(asdict(config.training), seed=config.job.seed)
     for key in PHASE_KEYS:
         settings.pop(key)
     return settings
@@ -566,8 +567,8 @@ def _training_config(config: JobConfig, *, baseline: bool, judge: bool = False) 
     """Return the main phase's settings (``judge``: for validation only, at least 1 iteration)."""
     settings = _trainer_settings(config)
     if baseline:
-        settings["iterations"] = config["baseline"]["iterations"]
-        settings["learning_rate"] = config["baseline"]["learning_rate"]
+        settings["iterations"] = config.baseline.iterations
+        settings["learning_rate"] = config.baseline.learning_rate
     if judge:  # the judge trains nothing; its windows are the main phase's
         settings["iterations"] = max(1, settings["iterations"])
     return TrainingConfig(**settings)
@@ -578,15 +579,15 @@ def _refine_config(config: JobConfig) -> TrainingConfig:
     settings = _trainer_settings(config)
     settings.update(
         optimizer="levenberg_marquardt",
-        iterations=config["training"]["refine_iterations"],
-        batch_size=config["training"]["refine_batch_size"],
+        iterations=config.training.refine_iterations,
+        batch_size=config.training.refine_batch_size,
         unroll=1,
         learning_rate=1.0,
         lr_decay=1.0,
         weight_decay=0.0,
         gradient_clip=0.0,
-        validate_every=min(5, config["training"]["refine_iterations"]),
-        checkpoint_every=min(5, config["training"]["refine_iterations"]),
+        validate_every=min(5, config.training.refine_iterations),
+        checkpoint_every=min(5, config.training.refine_iterations),
     )
     return TrainingConfig(**settings)
 
@@ -606,13 +607,13 @@ def _phases(config: JobConfig, which: str) -> list:
     directory = config.output / which
     if which == "baseline":
         return [Optimise(_training_config(config, baseline=True), directory)]
-    training = config["training"]
+    training = config.training
     phases: list = []
-    if training["warm_start"]:
-        phases.append(ChooseStart(training["starts"], training["max_input_slope"]))
-    if training["iterations"] > 0:
+    if training.warm_start:
+        phases.append(ChooseStart(training.starts, training.max_input_slope))
+    if training.iterations > 0:
         phases.append(Optimise(_training_config(config, baseline=False), directory))
-    if training["refine_iterations"] > 0:  # Levenberg-Marquardt from the first phase
+    if training.refine_iterations > 0:  # Levenberg-Marquardt from the first phase
         phases.append(Optimise(_refine_config(config), directory / "refine", "refine_iterations"))
     return phases
 
@@ -675,9 +676,7 @@ def train(
             validation,
             # One judge for every start and phase: the main phase's validation windows.
             judge=_training_config(config, baseline=which == "baseline", judge=True),
-            make_stepper=stepper_factory(
-                model, config["model"]["substeps"] if which == "onsager" else 1
-            ),
+            make_stepper=stepper_factory(model, config.model.substeps if which == "onsager" else 1),
             progress=progress,
             resume=resume,
         )
@@ -712,7 +711,7 @@ def train(
 
 def _check_state_range(config: JobConfig, data: dict[str, Dataset]) -> None:
     """Refuse data outside ``model.state_range`` (one line naming the split and trajectory)."""
-    bounds = config["model"]["state_range"]
+    bounds = config.model.state_range
     if not bounds:
         return
     lo, hi = bounds
@@ -752,7 +751,7 @@ def rollout_reports(
     from femeso.peers.runner import blackbox_enabled, data_step, peer_steppers
 
     truth = true_model(config, space)
-    substeps = config["model"]["substeps"]  # the classical solver steps like the learned model
+    substeps = config.model.substeps  # the classical solver steps like the learned model
     steppers = {"onsager": stepper_factory(load_trained(config, space, "onsager"), substeps)}
     if truth is not None:
         steppers["classical"] = stepper_factory(truth, substeps)
@@ -911,13 +910,13 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     truth = true_model(config, space)
     model = load_trained(config, space, "onsager")
     reports = rollout_reports(config, space, data, progress=progress)
-    d = config["data"]
-    horizon = d["frames"] * d["frame_dt"]
+    d = config.data
+    horizon = d.frames * d.frame_dt
     results: dict[str, Any] = {
-        "job": config["job"]["name"],
-        "config": dict(config),
+        "job": config.job.name,
+        "config": config.as_dict(),
         "training_horizon": horizon,
-        "long_horizon": horizon * config["evaluation"]["horizon_factor"],
+        "long_horizon": horizon * config.evaluation.horizon_factor,
         "dofs": space.dim(),
         "cells": space.mesh().num_cells(),
         "ranks": space.mesh().comm.size,
@@ -936,9 +935,9 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
         for k, v in energy_scaling_exponent(model, data["test"].trajectories[0].states[:1]).items()
         if np.ndim(v) == 0
     }
-    factors = config["evaluation"]["step_factors"]
+    factors = config.evaluation.step_factors
     results["step_sizes"] = step_size_study(
-        stepper_factory(model, config["model"]["substeps"]),
+        stepper_factory(model, config.model.substeps),
         data["test"].trajectories[0],
         factors=factors,
         reference="finest",
@@ -946,9 +945,9 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     results["targets"] = _targets(results, density)
     directory = config.output / "report"
     directory.mkdir(parents=True, exist_ok=True)
-    if config["evaluation"]["vtk"]:
+    if config.evaluation.vtk:
         _write_vtk(config, data, reports)
-    if config["evaluation"]["plots"]:
+    if config.evaluation.plots:
         results["plots"] = [
             str(p)
             for p in _plots(config, data, reports, model, truth, density, mobility, samples)
@@ -1025,14 +1024,14 @@ def _interpretability(
     """
     from femeso.evaluation import density_comparison, mobility_comparison
 
-    d = config["data"]
+    d = config.data
     # A constant shift of mu is invisible to a conserved mobility and to transport along a
     # divergence-free velocity: a linear term of F is not identifiable there.
-    invisible_linear = d["equation"] in ("cahn_hilliard", "kdv")
+    invisible_linear = d.equation in ("cahn_hilliard", "kdv")
     # the gauge normalises kappa to kappa_ref: a model with the true dynamics has
     # F_learned = (kappa_ref / kappa_true) F_true + invisible terms
     kappa_true = float(truth.kappa()[0, 0])
-    gauge_slope = config["model"]["kappa_ref"] / kappa_true
+    gauge_slope = config.model.kappa_ref / kappa_true
     density = density_comparison(
         model,
         truth.energy.density,
@@ -1049,7 +1048,7 @@ def _interpretability(
         model,
         _true_mobility(config, model.mesh),
         samples,
-        kind="conserved" if d["equation"] == "cahn_hilliard" else "local",
+        kind="conserved" if d.equation == "cahn_hilliard" else "local",
         density_slope=density["slope"],
         gauge_slope=gauge_slope,
     )
@@ -1090,8 +1089,8 @@ def _rescaled(values: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 def _true_mobility(config: JobConfig, mesh: fd.MeshGeometry):
     """Return the data's mobility on ``mesh``: a number or an Expression of ``(u[, x])``."""
-    d = config["data"]
-    return mobility_coefficient(d["mobility"], mesh, scale=d["mobility_scale"])
+    d = config.data
+    return mobility_coefficient(d.mobility, mesh, scale=d.mobility_scale)
 
 
 def _plots(config, data, reports, model, truth, density, mobility, samples) -> list[Path | None]:
@@ -1099,13 +1098,13 @@ def _plots(config, data, reports, model, truth, density, mobility, samples) -> l
     from femeso.plots import plot_curves, plot_density, plot_fields
 
     directory = config.output / "report"
-    d = config["data"]
-    horizon = d["frames"] * d["frame_dt"]
+    d = config.data
+    horizon = d.frames * d.frame_dt
     paths: list[Path | None] = []
     onsager = reports["onsager"]
     states = onsager.rollouts[0].states
     n = len(states)
-    picks = sorted({0, min(d["frames"], n - 1), (n - 1) // 2, n - 1})
+    picks = sorted({0, min(d.frames, n - 1), (n - 1) // 2, n - 1})
     truth_states = data["test"].trajectories[0].states
     fields = {"true": [truth_states[i] for i in picks], "onsager": [states[i] for i in picks]}
     labels = {"true": "data", "onsager": "Onsager model"}
@@ -1123,7 +1122,7 @@ def _plots(config, data, reports, model, truth, density, mobility, samples) -> l
             labels,
             reference="true",
             scale_with=("onsager",),  # a diverging baseline is clipped, not the scale
-            title=f"{config['job']['name']}: test trajectory 0",
+            title=f"{config.job.name}: test trajectory 0",
         )
     )
     # the scored means: a failed rollout counts as 1 from its failing step on

@@ -107,7 +107,7 @@ class TrainingConfig:
 
     """
 
-    # The defaults are the job file's ``[training]`` defaults (femeso.config.DEFAULTS): one
+    # The defaults are the job file's ``[training]`` defaults (femeso.config.TrainingSection): one
     # source for the library and the command (``femeso config`` prints them).
     iterations: int = _default("iterations")
     batch_size: int = _default("batch_size")

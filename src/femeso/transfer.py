@@ -24,7 +24,6 @@ data protocol (``femeso config`` rules, e.g. KdV and the chains need a periodic 
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -89,10 +88,10 @@ def target_config(config: JobConfig, mesh: str, *, refinement: int = 0) -> JobCo
     """
     if isinstance(refinement, bool) or not isinstance(refinement, int) or refinement < 0:
         raise ValueError(f"refinement must be an integer >= 0, got {refinement!r}")
-    raw = copy.deepcopy(dict(config))
+    raw = config.as_dict()
     raw["mesh"]["name"] = str(mesh)
     if mesh in PERIODIC_MESHES:
-        raw["mesh"]["cells"] = config["mesh"]["cells"] * 2**refinement
+        raw["mesh"]["cells"] = config.mesh.cells * 2**refinement
         raw["mesh"]["refinement"] = 0
     else:
         raw["mesh"]["refinement"] = refinement
@@ -101,7 +100,7 @@ def target_config(config: JobConfig, mesh: str, *, refinement: int = 0) -> JobCo
         target = validate(raw, source)
     except ConfigError as exc:
         raise ConfigError(
-            f"cannot transfer job {config['job']['name']!r} to {mesh_label(str(mesh), refinement)}"
+            f"cannot transfer job {config.job.name!r} to {mesh_label(str(mesh), refinement)}"
             f": {str(exc).removeprefix(source + ': ')}"
         ) from None
     return target
@@ -109,7 +108,7 @@ def target_config(config: JobConfig, mesh: str, *, refinement: int = 0) -> JobCo
 
 def _baseline_status(config: JobConfig) -> str | None:
     """Return why the baseline is not transferred, or ``None`` when it is."""
-    if not config["baseline"]["enabled"]:
+    if not config.baseline.enabled:
         return "disabled in the job (baseline.enabled = false)"
     path = config.output / "baseline" / "model.npz"
     if not path.exists():
@@ -170,12 +169,12 @@ def transfer(
             f"{model_path} is missing: train the job before transferring it "
             f"(`femeso train {config.source}`)"
         )
-    if config["model"]["mobility"] == "neural_x":
+    if config.model.mobility == "neural_x":
         raise ValueError(
-            f"cannot transfer job {config['job']['name']!r} to {label}: its mobility "
+            f"cannot transfer job {config.job.name!r} to {label}: its mobility "
             "(model.mobility = 'neural_x') is a field of the position on the job's own domain"
         )
-    n_test = config["data"]["test"] if n_test is None else n_test
+    n_test = config.data.test if n_test is None else n_test
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
         raise ValueError(f"the number of test trajectories must be an integer >= 1, got {n_test!r}")
     target = target_config(config, mesh, refinement=refinement)
@@ -184,32 +183,32 @@ def transfer(
     dim, source_dim = space.mesh().geometric_dimension, source_space.mesh().geometric_dimension
     if dim != source_dim:
         raise ValueError(
-            f"cannot transfer job {config['job']['name']!r} to {label}: the job's mesh is "
+            f"cannot transfer job {config.job.name!r} to {label}: the job's mesh is "
             f"{source_dim}-D, {label} is {dim}-D (a transfer keeps the spatial dimension)"
         )
     baseline_note = _baseline_status(config)
-    target["baseline"]["enabled"] = baseline_note is None
+    target.baseline.enabled = baseline_note is None
     # Peers learn on the job's own nodes (a grid, a graph): they are not transferred.
-    peers = [m for m in target["baseline"]["models"] if m != "blackbox"]
+    peers = [m for m in target.baseline.models if m != "blackbox"]
     if peers:
         logger.info(
             "transfer: the peers %s are not transferred (trained on the job's nodes)",
             ", ".join(peers),
         )
-    target["baseline"]["models"] = ["blackbox"]
+    target.baseline.models = ["blackbox"]
     logger.info(
         "transfer %s: %s (%d cells) -> %s (%d cells, %d DoFs)",
-        config["job"]["name"],
-        mesh_label(config["mesh"]["name"], config["mesh"]["refinement"]),
+        config.job.name,
+        mesh_label(config.mesh.name, config.mesh.refinement),
         source_space.mesh().num_cells(),
         label,
         space.mesh().num_cells(),
         space.dim(),
     )
 
-    d = config["data"]
-    seed = config["job"]["seed"] + SEED_OFFSET if seed is None else seed
-    frames = d["frames"] * config["evaluation"]["horizon_factor"]
+    d = config.data
+    seed = config.job.seed + SEED_OFFSET if seed is None else seed
+    frames = d.frames * config.evaluation.horizon_factor
     data = jobs.generate_trajectories(
         target, space, count=n_test, frames=frames, seed=seed, progress=progress
     )
@@ -218,13 +217,13 @@ def transfer(
     save_dataset(directory / "test.h5", data, overwrite=True)
 
     reports = jobs.rollout_reports(target, space, {"test": data}, progress=progress)
-    horizon = d["frames"] * d["frame_dt"]
+    horizon = d.frames * d.frame_dt
     results: dict[str, Any] = {
-        "job": config["job"]["name"],
+        "job": config.job.name,
         "label": label,
         "source": {
-            "mesh": config["mesh"]["name"],
-            "refinement": config["mesh"]["refinement"],
+            "mesh": config.mesh.name,
+            "refinement": config.mesh.refinement,
             "cells": source_space.mesh().num_cells(),
             "dofs": source_space.dim(),
         },
@@ -238,7 +237,7 @@ def transfer(
         "n_test": n_test,
         "seeds": [seed + i for i in range(n_test)],
         "training_horizon": horizon,
-        "long_horizon": horizon * config["evaluation"]["horizon_factor"],
+        "long_horizon": horizon * config.evaluation.horizon_factor,
         "baseline_transferred": baseline_note is None,
         "baseline_note": baseline_note,
         **jobs.rollout_results(reports, horizon),

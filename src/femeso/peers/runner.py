@@ -36,14 +36,14 @@ __all__ = [
 
 def peer_names(config: JobConfig) -> list[str]:
     """Return the :class:`~femeso.peers.base.Peer` models of the job (not ``blackbox``)."""
-    if not config["baseline"]["enabled"]:
+    if not config.baseline.enabled:
         return []
-    return [m for m in config["baseline"]["models"] if m != "blackbox"]
+    return [m for m in config.baseline.models if m != "blackbox"]
 
 
 def blackbox_enabled(config: JobConfig) -> bool:
     """Whether the job trains femeso's black-box model (reported as ``baseline``)."""
-    return bool(config["baseline"]["enabled"]) and "blackbox" in config["baseline"]["models"]
+    return bool(config.baseline.enabled) and "blackbox" in config.baseline.models
 
 
 def peer_directory(config: JobConfig, name: str) -> Path:
@@ -63,14 +63,14 @@ def fit_settings(config: JobConfig, name: str | None = None) -> FitSettings:
     hold for every peer unless ``[baseline.options.<name>]`` sets ``iterations``,
     ``learning_rate``, ``batch_size`` or ``unroll``; validation follows ``[training]``.
     """
-    b, t = config["baseline"], config["training"]
-    own = b["options"].get(name, {}) if name is not None else {}
-    value = {key: own.get(key, b[f"peer_{key}"]) for key in FIT_OPTIONS}
+    b, t = config.baseline, config.training
+    own = b.options.get(name, {}) if name is not None else {}
+    value = {key: own.get(key, getattr(b, f"peer_{key}")) for key in FIT_OPTIONS}
     return FitSettings(
         **value,
-        validate_every=t["validate_every"],
-        validation_windows=max(t["validation_windows"], 256),
-        seed=config["job"]["seed"],
+        validate_every=t.validate_every,
+        validation_windows=max(t.validation_windows, 256),
+        seed=config.job.seed,
     )
 
 
@@ -82,9 +82,9 @@ def build_peer(config: JobConfig, name: str, layout: NodalLayout, dt: float) -> 
     """
     cls = peer_class(name)
     options = {
-        k: v for k, v in config["baseline"]["options"].get(name, {}).items() if k not in FIT_OPTIONS
+        k: v for k, v in config.baseline.options.get(name, {}).items() if k not in FIT_OPTIONS
     }
-    torch.manual_seed(config["job"]["seed"])  # the network's initialisation
+    torch.manual_seed(config.job.seed)  # the network's initialisation
     try:
         return cls(layout, dt, **options)
     except TypeError as exc:
