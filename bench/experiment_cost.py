@@ -35,8 +35,8 @@ configure_environment()  # before Firedrake: threads, kernel caches
 from femeso import jobs  # noqa: E402
 from femeso.config import load_config  # noqa: E402
 from femeso.evaluation import rollout_errors  # noqa: E402
-from femeso.steppers import EnergyStableStepper  # noqa: E402
-from femeso.warm_start import warm_start  # noqa: E402
+from femeso.stepping.energy_stable import EnergyStableStepper  # noqa: E402
+from femeso.training.warm_start import warm_start  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

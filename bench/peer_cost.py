@@ -40,11 +40,12 @@ import torch
 
 from femeso import jobs
 from femeso.config import validate
+from femeso.jobs.training import _training_config  # noqa: E402
 from femeso.peers.base import PeerStepper, fit
 from femeso.peers.nodal import NodalLayout
 from femeso.peers.runner import build_peer, data_step, fit_settings
-from femeso.steppers import StepFailure
-from femeso.training import Trainer
+from femeso.stepping.energy_stable import StepFailure
+from femeso.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ("fno", "meshgraphnet", "spectral_onsager")
@@ -71,7 +72,7 @@ def time_fe_model(config, which, space, data, iterations, steps):
     substeps = config.model.substeps if which == "onsager" else 1
     make = jobs.stepper_factory(model, substeps)
     settings = dataclasses.replace(
-        jobs._training_config(config, baseline=which == "baseline"),
+        _training_config(config, baseline=which == "baseline"),
         iterations=iterations,
         optimizer="adam",
         validate_every=0,

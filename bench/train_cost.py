@@ -39,10 +39,10 @@ import torch
 from firedrake.petsc import PETSc
 
 import femeso
-import femeso.adjoint
+import femeso.stepping.adjoint
 from femeso.data.generators import cahn_hilliard_model, generate_dataset
-from femeso.steppers import EnergyStableStepper
-from femeso.training import _Mismatch
+from femeso.stepping.energy_stable import EnergyStableStepper
+from femeso.training.trainer import _Mismatch
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 1024.0**2
@@ -126,7 +126,7 @@ def build(args):
 
 
 def instrument(clock: Clock, trainer: femeso.Trainer) -> None:
-    forms = femeso.adjoint._AdjointForms
+    forms = femeso.stepping.adjoint._AdjointForms
     clock.wrap(EnergyStableStepper, "advance", "forward")
     clock.wrap(EnergyStableStepper, "_update_pointwise", "forward_pointwise", inside="forward")
     clock.wrap(EnergyStableStepper, "reset", "reset")

@@ -45,7 +45,7 @@ def main() -> None:
     from femeso import jobs
     from femeso.config import load_config
     from femeso.evaluation import rollout_errors, write_json
-    from femeso.model import OnsagerModel
+    from femeso.model.onsager import OnsagerModel
 
     config = load_config(args.config)
     space = jobs.build_space(config)

@@ -1,4 +1,4 @@
-"""The paper's step-size diagnostics of a trained femeso job (:mod:`femeso.diagnostics`).
+"""The paper's step-size diagnostics of a trained femeso job (:mod:`femeso.evaluation.diagnostics`).
 
 Inference of the learned model at the paper's step sizes (1e-5 ... 3e-3 after training at 1e-3,
 the same factors of the data step for the chains) to a common end time, and the one-step
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_environment()  # first: run-time environment before Firedrake
     from femeso.config import load_config
-    from femeso.diagnostics import run, summary_lines
+    from femeso.evaluation.diagnostics import run, summary_lines
 
-    # None: femeso.diagnostics' defaults (PAPER_STEP_FACTORS, DATA_SPACINGS)
+    # None: femeso.evaluation.diagnostics' defaults (PAPER_STEP_FACTORS, DATA_SPACINGS)
     steps = {"factors": args.factors, "spacings": args.spacings}
     try:
         config = load_config(args.config)

@@ -66,7 +66,7 @@ def window_gradient_taylor(model, data: list[fd.Function], dt: float, *, seed: i
 
     The gradient stays in the parameters' ``.grad`` afterwards (callers may inspect it).
     """
-    from femeso.training import window_loss, window_loss_and_gradient
+    from femeso.training.trainer import window_loss, window_loss_and_gradient
     from femeso.verification import perturbed_parameters, random_direction, taylor_test
 
     stepper = femeso.EnergyStableStepper(model, data[0], dt)
@@ -85,13 +85,14 @@ def window_gradient_taylor(model, data: list[fd.Function], dt: float, *, seed: i
 
 
 def levenberg_marquardt_closure(stepper, windows: list[list[fd.Function]]):
-    """The closure :class:`~femeso.gauss_newton.LevenbergMarquardt` takes, over ``windows``.
+    """The closure :class:`~femeso.training.gauss_newton.LevenbergMarquardt` takes, over
+    ``windows``.
 
     Without curvature: the mean window loss (``inf`` when a step fails); with it: the mean
     loss, gradient and Gauss-Newton matrix.
     """
-    from femeso.gauss_newton import WindowCurvature, window_curvature
-    from femeso.training import window_loss
+    from femeso.training.gauss_newton import WindowCurvature, window_curvature
+    from femeso.training.trainer import window_loss
 
     def closure(curvature, bound=np.inf):
         if not curvature:

@@ -9,7 +9,7 @@ import torch
 
 import femeso
 from femeso.config import ConfigError, validate
-from femeso.energies import BarrierDensity
+from femeso.model.energies import BarrierDensity
 from models import mesh, window_gradient_taylor
 
 
@@ -134,7 +134,7 @@ def test_the_job_file_declares_the_range_in_one_line():
 
 def test_data_outside_the_declared_range_are_refused_in_one_line():
     from femeso.data.trajectories import Dataset, TrajectoryData
-    from femeso.jobs import _check_state_range
+    from femeso.jobs.training import _check_state_range
 
     V = fd.FunctionSpace(mesh("plate"), "CG", 1)
     inside, outside = start(V, 0), start(V, 1)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import femeso
-from femeso.baseline import FIELDS, BlackBoxModel, BlackBoxStepper
-from femeso.steppers import StepFailure
+from femeso.peers.blackbox import FIELDS, BlackBoxModel, BlackBoxStepper
+from femeso.stepping.energy_stable import StepFailure
 from femeso.verification import perturbed_parameters, random_direction, taylor_test
 from models import mesh
 

@@ -1,4 +1,5 @@
-"""``loss.backward()`` through a rollout (femeso.bridge) gives the discrete adjoint's gradients."""
+"""``loss.backward()`` through a rollout (femeso.training.bridge) gives the discrete adjoint's
+gradients."""
 
 import firedrake as fd
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import femeso
-from femeso.training import window_loss_and_gradient
+from femeso.training.trainer import window_loss_and_gradient
 from femeso.verification import taylor_test
 from models import dissipative_model, mesh
 

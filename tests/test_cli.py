@@ -56,7 +56,7 @@ def test_the_job_schema_is_typed_and_round_trips():
     """One schema: typed sections, their dict form read back unchanged, no second defaults."""
     from dataclasses import fields
 
-    from femeso.training import TrainingConfig
+    from femeso.training.trainer import TrainingConfig
 
     raw = {"data": {"frame_dt": 0.02, "mobility": 2}, "model": {"state_range": [0, 1]}}
     config = validate(raw, "job.toml")

@@ -1,4 +1,4 @@
-"""The paper's step-size diagnostics (femeso.diagnostics, scripts/paper_diagnostics.py).
+"""The paper's step-size diagnostics (femeso.evaluation.diagnostics, scripts/paper_diagnostics.py).
 
 Known models on a coarse periodic interval: the true Allen--Cahn model rolled at the paper's
 inference steps converges at order 2 (midpoint discrete gradient) and never increases its
@@ -22,14 +22,14 @@ from femeso import jobs
 from femeso.config import load_config
 from femeso.data.generators import allen_cahn_model, kdv_model, paper_sine_initial_condition
 from femeso.data.trajectories import TrajectoryData
-from femeso.diagnostics import (
+from femeso.evaluation.diagnostics import (
     data_energy_change,
     inference_sweep,
     loglog_slope,
     one_step_energy_change,
     start_frames,
 )
-from femeso.steppers import EnergyStableStepper
+from femeso.stepping.energy_stable import EnergyStableStepper
 
 ROOT = Path(__file__).resolve().parents[1]
 H = 1e-3  # the frame step

@@ -26,9 +26,9 @@ from femeso.evaluation import (
     to_jsonable,
     write_json,
 )
-from femeso.fields import Expression
-from femeso.plots import color_limits, plot_curves, plot_density, plot_fields
-from femeso.steppers import StepFailure, StepRecord, Trajectory
+from femeso.evaluation.plots import color_limits, plot_curves, plot_density, plot_fields
+from femeso.model.fields import Expression
+from femeso.stepping.energy_stable import StepFailure, StepRecord, Trajectory
 
 FRAME_DT = 0.02
 SUBSTEPS = 16  # reference steps per frame in the data
@@ -667,14 +667,14 @@ def test_color_limits_keep_the_data_readable_when_a_model_diverges():
 
 def _line_range(f):
     """The range of the values a 1-D field plot draws (at the nodes of ``plots._line_data``)."""
-    from femeso.plots import _line_data
+    from femeso.evaluation.plots import _line_data
 
     values = _line_data(f)[1]
     return float(values.min()), float(values.max())
 
 
 def test_field_plots_clip_a_diverging_model_and_label_its_range(tmp_path, monkeypatch):
-    import femeso.plots as plots
+    import femeso.evaluation.plots as plots
 
     figures = []
 
@@ -798,7 +798,7 @@ def test_the_range_every_rollout_reached_is_reported(setting):
 
 
 def test_the_energy_plot_averages_what_exists_and_says_how_many_rollouts_are_short():
-    from femeso.jobs import _mean_of_available, _short_label
+    from femeso.jobs.figures import _mean_of_available, _short_label
 
     values = np.array([[1.0, 2.0, 3.0], [3.0, np.nan, np.nan], [np.nan, np.nan, np.nan]])
     mean, short = _mean_of_available(values)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import femeso
-from femeso.gauss_newton import (
+from femeso.training.gauss_newton import (
     LevenbergMarquardt,
     step_jacobian,
     trainable,

@@ -7,13 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import femeso
-from femeso.discrete_gradients import (
+from femeso.model.fields import DTYPE
+from femeso.model.mobilities import MobilityCoefficient
+from femeso.stepping.discrete_gradients import (
     discrete_gradient,
     discrete_gradient_and_jacobian,
     scalar_discrete_gradient,
 )
-from femeso.fields import DTYPE
-from femeso.mobilities import MobilityCoefficient
 
 seeds = st.integers(min_value=0, max_value=100_000)
 FAST = settings(max_examples=40, deadline=None, derandomize=True)
@@ -219,7 +219,7 @@ def test_bounded_input_slopes_bound_the_curvature_of_a_random_density(seed, boun
     randomise(density.network, seed, scale=60.0)  # slopes far above the bound
     first = density.network.layers[0].weight
     before = int((first.abs() > bound).sum())
-    assert femeso.fields.bound_input_slopes(density, bound) == before > 0
+    assert femeso.model.fields.bound_input_slopes(density, bound) == before > 0
     assert float(first.detach().abs().max()) <= bound
     limit = float(density.network.second_derivative_bound()[0].detach())
     assert limit <= 4 / (3 * 3**0.5) * float(
@@ -246,7 +246,7 @@ def test_the_curvature_bound_is_attained_by_a_single_unit():
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
 def test_bad_input_slope_bounds_are_rejected(bad):
     with pytest.raises(ValueError, match="input slope bound must be a positive number"):
-        femeso.fields.bound_input_slopes(femeso.CoerciveNeuralDensity(width=4), bad)
+        femeso.model.fields.bound_input_slopes(femeso.CoerciveNeuralDensity(width=4), bad)
 
 
 def random_polynomial_density(seed: int, degree: int) -> femeso.CoerciveNeuralDensity:
@@ -295,7 +295,7 @@ def test_polynomial_density_closed_forms_match_automatic_differentiation(seed, d
     density = random_polynomial_density(seed, degree)
     u = torch.linspace(-3, 3, 601, dtype=DTYPE)[:, None]
     dF, d2F = density.state_derivatives(u)
-    ref_dF, ref_d2F = femeso.energies.Density.state_derivatives(density, u)
+    ref_dF, ref_d2F = femeso.model.energies.Density.state_derivatives(density, u)
     F, dF_pair = density.value_and_state_derivative(u)
     scale = 1 + float(ref_d2F.abs().max())
     assert torch.allclose(dF, ref_dF, rtol=1e-12, atol=1e-12 * scale)
@@ -308,7 +308,7 @@ def test_polynomial_density_ufl_rendering_and_saved_configuration_match_torch(tm
     import firedrake as fd
     import ufl
 
-    from femeso.model import _build
+    from femeso.model.onsager import _build
 
     density = random_polynomial_density(5, 6)
     mesh = fd.UnitIntervalMesh(16)

@@ -8,14 +8,14 @@ import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import femeso
-from femeso.gauss_newton import (
+from femeso.training.gauss_newton import (
     LevenbergMarquardt,
     state_tangent,
     step_jacobian,
     trainable,
     window_curvature,
 )
-from femeso.training import TrainingConfig, window_loss, window_loss_and_gradient
+from femeso.training.trainer import TrainingConfig, window_loss, window_loss_and_gradient
 from femeso.verification import perturbed_parameters, random_direction, taylor_test
 from models import dissipative_model, levenberg_marquardt_closure, mesh, neural_energy
 

@@ -23,12 +23,13 @@ import pytest
 import torch
 
 import femeso
-import femeso.model as femeso_model
-from femeso.baseline import BlackBoxModel
+import femeso.model.files as model_files
+import femeso.model.onsager as onsager_module
 from femeso.data.io import save_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.meshes import load_mesh, mesh_directory
-from femeso.training import Trainer, TrainingConfig
+from femeso.peers.blackbox import BlackBoxModel
+from femeso.training.trainer import Trainer, TrainingConfig
 from models import mesh
 
 FEMESO = Path(sys.executable).with_name("femeso")
@@ -191,7 +192,7 @@ def test_a_valid_model_file_round_trips_exactly(tmp_path):
     other = model(seed=4)
     other.load_parameters(path)
     assert same_state(state_of(other), state_of(original))
-    config, state = femeso_model.read_model_file(path, expected=original.state_dict())
+    config, state = model_files.read_model_file(path, expected=original.state_dict())
     assert config == json.loads(json.dumps(original.config()))
     assert same_state(state, state_of(original))
 
@@ -266,8 +267,8 @@ def test_an_absurd_architecture_is_refused_before_anything_is_built(
         raise AssertionError("a network was built from an unchecked architecture")
 
     # any construction would fail loudly: the refusal must come before the first one
-    monkeypatch.setattr(femeso_model, "NeuralField", forbidden)
-    monkeypatch.setattr(femeso_model, "CoerciveNeuralDensity", forbidden)
+    monkeypatch.setattr(onsager_module, "NeuralField", forbidden)
+    monkeypatch.setattr(onsager_module, "CoerciveNeuralDensity", forbidden)
     with pytest.raises(ValueError) as excinfo:
         femeso.load_model(path, original.space)
     assert_one_line(excinfo, path, *words)
@@ -407,7 +408,7 @@ def test_an_interrupted_write_leaves_nothing_that_looks_like_a_model(tmp_path, m
         f.write(b"PK\x03\x04 half a model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(femeso_model.np, "savez", killed)
+    monkeypatch.setattr(model_files.np, "savez", killed)
     with pytest.raises(KeyboardInterrupt):
         model(seed=7).save(path)
     assert snapshot(path) == before
@@ -636,7 +637,7 @@ def test_the_schedule_step_of_a_skipped_iteration_is_silent_and_nothing_else_is(
     """A skipped first iteration steps the schedule before the optimiser, on purpose."""
     import warnings
 
-    from femeso.training import step_schedule
+    from femeso.training.trainer import step_schedule
 
     def scheduler() -> torch.optim.lr_scheduler.LRScheduler:
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)

@@ -1,4 +1,5 @@
-"""Training as phases (femeso.phases): one judge, every phase from the best so far, best kept."""
+"""Training as phases (femeso.training.phases): one judge, every phase from the best so far, best
+kept."""
 
 import math
 
@@ -7,8 +8,8 @@ import pytest
 
 import femeso
 from femeso.data.generators import allen_cahn_model, generate_dataset
-from femeso.phases import ChooseStart, Optimise, PhasedTraining
-from femeso.training import TrainingConfig
+from femeso.training.phases import ChooseStart, Optimise, PhasedTraining
+from femeso.training.trainer import TrainingConfig
 
 
 def data(V: fd.FunctionSpace, seed: int):

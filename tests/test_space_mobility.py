@@ -27,12 +27,13 @@ from hypothesis import strategies as st
 from femeso import jobs
 from femeso.config import ConfigError, validate
 from femeso.data.generators import GRADE
+from femeso.data.initial_conditions import random_smooth_field
 from femeso.evaluation import mobility_comparison, rollout_errors
-from femeso.fields import DTYPE
-from femeso.initial_conditions import random_smooth_field
+from femeso.evaluation.transfer import transfer
+from femeso.jobs.models import _true_mobility
 from femeso.meshes import bounding_box
-from femeso.transfer import transfer
-from femeso.warm_start import warm_start
+from femeso.model.fields import DTYPE
+from femeso.training.warm_start import warm_start
 from models import tiny_experiment
 
 #: Warm start + 3 Levenberg-Marquardt iterations, plots on (on top of models.TINY).
@@ -169,7 +170,7 @@ def test_mobility_comparison_over_stacked_states(job):
     data = jobs.load_data(config, space)
     truth = jobs.true_model(config, space)
     samples = torch.cat([truth.state_at_points(s) for s in data["train"].trajectories[0].states])
-    true_m = jobs._true_mobility(config, space.mesh())
+    true_m = _true_mobility(config, space.mesh())
     exact = mobility_comparison(truth, true_m, samples, kind="local", gauge_slope=1.0)
     assert exact["position"]
     assert exact["gauge"]["relative_l2"] < 1e-14 and exact["gauge"]["r2"] == pytest.approx(1.0)

@@ -242,7 +242,7 @@ def test_only_a_newton_solve_stalled_near_its_round_off_floor_is_accepted(
 ):
     """The iteration-limit failure above is accepted only within the stagnation factor of the
     floor (a huge factor here makes any stall "round-off"; the real one keeps it a failure)."""
-    monkeypatch.setattr(femeso.steppers, "ROUND_OFF_STAGNATION", factor)
+    monkeypatch.setattr(femeso.stepping.energy_stable, "ROUND_OFF_STAGNATION", factor)
     model = dissipative_model(mesh("periodic_interval"), "local", seed=1)
     u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
     stepper = femeso.EnergyStableStepper(model, u0, 5.0, solver_parameters={"snes_max_it": 4})

@@ -10,7 +10,7 @@ import torch
 
 import femeso
 from femeso.data.generators import allen_cahn_model, generate_dataset
-from femeso.training import (
+from femeso.training.trainer import (
     Trainer,
     TrainingConfig,
     fit,
@@ -132,8 +132,8 @@ def test_after_a_failed_minibatch_training_returns_to_the_best_validated_paramet
         """Fails every step while raw_a is beyond 50 (parameters no window can step)."""
 
         def advance(self):
-            if float(raw_a) > 50:
-                raise femeso.steppers.StepFailure("tripwire")
+            if float(raw_a.detach()) > 50:
+                raise femeso.stepping.energy_stable.StepFailure("tripwire")
             return super().advance()
 
     trainer = Trainer(

@@ -1,4 +1,4 @@
-"""Geometry transfer (femeso.transfer, `femeso transfer`): a trained job on other meshes.
+"""Geometry transfer (femeso.evaluation.transfer, `femeso transfer`): a trained job on other meshes.
 
 One tiny job -- experiments/cahn_hilliard_fh_l_shape.toml (Flory--Huggins, degenerate mobility,
 L-shaped domain) with 2 training trajectories of 6 frames and 15 + 3 iterations -- is trained
@@ -22,7 +22,7 @@ from femeso.cli import main
 from femeso.config import ConfigError, load_config, validate
 from femeso.data.io import load_dataset
 from femeso.evaluation import error_table, rollout_errors
-from femeso.transfer import mesh_label, summary_lines, target_config, transfer
+from femeso.evaluation.transfer import mesh_label, summary_lines, target_config, transfer
 from models import EXPERIMENTS, tiny_experiment
 
 IRREGULAR = [

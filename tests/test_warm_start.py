@@ -15,15 +15,15 @@ import torch
 from femeso import jobs
 from femeso.config import ConfigError, validate
 from femeso.data.generators import generate_dataset
-from femeso.energies import CoerciveNeuralDensity, ConstantKappa, Energy, KnownDensity
+from femeso.data.initial_conditions import random_smooth_field
 from femeso.evaluation import rollout_errors
-from femeso.fields import NeuralField
-from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import load_mesh
-from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
-from femeso.model import OnsagerModel
-from femeso.steppers import EnergyStableStepper
-from femeso.warm_start import gradient_matching, warm_start
+from femeso.model.energies import CoerciveNeuralDensity, ConstantKappa, Energy, KnownDensity
+from femeso.model.fields import NeuralField
+from femeso.model.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model.onsager import OnsagerModel
+from femeso.stepping.energy_stable import EnergyStableStepper
+from femeso.training.warm_start import gradient_matching, warm_start
 
 
 def random_polynomial_density(rng: np.random.Generator, scale: float) -> tuple[KnownDensity, list]:

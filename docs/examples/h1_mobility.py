@@ -6,7 +6,7 @@ is a dissipative operator -- :math:`a_M(u; \mu, \mu) = \int m\,(|\nabla\mu|^2 + 
 for :math:`m \ge 0` -- that mixes Cahn--Hilliard (conserved) and Allen--Cahn (local) relaxation
 with one coefficient. It does not conserve mass.
 
-A mobility part of femeso is a :class:`~femeso.mobilities.PointwiseMobility` (its coefficient
+A mobility part of femeso is a :class:`~femeso.model.mobilities.PointwiseMobility` (its coefficient
 :math:`m \ge 0` -- a constant, a :class:`~femeso.NeuralField` through a softplus, or a known
 expression -- and its evaluation at the quadrature points come with the base class) plus what
 this file writes: a ``kind`` (parts of one kind share one coefficient function in the stepper),
@@ -27,7 +27,7 @@ from typing import Any
 
 import ufl
 
-from femeso.mobilities import PointwiseMobility
+from femeso.model.mobilities import PointwiseMobility
 
 
 class H1Mobility(PointwiseMobility):

@@ -20,36 +20,36 @@ from typing import TYPE_CHECKING
 from femeso._runtime import lazy_exports
 
 _EXPORTS = {
-    "BlackBoxModel": "femeso.baseline",
-    "BlackBoxStepper": "femeso.baseline",
-    "differentiable_rollout": "femeso.bridge",
-    "CoerciveNeuralDensity": "femeso.energies",
-    "ConstantKappa": "femeso.energies",
-    "Energy": "femeso.energies",
-    "KnownDensity": "femeso.energies",
-    "NeuralKappa": "femeso.energies",
-    "NonlocalEnergy": "femeso.energies",
-    "Expression": "femeso.fields",
-    "NeuralField": "femeso.fields",
-    "OnsagerModel": "femeso.model",
-    "load_model": "femeso.model",
-    "random_smooth_field": "femeso.initial_conditions",
+    "BlackBoxModel": "femeso.peers.blackbox",
+    "BlackBoxStepper": "femeso.peers.blackbox",
+    "differentiable_rollout": "femeso.training.bridge",
+    "CoerciveNeuralDensity": "femeso.model.energies",
+    "ConstantKappa": "femeso.model.energies",
+    "Energy": "femeso.model.energies",
+    "KnownDensity": "femeso.model.energies",
+    "NeuralKappa": "femeso.model.energies",
+    "NonlocalEnergy": "femeso.model.energies",
+    "Expression": "femeso.model.fields",
+    "NeuralField": "femeso.model.fields",
+    "OnsagerModel": "femeso.model.onsager",
+    "load_model": "femeso.model.onsager",
+    "random_smooth_field": "femeso.data.initial_conditions",
     "available_meshes": "femeso.meshes",
     "load_mesh": "femeso.meshes",
     "mesh_path": "femeso.meshes",
-    "CanonicalCoupling": "femeso.mobilities",
-    "ConservedMobility": "femeso.mobilities",
-    "LocalMobility": "femeso.mobilities",
-    "SkewTransport": "femeso.mobilities",
-    "TensorMobility": "femeso.mobilities",
-    "DIRECT_SOLVER": "femeso.steppers",
-    "ITERATIVE_SOLVER": "femeso.steppers",
-    "EnergyStableStepper": "femeso.steppers",
-    "StepFailure": "femeso.steppers",
-    "StepRecord": "femeso.steppers",
-    "Trajectory": "femeso.steppers",
-    "Trainer": "femeso.training",
-    "TrainingConfig": "femeso.training",
+    "CanonicalCoupling": "femeso.model.mobilities",
+    "ConservedMobility": "femeso.model.mobilities",
+    "LocalMobility": "femeso.model.mobilities",
+    "SkewTransport": "femeso.model.mobilities",
+    "TensorMobility": "femeso.model.mobilities",
+    "DIRECT_SOLVER": "femeso.stepping.energy_stable",
+    "ITERATIVE_SOLVER": "femeso.stepping.energy_stable",
+    "EnergyStableStepper": "femeso.stepping.energy_stable",
+    "StepFailure": "femeso.stepping.energy_stable",
+    "StepRecord": "femeso.stepping.energy_stable",
+    "Trajectory": "femeso.stepping.energy_stable",
+    "Trainer": "femeso.training.trainer",
+    "TrainingConfig": "femeso.training.trainer",
 }
 
 __version__ = "0.1.0"
@@ -58,9 +58,9 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load on use
-    from femeso.baseline import BlackBoxModel, BlackBoxStepper
-    from femeso.bridge import differentiable_rollout
-    from femeso.energies import (
+    from femeso.data.initial_conditions import random_smooth_field
+    from femeso.meshes import available_meshes, load_mesh, mesh_path
+    from femeso.model.energies import (
         CoerciveNeuralDensity,
         ConstantKappa,
         Energy,
@@ -68,18 +68,17 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
         NeuralKappa,
         NonlocalEnergy,
     )
-    from femeso.fields import Expression, NeuralField
-    from femeso.initial_conditions import random_smooth_field
-    from femeso.meshes import available_meshes, load_mesh, mesh_path
-    from femeso.mobilities import (
+    from femeso.model.fields import Expression, NeuralField
+    from femeso.model.mobilities import (
         CanonicalCoupling,
         ConservedMobility,
         LocalMobility,
         SkewTransport,
         TensorMobility,
     )
-    from femeso.model import OnsagerModel, load_model
-    from femeso.steppers import (
+    from femeso.model.onsager import OnsagerModel, load_model
+    from femeso.peers.blackbox import BlackBoxModel, BlackBoxStepper
+    from femeso.stepping.energy_stable import (
         DIRECT_SOLVER,
         ITERATIVE_SOLVER,
         EnergyStableStepper,
@@ -87,4 +86,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time the names load
         StepRecord,
         Trajectory,
     )
-    from femeso.training import Trainer, TrainingConfig
+    from femeso.training.bridge import differentiable_rollout
+    from femeso.training.trainer import Trainer, TrainingConfig

@@ -3,8 +3,8 @@
 ``femeso run job.toml`` runs a whole job (generate the data, train the Onsager model, the
 black-box baseline and the peers of ``[baseline] models``, roll out, report); ``generate``,
 ``train``, ``rollout`` and ``report`` run one stage each; ``femeso transfer job.toml --mesh
-NAME`` evaluates a trained job on another mesh (:mod:`femeso.transfer`); ``femeso demo`` runs
-the built-in default job; ``femeso config`` prints every configuration key with its default and
+NAME`` evaluates a trained job on another mesh (:mod:`femeso.evaluation.transfer`); ``femeso demo``
+runs the built-in default job; ``femeso config`` prints every configuration key with its default and
 meaning. User errors (a bad configuration,
 a missing file) are one line on stderr and exit status 2.
 """
@@ -143,7 +143,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_transfer(args: argparse.Namespace) -> int:
-    from femeso.transfer import summary_lines, transfer
+    from femeso.evaluation.transfer import summary_lines, transfer
 
     results = transfer(
         _config(args),

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-# The training choices a job file may name; femeso.training validates against the same tuples.
-# They live here so that reading and checking a job file needs neither PyTorch nor Firedrake.
+# The training choices a job file may name; femeso.training.trainer validates against the same
+# tuples. They live here so that reading and checking a job file needs neither PyTorch nor
+# Firedrake.
 NORMS = ("L2", "H1")
 GRADIENTS = ("full", "cut")
 OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs", "levenberg_marquardt")

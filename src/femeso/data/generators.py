@@ -7,7 +7,7 @@ onto the data mesh's P1 space by interpolation (exact at the coarse vertices, wh
 vertices).
 
 Initial conditions: smooth random fields that make sense on irregular domains
-(:func:`femeso.initial_conditions.random_smooth_field`), or the paper's 1-D protocol
+(:func:`femeso.data.initial_conditions.random_smooth_field`), or the paper's 1-D protocol
 (:func:`paper_sine_initial_condition`: three sine modes with wavenumbers 1..10, amplitudes U(0, 1),
 random phases, rescaled to span exactly [-1, 1]).
 """
@@ -23,14 +23,14 @@ import ufl
 from mpi4py import MPI
 
 from femeso._log import logger, progress_bar
+from femeso.data.initial_conditions import random_smooth_field
 from femeso.data.trajectories import Dataset, TrajectoryData
-from femeso.energies import Energy, KnownDensity
-from femeso.fields import Expression
-from femeso.initial_conditions import random_smooth_field
 from femeso.meshes import bounding_box
-from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
-from femeso.model import OnsagerModel
-from femeso.steppers import EnergyStableStepper
+from femeso.model.energies import Energy, KnownDensity
+from femeso.model.fields import Expression
+from femeso.model.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model.onsager import OnsagerModel
+from femeso.stepping.energy_stable import EnergyStableStepper
 
 __all__ = [
     "DENSITIES",
@@ -114,7 +114,7 @@ def mobility_coefficient(
     ----------
     mobility
         A number (constant), ``"degenerate"`` (``u(1-u)``), ``"graded"``
-        (:func:`graded_mobility`, needs ``mesh``) or an :class:`~femeso.fields.Expression`
+        (:func:`graded_mobility`, needs ``mesh``) or an :class:`~femeso.model.fields.Expression`
         (returned as it is, ``scale`` ignored).
     mesh
         The mesh of a position-dependent mobility.

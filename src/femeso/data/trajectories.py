@@ -122,7 +122,7 @@ class TrajectoryData:
     def from_trajectory(
         cls, trajectory: Any, *, metadata: dict[str, Any] | None = None
     ) -> TrajectoryData:
-        """Wrap a :class:`femeso.steppers.Trajectory` (a rollout) with metadata."""
+        """Wrap a :class:`femeso.stepping.energy_stable.Trajectory` (a rollout) with metadata."""
         states = list(trajectory.states)
         return cls(states[0].function_space(), trajectory.times, states, dict(metadata or {}))
 

@@ -29,8 +29,8 @@ import torch
 
 from femeso.evaluation.metrics import _r2
 from femeso.evaluation.records import _plain
-from femeso.fields import DTYPE
-from femeso.model import OnsagerModel
+from femeso.model.fields import DTYPE
+from femeso.model.onsager import OnsagerModel
 
 __all__ = ["density_comparison", "density_curves", "mobility_comparison", "mobility_samples"]
 
@@ -72,7 +72,7 @@ def _positions(model: OnsagerModel, u: torch.Tensor, uses_position: bool, what: 
 
 
 def _evaluate_density(density: Any, u: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
-    from femeso.energies import Density
+    from femeso.model.energies import Density
 
     if isinstance(density, Density):
         return density(u, x)
@@ -150,7 +150,7 @@ def density_comparison(
         :math:`\frac a2 u^2 + \frac b4 u^4` part included), i.e. ``model.density`` at the model's
         quadrature points.
     true_density
-        A :class:`~femeso.energies.Density` (e.g. a ``KnownDensity``) or a callable
+        A :class:`~femeso.model.energies.Density` (e.g. a ``KnownDensity``) or a callable
         ``(n, k) tensor -> (n,)`` written in PyTorch (for :math:`F''`).
     u_samples
         States ``(n,)`` or ``(n, k)``: e.g. ``model.state_at_points(u)`` of data states (this
@@ -330,7 +330,7 @@ def mobility_comparison(
     ``gauge`` compares :math:`s_g\,m_{\rm learned}` with :math:`m_{\rm true}` directly.
 
     Either mobility may depend on the position (a field with ``uses_position``, e.g. an
-    :class:`~femeso.fields.Expression`, called as ``(u, x)``): the samples must then be states
+    :class:`~femeso.model.fields.Expression`, called as ``(u, x)``): the samples must then be states
     at the model's quadrature points (one state's or several stacked, see
     :func:`density_comparison`), and the comparison runs over the pairs ``(u, x)``.
 
@@ -341,8 +341,8 @@ def mobility_comparison(
         (``model.mobility_values``).
     true_mobility
         A number (constant mobility) or a callable ``(n, k) tensor -> (n,)`` or ``(n, k)``
-        (e.g. a :class:`~femeso.fields.Expression`); one with a true ``uses_position`` attribute
-        is called as ``(u, x)`` with ``x`` ``(n, dim)``.
+        (e.g. a :class:`~femeso.model.fields.Expression`); one with a true ``uses_position``
+        attribute is called as ``(u, x)`` with ``x`` ``(n, dim)``.
     u_samples
         States ``(n,)`` or ``(n, k)`` (see :func:`density_comparison`).
     kind

@@ -1,8 +1,8 @@
 r"""Autoregressive rollouts compared with data: errors, energies and mass along the way.
 
 A *stepper factory* ``make_stepper(u0, dt) -> stepper`` (:data:`StepperFactory`) builds a stepper
-with the :class:`~femeso.steppers.EnergyStableStepper` interface (``reset(u, t=...)``,
-``rollout(n_steps, progress=...)`` returning a :class:`~femeso.steppers.Trajectory`).
+with the :class:`~femeso.stepping.energy_stable.EnergyStableStepper` interface (``reset(u, t=...)``,
+``rollout(n_steps, progress=...)`` returning a :class:`~femeso.stepping.energy_stable.Trajectory`).
 :func:`rollout_errors` rolls it out from the first state of each data trajectory and measures
 the errors at the data frames in both metrics (:mod:`femeso.evaluation.metrics`), the energies,
 dissipation and mass (:class:`RolloutReport`, JSON through :meth:`RolloutReport.to_dict`);
@@ -36,7 +36,7 @@ from femeso.evaluation.metrics import (
     score_errors,
 )
 from femeso.evaluation.records import _fmt, _plain, to_jsonable
-from femeso.steppers import StepRecord, Trajectory
+from femeso.stepping.energy_stable import StepRecord, Trajectory
 
 __all__ = [
     "TABLE_STEPS",
@@ -148,8 +148,8 @@ class RolloutReport:
         The data's elapsed frame times (longest trajectory), the reference energy of the data
         frames ``(n_traj, n_frames)`` (``nan``-padded) and its increases; ``None`` without it.
     rollouts
-        The rollouts (:class:`~femeso.steppers.Trajectory`, absolute times) when kept, else
-        ``None``; see :meth:`trajectory_data` for VTK export and plots.
+        The rollouts (:class:`~femeso.stepping.energy_stable.Trajectory`, absolute times) when
+        kept, else ``None``; see :meth:`trajectory_data` for VTK export and plots.
     failures
         Per trajectory, ``None`` or the message of the exception that stopped its rollout.
     wall_times
@@ -451,8 +451,9 @@ def rollout_errors(
     data (every ``frame_dt/dt``-th step when ``dt`` divides the frame step; every step, against
     every ``dt/frame_dt``-th frame, when ``dt`` is a whole multiple of it). Energies, dissipation
     and mass are recorded at every step. A rollout that fails (the stepper raises a
-    ``RuntimeError`` or ``ArithmeticError``, e.g. :class:`~femeso.steppers.StepFailure`) stops
-    there; its errors count as 1 from then on in the statistics (:func:`score_errors`).
+    ``RuntimeError`` or ``ArithmeticError``, e.g.
+    :class:`~femeso.stepping.energy_stable.StepFailure`) stops there; its errors count as 1 from
+    then on in the statistics (:func:`score_errors`).
 
     One stepper is built by ``make_stepper`` for the first trajectory and restarted with
     ``stepper.reset(u0, t=t0)`` for the others (and for a first trajectory that does not start at

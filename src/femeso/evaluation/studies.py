@@ -29,8 +29,8 @@ from femeso.evaluation.rollouts import (
     _rollout_chunked,
     _uniform_step,
 )
-from femeso.fields import DTYPE
-from femeso.model import OnsagerModel
+from femeso.model.fields import DTYPE
+from femeso.model.onsager import OnsagerModel
 
 __all__ = ["energy_parts_along", "energy_scaling_exponent", "step_size_study"]
 

@@ -8,7 +8,7 @@
 - ``"spectral_onsager"`` -- the paper's own model class, constant Fourier multipliers and an MLP
   density with explicit Euler steps (uniform periodic grids);
 - ``"blackbox"`` -- femeso's unconstrained neural right-hand side on the finite-element space
-  (:mod:`femeso.baseline`), trained by the adjoint like the Onsager model.
+  (:mod:`femeso.peers.blackbox`), trained by the adjoint like the Onsager model.
 
 The first three are :class:`~femeso.peers.base.Peer` modules trained by
 :func:`~femeso.peers.base.fit`; their packages are imported only when a job names them.

@@ -39,7 +39,7 @@ from torch import nn
 from femeso._log import logger, progress_bar
 from femeso.data.trajectories import Dataset
 from femeso.peers.nodal import NodalLayout, trajectory_arrays
-from femeso.steppers import StepRecord, Trajectory
+from femeso.stepping.energy_stable import StepRecord, Trajectory
 
 __all__ = ["FitSettings", "FitSummary", "Peer", "PeerStepper", "fit", "windows"]
 

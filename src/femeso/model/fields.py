@@ -411,7 +411,7 @@ def bound_input_slopes(module: nn.Module, bound: float) -> int:
     second-order optimiser can sharpen one unit into a near-step just outside the data (where no
     loss sees it): measured on Cahn--Hilliard, a unit of weight 316 put ``F'' = 2.8e6`` at
     ``u = -1`` and every learned rollout's Newton solve failed once the state got there.
-    Called by :class:`~femeso.training.Trainer` after every optimiser step (a projection).
+    Called by :class:`~femeso.training.trainer.Trainer` after every optimiser step (a projection).
 
     Parameters
     ----------

@@ -1,10 +1,11 @@
 r"""``loss.backward()`` through femeso rollouts: one ``torch.autograd.Function`` around the adjoint.
 
-:func:`differentiable_rollout` runs an :class:`~femeso.steppers.EnergyStableStepper` for a number
-of steps and returns the states' degrees of freedom as one PyTorch tensor. Any loss written in
-PyTorch on that tensor back-propagates into the model's parameters (and into the initial state,
-when it is a tensor that requires gradients) through :class:`RolloutFunction`, whose backward
-pass chains the discrete adjoint of every (sub-)step (:func:`femeso.adjoint.step_pullback`)::
+:func:`differentiable_rollout` runs an :class:`~femeso.stepping.energy_stable.EnergyStableStepper`
+for a number of steps and returns the states' degrees of freedom as one PyTorch tensor. Any loss
+written in PyTorch on that tensor back-propagates into the model's parameters (and into the initial
+state, when it is a tensor that requires gradients) through :class:`RolloutFunction`, whose backward
+pass chains the discrete adjoint of every (sub-)step
+(:func:`femeso.stepping.adjoint.step_pullback`)::
 
     states = femeso.differentiable_rollout(stepper, u0, n_steps=5)   # (6, n_dofs)
     loss = ((states[1:] - data) ** 2).sum()
@@ -25,9 +26,9 @@ import firedrake as fd
 import torch
 
 from femeso._log import logger
-from femeso.adjoint import step_pullback
-from femeso.fields import DTYPE
-from femeso.steppers import EnergyStableStepper
+from femeso.model.fields import DTYPE
+from femeso.stepping.adjoint import step_pullback
+from femeso.stepping.energy_stable import EnergyStableStepper
 
 __all__ = ["RolloutFunction", "differentiable_rollout"]
 
@@ -156,7 +157,8 @@ def differentiable_rollout(
     Raises
     ------
     femeso.StepFailure
-        If a step cannot be completed (as :meth:`~femeso.steppers.EnergyStableStepper.advance`).
+        If a step cannot be completed (as
+        :meth:`~femeso.stepping.energy_stable.EnergyStableStepper.advance`).
 
     """
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:

@@ -20,8 +20,8 @@ fields of :math:`u` (and of :math:`x` with ``position=True``) and :math:`b` a fr
 :math:`c = 0` it is :math:`u_t = \nabla\cdot(a\nabla(g(u) - b\Delta u)) - r(u)`.
 
 :class:`BlackBoxStepper` mirrors the public interface of
-:class:`~femeso.steppers.EnergyStableStepper` (``advance``, ``rollout``, ``reset``, records,
-halvings on failure) and implements the one-step adjoint protocol used by the trainer:
+:class:`~femeso.stepping.energy_stable.EnergyStableStepper` (``advance``, ``rollout``, ``reset``,
+records, halvings on failure) and implements the one-step adjoint protocol used by the trainer:
 :meth:`BlackBoxStepper.restore` puts the stepper back into the converged state of a step, and
 :meth:`BlackBoxStepper.vjp` accumulates :math:`dL/d\theta` into the parameters' ``.grad`` and
 returns :math:`dL/du^0`, so that steps chain.
@@ -41,17 +41,17 @@ import ufl
 from mpi4py import MPI
 from torch import nn
 
-from femeso.fields import DTYPE, NeuralField
-from femeso.model import load_parameters_into, write_model_file
-from femeso.quadrature import QuadratureRule
-from femeso.solvers import LU, lu_solver
-from femeso.step_control import take_step
-from femeso.steppers import (
+from femeso.model.fields import DTYPE, NeuralField
+from femeso.model.files import load_parameters_into, write_model_file
+from femeso.model.quadrature import QuadratureRule
+from femeso.stepping.control import take_step
+from femeso.stepping.energy_stable import (
     DIRECT_SOLVER,
     SteppingLoop,
     StepRecord,
     on_all_ranks,
 )
+from femeso.stepping.solvers import LU, lu_solver
 
 __all__ = ["BlackBoxModel", "BlackBoxStepper"]
 
@@ -64,8 +64,8 @@ FIELDS = ("a", "r", "c", "g")
 class BlackBoxModel(nn.Module):
     r"""An unconstrained neural right-hand side on a scalar CG space (no Onsager structure).
 
-    The four pointwise fields :math:`a, r, c, g` (see :mod:`femeso.baseline`) are the four
-    outputs of one :class:`~femeso.fields.NeuralField` of :math:`u` (and :math:`x`), with no
+    The four pointwise fields :math:`a, r, c, g` (see :mod:`femeso.peers.blackbox`) are the four
+    outputs of one :class:`~femeso.model.fields.NeuralField` of :math:`u` (and :math:`x`), with no
     output bound, softplus or sign constraint used; :math:`b` is a free real parameter. One
     shared hidden layer of width ``w`` has ``6 w + 4`` weights (``+1`` for :math:`b`), as many
     as an :class:`~femeso.model.OnsagerModel` with a density network and a mobility network
@@ -86,7 +86,7 @@ class BlackBoxModel(nn.Module):
         Let the fields depend on the position ``x`` too.
     init_scale
         Scale of the network's random output layer at initialisation (see
-        :class:`~femeso.fields.NeuralField`).
+        :class:`~femeso.model.fields.NeuralField`).
     a_init
         Offset added to the initial output bias of :math:`a`. With the defaults the untrained
         model is close to :math:`u_t = \nabla\cdot(a\nabla(g(u) - b\Delta u)) - c z - r(u)` with
@@ -223,13 +223,14 @@ class BlackBoxModel(nn.Module):
 class BlackBoxStepper(SteppingLoop):
     r"""Implicit-midpoint stepper for a :class:`BlackBoxModel`, with the one-step adjoint.
 
-    Newton (PETSc SNES, :data:`~femeso.steppers.DIRECT_SOLVER` by default) on the mixed unknown
-    ``w = (u^1, z)`` in ``W = V x V`` with the exact Jacobian: the fields and their
+    Newton (PETSc SNES, :data:`~femeso.stepping.energy_stable.DIRECT_SOLVER` by default) on the
+    mixed unknown ``w = (u^1, z)`` in ``W = V x V`` with the exact Jacobian: the fields and their
     ``u``-derivatives are evaluated in PyTorch at the quadrature points of the current iterate
     (once per iterate) before every residual and Jacobian evaluation. A failed Newton solve or a
     non-finite solution rejects the sub-step and retries with half the step (growing again after
-    a success). The public interface mirrors :class:`~femeso.steppers.EnergyStableStepper`; the
-    records carry ``nan`` in the energy fields (the baseline has no energy).
+    a success). The public interface mirrors
+    :class:`~femeso.stepping.energy_stable.EnergyStableStepper`; the records carry ``nan`` in the
+    energy fields (the baseline has no energy).
 
     Parameters
     ----------
@@ -242,10 +243,10 @@ class BlackBoxStepper(SteppingLoop):
     t0
         Initial time.
     solver_parameters
-        PETSc options, merged over :data:`~femeso.steppers.DIRECT_SOLVER`.
+        PETSc options, merged over :data:`~femeso.stepping.energy_stable.DIRECT_SOLVER`.
     max_halvings
         How often in a row a failed (sub-)step is retried with half the step before
-        :class:`~femeso.steppers.StepFailure` is raised.
+        :class:`~femeso.stepping.energy_stable.StepFailure` is raised.
     options_prefix
         PETSc options prefix of the nonlinear solver.
 
@@ -438,7 +439,7 @@ class BlackBoxStepper(SteppingLoop):
         return True, "", its, lits
 
     def advance(self) -> StepRecord:
-        """Take one step of size ``dt``; returns its :class:`~femeso.steppers.StepRecord`.
+        """Take one step of size ``dt``; returns its :class:`~femeso.stepping.StepRecord`.
 
         A step whose Newton solve fails or whose solution is not finite is retried as two half
         steps (recursively, at most ``max_halvings`` times in a row).

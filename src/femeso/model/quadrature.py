@@ -15,7 +15,7 @@ import ufl
 from finat.ufl import FiniteElement, TensorElement, VectorElement
 from firedrake.petsc import PETSc
 
-from femeso.fields import DTYPE
+from femeso.model.fields import DTYPE
 
 __all__ = ["QuadratureRule"]
 

@@ -18,7 +18,7 @@ through the :math:`P_q`, which depend on :math:`u^n` at the points; the transpos
 sampling :math:`u \mapsto (u(x_q))_q` maps the latter back to the state space.
 
 Chaining :func:`step_vjp` backwards over a window of steps gives the gradient of an unrolled
-multi-step loss (:mod:`femeso.training`).
+multi-step loss (:mod:`femeso.training.trainer`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ import torch
 import ufl
 from mpi4py import MPI
 
-from femeso.model import components
-from femeso.quadrature import QuadratureRule
-from femeso.solvers import lu_solver
+from femeso.model.onsager import components
+from femeso.model.quadrature import QuadratureRule
+from femeso.stepping.solvers import lu_solver
 
 if TYPE_CHECKING:  # the stepper imports this module; this one needs the type only
-    from femeso.steppers import EnergyStableStepper
+    from femeso.stepping.energy_stable import EnergyStableStepper
 
 __all__ = [
     "adjoint_forms",
@@ -163,8 +163,8 @@ def step_vjp(
     ----------
     stepper
         The stepper, holding a converged step put in place by
-        :meth:`~femeso.steppers.EnergyStableStepper.restore` (the start state and the converged
-        unknowns of a step taken without halvings).
+        :meth:`~femeso.stepping.energy_stable.EnergyStableStepper.restore` (the start state and the
+        converged unknowns of a step taken without halvings).
     dL_du1
         :math:`dL/du^{n+1}`, a ``Cofunction`` on the dual of the state space (e.g.
         ``assemble(inner(u1 - data, v) * dx)`` for :math:`\frac12\|u^{n+1} - u_{data}\|^2`).
@@ -189,7 +189,7 @@ def step_pullback(
     r"""Return the parameters, :math:`dL/d\theta` (summed over ranks) and :math:`dL/du^n`.
 
     The vector-Jacobian product of the step held by ``stepper`` (see :func:`step_vjp` for the
-    arguments), without touching any ``.grad``: what :class:`femeso.bridge.RolloutFunction`
+    arguments), without touching any ``.grad``: what :class:`femeso.training.bridge.RolloutFunction`
     hands to PyTorch's autograd.
     """
     if not stepper.holds_step:

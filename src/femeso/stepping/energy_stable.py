@@ -10,8 +10,8 @@ One step from :math:`u^n` to :math:`u^{n+1}` solves, for :math:`(u^{n+1}, \mu)` 
       - (\kappa\nabla u^{n+\frac12}, \nabla\eta) &= 0,
 
 with :math:`\bar\mu_F` the pointwise discrete gradient of the density
-(:mod:`femeso.discrete_gradients`), :math:`u^{n+1/2}` the midpoint and :math:`u^*` the state at
-which the mobility is evaluated: the midpoint for ``scheme="midpoint"`` (second order, the
+(:mod:`femeso.stepping.discrete_gradients`), :math:`u^{n+1/2}` the midpoint and :math:`u^*` the
+state at which the mobility is evaluated: the midpoint for ``scheme="midpoint"`` (second order, the
 default) or :math:`u^n` for ``scheme="linearised"`` (first order, cheaper Jacobian). Taking
 :math:`v = \mu` and :math:`\eta = u^{n+1} - u^n`, with every term and :math:`V_h` integrated by the
 same quadrature rule,
@@ -46,14 +46,14 @@ from firedrake.preconditioners.base import PCBase
 from mpi4py import MPI
 
 from femeso._log import logger, progress_bar
-from femeso.adjoint import step_vjp
-from femeso.coefficients import StepCoefficients
-from femeso.discrete_gradients import DEFAULT_TOL, discrete_gradient_and_jacobian
-from femeso.fields import DTYPE
-from femeso.mobilities import TensorMobility
-from femeso.model import OnsagerModel, components
-from femeso.solvers import DIRECT_SOLVER, ITERATIVE_SOLVER, LU
-from femeso.step_control import StepFailure, take_step
+from femeso.model.fields import DTYPE
+from femeso.model.mobilities import TensorMobility
+from femeso.model.onsager import OnsagerModel, components
+from femeso.stepping.adjoint import step_vjp
+from femeso.stepping.coefficients import StepCoefficients
+from femeso.stepping.control import StepFailure, take_step
+from femeso.stepping.discrete_gradients import DEFAULT_TOL, discrete_gradient_and_jacobian
+from femeso.stepping.solvers import DIRECT_SOLVER, ITERATIVE_SOLVER, LU
 
 __all__ = [
     "DIRECT_SOLVER",
@@ -239,7 +239,7 @@ class EnergyStableStepper(SteppingLoop):
         (each one dissipative, so the step is). A learned model used at a large data step can
         then be integrated more accurately than by one midpoint step -- e.g. the phase error of
         dispersive (KdV-like) modes falls as ``substeps**-2`` -- and is trained that way
-        (:mod:`femeso.training` back-propagates through every sub-step).
+        (:mod:`femeso.training.trainer` back-propagates through every sub-step).
 
     Attributes
     ----------
@@ -307,7 +307,7 @@ class EnergyStableStepper(SteppingLoop):
 
         # ---- values at the quadrature points, refreshed from PyTorch
         self._u1_q = rule.function(() if k == 1 else (k,))
-        #: The pointwise coefficients the forms read (:mod:`femeso.coefficients`).
+        #: The pointwise coefficients the forms read (:mod:`femeso.stepping.coefficients`).
         self.coefficients = StepCoefficients(model, midpoint_mobility=scheme == "midpoint")
 
         # ---- the forms
@@ -325,7 +325,7 @@ class EnergyStableStepper(SteppingLoop):
                 {
                     "ksp_type": "preonly",
                     "pc_type": "python",
-                    "pc_python_type": "femeso.steppers.LowRankCorrectionPC",
+                    "pc_python_type": "femeso.stepping.energy_stable.LowRankCorrectionPC",
                 }
             )
             self._low_rank_vectors()
@@ -533,7 +533,7 @@ class EnergyStableStepper(SteppingLoop):
         self.holds_step = True
 
     def vjp(self, dL_du1: fd.Cofunction, *, wrt_state: bool = True) -> fd.Cofunction | None:
-        """Back-propagate dL/du1 through the held step (:func:`~femeso.adjoint.step_vjp`)."""
+        """Back-propagate dL/du1 through the held step (:func:`~femeso.stepping.step_vjp`)."""
         return step_vjp(self, dL_du1, wrt_state=wrt_state)
 
     def _update_pointwise(self, X) -> None:

@@ -35,14 +35,14 @@ import ufl
 from mpi4py import MPI
 from torch import nn
 
-from femeso.adjoint import adjoint_forms
-from femeso.discrete_gradients import (
+from femeso.model.energies import ConstantKappa
+from femeso.stepping.adjoint import adjoint_forms
+from femeso.stepping.discrete_gradients import (
     DEFAULT_TOL,
     scalar_discrete_gradient,
     traceable_scalar_discrete_gradient,
 )
-from femeso.energies import ConstantKappa
-from femeso.steppers import StepFailure
+from femeso.stepping.energy_stable import StepFailure
 
 __all__ = [
     "LevenbergMarquardt",
@@ -62,8 +62,9 @@ class _PointValues(nn.Module):
     """The pointwise values a held step depends on (:meth:`StepCoefficients.values`), traceable.
 
     The stepper's own coefficient definitions, with the discrete gradient written for
-    ``torch.func`` (:func:`~femeso.discrete_gradients.traceable_scalar_discrete_gradient`); the
-    gradient coefficients are left out (a learned kappa is not supported here, see
+    ``torch.func``
+    (:func:`~femeso.stepping.discrete_gradients.traceable_scalar_discrete_gradient`); the gradient
+    coefficients are left out (a learned kappa is not supported here, see
     :func:`_check_supported`).
     """
 
@@ -190,7 +191,8 @@ def state_tangent(stepper, tangents: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     stepper
-        A stepper holding a converged step (:meth:`~femeso.steppers.EnergyStableStepper.restore`).
+        A stepper holding a converged step
+        (:meth:`~femeso.stepping.energy_stable.EnergyStableStepper.restore`).
     tangents
         ``(n_owned_state_dofs, m)`` perturbations of the start state.
 
@@ -245,8 +247,8 @@ def step_jacobian(stepper) -> np.ndarray:
     r"""Return :math:`du^{1}/d\theta` of the step held by ``stepper`` (owned rows, all columns).
 
     ``stepper`` must hold a converged step put in place by
-    :meth:`~femeso.steppers.EnergyStableStepper.restore`; the start state is held fixed (a
-    data state). Columns follow :func:`trainable` order, each parameter flattened.
+    :meth:`~femeso.stepping.energy_stable.EnergyStableStepper.restore`; the start state is held
+    fixed (a data state). Columns follow :func:`trainable` order, each parameter flattened.
 
     Returns
     -------
@@ -340,7 +342,7 @@ def window_curvature(stepper, data: list[fd.Function], *, norm: str = "L2") -> W
     Parameters
     ----------
     stepper
-        An :class:`~femeso.steppers.EnergyStableStepper` at the window's step size.
+        An :class:`~femeso.stepping.energy_stable.EnergyStableStepper` at the window's step size.
     data
         ``[d_0, d_1]``: a one-step window.
     norm
@@ -348,7 +350,7 @@ def window_curvature(stepper, data: list[fd.Function], *, norm: str = "L2") -> W
 
     Raises
     ------
-    femeso.steppers.StepFailure
+    femeso.stepping.energy_stable.StepFailure
         When the step does not converge or needed halvings.
     ValueError
         For windows of more than one step.

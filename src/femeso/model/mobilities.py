@@ -11,8 +11,8 @@ Dissipative parts enter the weak form as a bilinear form :math:`a_M(\mu, v)` wit
   :math:`a_M(\mu, v) = \int \sum_i \mathbf{M}(x)\nabla\mu_i\cdot\nabla v_i\,dx`,
   :math:`\mathbf{M} = LL^T \succeq 0`.
 
-The coefficients are non-negative by construction: a :class:`~femeso.fields.NeuralField` goes
-through a softplus, a closed-form :class:`~femeso.fields.Expression` through its positive part
+The coefficients are non-negative by construction: a :class:`~femeso.model.fields.NeuralField` goes
+through a softplus, a closed-form :class:`~femeso.model.fields.Expression` through its positive part
 :math:`\max(m, 0)` (so a degenerate mobility such as :math:`u(1-u)` stays admissible even where a
 state leaves :math:`[0, 1]`), and a constant must be :math:`\ge 0`.
 
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from femeso.fields import DTYPE, NeuralField, PointwiseField, softplus
+from femeso.model.fields import DTYPE, NeuralField, PointwiseField, softplus
 
 __all__ = [
     "CanonicalCoupling",
@@ -53,9 +53,9 @@ class MobilityCoefficient(nn.Module):
     Parameters
     ----------
     coefficient
-        A non-negative number or sequence (constant), a :class:`~femeso.fields.NeuralField`
-        (made positive by a softplus) or a :class:`~femeso.fields.Expression` (its positive part
-        is used).
+        A non-negative number or sequence (constant), a :class:`~femeso.model.fields.NeuralField`
+        (made positive by a softplus) or a :class:`~femeso.model.fields.Expression` (its positive
+        part is used).
     n_states
         Number of state components.
 
@@ -99,7 +99,7 @@ class MobilityCoefficient(nn.Module):
 
     def ufl(self, u, x):
         """Return the coefficients as a list of UFL expressions."""
-        from femeso.fields import UFL_OPS
+        from femeso.model.fields import UFL_OPS
 
         if self.kind == "constant":
             return [float(c) for c in self.constant]
@@ -211,8 +211,8 @@ class SkewTransport(nn.Module):
     Parameters
     ----------
     velocity
-        A constant vector (sequence of ``dim`` numbers) or a :class:`~femeso.fields.NeuralField`
-        of position only with ``dim`` outputs (learned).
+        A constant vector (sequence of ``dim`` numbers) or a
+        :class:`~femeso.model.fields.NeuralField` of position only with ``dim`` outputs (learned).
     dim
         Spatial dimension.
     learnable
@@ -295,7 +295,7 @@ class CanonicalCoupling(nn.Module):
     Parameters
     ----------
     coefficient
-        A constant or a :class:`~femeso.fields.NeuralField` of position with one output.
+        A constant or a :class:`~femeso.model.fields.NeuralField` of position with one output.
     pair
         The indices ``(q, p)`` of the coupled state components.
 
@@ -358,8 +358,8 @@ class TensorMobility(nn.Module):
     ----------
     tensor
         A constant symmetric positive semi-definite ``dim x dim`` matrix, or a
-        :class:`~femeso.fields.NeuralField` of position with ``dim (dim + 1) / 2`` outputs (the
-        entries of ``L`` row by row).
+        :class:`~femeso.model.fields.NeuralField` of position with ``dim (dim + 1) / 2`` outputs
+        (the entries of ``L`` row by row).
     dim
         Spatial dimension.
     n_states
@@ -427,7 +427,7 @@ class TensorMobility(nn.Module):
         """Return the tensor as a UFL matrix expression of the position ``x``."""
         import ufl
 
-        from femeso.fields import UFL_OPS
+        from femeso.model.fields import UFL_OPS
 
         if self.field is None:
             return ufl.as_matrix(self.constant.tolist())

@@ -46,11 +46,11 @@ import torch
 import ufl
 
 from femeso.data.trajectories import Dataset
-from femeso.energies import BarrierDensity, CoerciveNeuralDensity, SumDensity
-from femeso.fields import DTYPE, NeuralField
-from femeso.mobilities import ConservedMobility, LocalMobility, SkewTransport
-from femeso.model import OnsagerModel
-from femeso.solvers import LU
+from femeso.model.energies import BarrierDensity, CoerciveNeuralDensity, SumDensity
+from femeso.model.fields import DTYPE, NeuralField
+from femeso.model.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model.onsager import OnsagerModel
+from femeso.stepping.solvers import LU
 
 __all__ = ["GradientMatch", "WarmStart", "gradient_matching", "warm_start"]
 
@@ -431,7 +431,7 @@ def warm_start(
     Parameters
     ----------
     model
-        An Onsager model with a :class:`~femeso.energies.CoerciveNeuralDensity` and one local
+        An Onsager model with a :class:`~femeso.model.energies.CoerciveNeuralDensity` and one local
         or conserved mobility (constant or a neural field) or one constant 1-D transport;
         modified in place.
     data

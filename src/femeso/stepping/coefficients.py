@@ -1,7 +1,7 @@
 r"""The values at the quadrature points that a step's forms read, defined once.
 
-A step of :class:`~femeso.steppers.EnergyStableStepper` depends on the networks only through a
-few *coefficients* sampled at the quadrature points: the discrete gradient
+A step of :class:`~femeso.stepping.energy_stable.EnergyStableStepper` depends on the networks only
+through a few *coefficients* sampled at the quadrature points: the discrete gradient
 :math:`\bar\mu_F(u^n, u^{n+1})` of the density, the gradient coefficients :math:`\kappa`, the
 mobility coefficients by kind (at :math:`u^n` or at the midpoint), the mobility tensor and the
 coefficient of each conservative part. :class:`StepCoefficients` owns their quadrature
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import firedrake as fd
 import torch
 
-from femeso.discrete_gradients import (
+from femeso.stepping.discrete_gradients import (
     DEFAULT_TOL,
     discrete_gradient,
     discrete_gradient_and_jacobian,
@@ -124,8 +124,8 @@ class StepCoefficients:
 
         The values are differentiable in the model's parameters and in ``u0`` (and ``u1``),
         through whatever ``discrete_gradient`` supports: the default
-        (:func:`~femeso.discrete_gradients.discrete_gradient`) by reverse mode;
-        :func:`~femeso.discrete_gradients.traceable_scalar_discrete_gradient` under
+        (:func:`~femeso.stepping.discrete_gradients.discrete_gradient`) by reverse mode;
+        :func:`~femeso.stepping.discrete_gradients.traceable_scalar_discrete_gradient` under
         ``torch.func`` transforms.
 
         Parameters

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from femeso.fields import DTYPE, Expression, NeuralField, softplus
+from femeso.model.fields import DTYPE, Expression, NeuralField, softplus
 
 __all__ = [
     "BarrierDensity",
@@ -138,7 +138,7 @@ class KnownDensity(Density):
     ----------
     formula
         ``formula(u, x, ops)`` with ``u`` the list of state components (see
-        :class:`femeso.fields.Expression`).
+        :class:`femeso.model.fields.Expression`).
     n_states
         Number of state components.
     uses_position
@@ -281,7 +281,7 @@ class CoerciveNeuralDensity(Density):
             + N_\theta(u, x) - N_\theta(0, x),
         \qquad a = a_{\min} + \mathrm{softplus}(\theta_a) > 0,\ b = \mathrm{softplus}(\theta_b)
 
-    with :math:`N_\theta` a :class:`~femeso.fields.NeuralField` whose output is bounded by
+    with :math:`N_\theta` a :class:`~femeso.model.fields.NeuralField` whose output is bounded by
     :math:`B_\theta`, and an optional polynomial part (``polynomial_degree = p``, one state
     component) :math:`P_\theta(u) = \sum_{j=1}^{p-1} c_j u^j + e\,u^p`, the :math:`c_j` of any
     sign, the leading coefficient :math:`e = e_{\min} + \mathrm{softplus}(\theta_e) > 0` and
@@ -584,7 +584,7 @@ class NonlocalEnergy(nn.Module):
 
     with given basis functions :math:`\phi_j(x)` (low Fourier modes on a periodic box, low
     polynomials, Laplacian eigenfunctions ...) and :math:`N_\theta` a
-    :class:`~femeso.fields.NeuralField` whose output is bounded, so the total energy stays
+    :class:`~femeso.model.fields.NeuralField` whose output is bounded, so the total energy stays
     coercive for every parameter value. Subtracting :math:`N_\theta(0)` is the additive gauge.
 
     Parameters

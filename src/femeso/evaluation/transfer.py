@@ -33,7 +33,7 @@ from femeso._log import logger
 from femeso.config import ConfigError, JobConfig, validate
 from femeso.data.io import save_dataset
 from femeso.evaluation import write_json
-from femeso.model import read_model_file
+from femeso.model.files import read_model_file
 
 __all__ = [
     "PERIODIC_MESHES",

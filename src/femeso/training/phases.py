@@ -3,11 +3,11 @@
 A femeso model is trained in phases: a choice of start (gradient-matching warm starts of several
 polynomial degrees against the networks' own initialisation), then optimisers (Adam, then
 Levenberg--Marquardt), each phase starting from the best parameters so far. One *judge* -- a
-:class:`~femeso.training.Trainer` on the validation windows that trains nothing -- scores every
-candidate start and the end of every phase, whatever that phase optimises; the best over all of
-them is kept and named::
+:class:`~femeso.training.trainer.Trainer` on the validation windows that trains nothing -- scores
+every candidate start and the end of every phase, whatever that phase optimises; the best over all
+of them is kept and named::
 
-    training = femeso.phases.PhasedTraining(model, train, validation, judge=settings,
+    training = femeso.training.phases.PhasedTraining(model, train, validation, judge=settings,
                                             make_stepper=make_stepper)
     result = training.run([ChooseStart(), Optimise(adam_settings), Optimise(lm_settings)])
     result["model"]     # e.g. "Levenberg-Marquardt, best on validation"
@@ -31,9 +31,9 @@ import torch
 
 from femeso._log import logger
 from femeso.data.trajectories import Dataset
-from femeso.fields import bound_input_slopes
-from femeso.training import Trainer, TrainingConfig, TrainingHistory
-from femeso.warm_start import warm_start
+from femeso.model.fields import bound_input_slopes
+from femeso.training.trainer import Trainer, TrainingConfig, TrainingHistory
+from femeso.training.warm_start import warm_start
 
 __all__ = [
     "START_CANDIDATES",
@@ -93,9 +93,9 @@ def choose_start(
 ) -> dict[str, Any]:
     """Try the candidate starts of an Onsager model; load the best on validation into it.
 
-    Every warm start (:func:`femeso.warm_start.warm_start`) is applied whatever its residual;
-    the validation windows (``judge``) decide. Without validation data the degree-5 warm start
-    is kept when its residual is at most 0.5 (a warning says that nothing validated it).
+    Every warm start (:func:`femeso.training.warm_start.warm_start`) is applied whatever its
+    residual; the validation windows (``judge``) decide. Without validation data the degree-5 warm
+    start is kept when its residual is at most 0.5 (a warning says that nothing validated it).
 
     Returns
     -------
@@ -186,7 +186,7 @@ class ChooseStart:
 
 @dataclass
 class Optimise:
-    """An optimiser phase: a :class:`~femeso.training.Trainer` run with ``settings``.
+    """An optimiser phase: a :class:`~femeso.training.trainer.Trainer` run with ``settings``.
 
     ``directory`` receives its checkpoints (resumable), ``history.json`` and
     ``best_model.npz``; ``key`` names its iteration count in the summary.
@@ -244,7 +244,7 @@ class PhasedTraining:
         The settings whose validation windows judge every phase (the main phase's, so that
         every phase is scored on the same windows, whatever it optimises).
     make_stepper
-        ``(u0, dt) -> stepper``, as :class:`~femeso.training.Trainer` takes it.
+        ``(u0, dt) -> stepper``, as :class:`~femeso.training.trainer.Trainer` takes it.
     progress
         Progress bars of the optimiser phases.
     resume

@@ -7,9 +7,9 @@ steps from :math:`d_0`; the window's loss is the mean relative squared mismatch
 .. math:: \ell = \frac1K \sum_{j=1}^K \frac{\|u_j - d_j\|_X^2}{\|d_j\|_X^2}
 
 in :math:`X = L^2` (default) or :math:`H^1`, and a minibatch's loss is the mean over its windows.
-Gradients come from the discrete adjoint (:func:`femeso.adjoint.step_vjp`) chained backwards over
-the window -- the full gradient of the unrolled loss, or with ``gradient="cut"`` the paper's
-protocol, where each step's loss is differentiated through that step only. Long windows can
+Gradients come from the discrete adjoint (:func:`femeso.stepping.adjoint.step_vjp`) chained
+backwards over the window -- the full gradient of the unrolled loss, or with ``gradient="cut"`` the
+paper's protocol, where each step's loss is differentiated through that step only. Long windows can
 store only every ``checkpoint_stride``-th state and recompute the rest in the reverse sweep
 (memory ``K/s + s`` states instead of ``K``, one extra forward solve per step).
 
@@ -42,9 +42,9 @@ from femeso._files import atomic_write, first_line, on_rank_zero
 from femeso._log import logger, progress_bar
 from femeso.config import DEFAULTS, GRADIENTS, NORMS, OPTIMIZERS
 from femeso.data.trajectories import Dataset
-from femeso.fields import bound_input_slopes
-from femeso.gauss_newton import LevenbergMarquardt, WindowCurvature, window_curvature
-from femeso.steppers import EnergyStableStepper, StepFailure
+from femeso.model.fields import bound_input_slopes
+from femeso.stepping.energy_stable import EnergyStableStepper, StepFailure
+from femeso.training.gauss_newton import LevenbergMarquardt, WindowCurvature, window_curvature
 
 __all__ = [
     "Trainer",
@@ -84,7 +84,7 @@ class TrainingConfig:
     optimizer, learning_rate, weight_decay
         ``"adam"``, ``"adamw"``, ``"sgd"``, ``"lbfgs"`` (full-batch quasi-Newton; one closure
         evaluation per line-search step) or ``"levenberg_marquardt"`` (damped Gauss--Newton with
-        the exact tangent of each step, :mod:`femeso.gauss_newton`; one-step windows; the
+        the exact tangent of each step, :mod:`femeso.training.gauss_newton`; one-step windows; the
         learning rate is the fraction of the step taken, 1 is the classical method), and its
         settings.
     lr_decay
@@ -94,7 +94,7 @@ class TrainingConfig:
         Clip the gradient's norm to this value (0: off).
     max_input_slope
         After every optimiser step, clamp the first-layer weights of the model's neural fields
-        to this magnitude (:func:`~femeso.fields.bound_input_slopes`; 0: off). It bounds the
+        to this magnitude (:func:`~femeso.model.fields.bound_input_slopes`; 0: off). It bounds the
         curvature of learned densities where no data constrain them.
     validate_every
         Evaluate the validation windows every this many iterations (0: never).
@@ -235,8 +235,8 @@ def window_loss(stepper, data: list[fd.Function], *, norm: str = "L2") -> tuple[
     Parameters
     ----------
     stepper
-        A stepper (:class:`~femeso.steppers.EnergyStableStepper` or the black-box baseline's) at
-        the window's step size.
+        A stepper (:class:`~femeso.stepping.energy_stable.EnergyStableStepper` or the black-box
+        baseline's) at the window's step size.
     data
         The window's data states ``d_0, ..., d_K``.
     norm
@@ -419,7 +419,7 @@ class Trainer:
     ----------
     model
         A ``torch.nn.Module`` with ``space`` and ``mesh`` (an
-        :class:`~femeso.model.OnsagerModel` or :class:`~femeso.baseline.BlackBoxModel`).
+        :class:`~femeso.model.OnsagerModel` or :class:`~femeso.peers.blackbox.BlackBoxModel`).
     train, validation
         Datasets on the model's space; ``validation`` may be ``None``.
     config

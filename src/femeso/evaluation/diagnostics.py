@@ -130,7 +130,7 @@ def inference_sweep(
     ----------
     make_stepper
         ``make_stepper(u0, dt)``; its steppers' records carry ``energy`` and ``energy_change``
-        (:class:`~femeso.steppers.EnergyStableStepper`).
+        (:class:`~femeso.stepping.energy_stable.EnergyStableStepper`).
     traj
         The data trajectory (equally spaced frames up to at least ``t_end``).
     factors
@@ -506,7 +506,7 @@ def plot_diagnostics(
         ``path`` (on every rank).
 
     """
-    from femeso.plots import DPI
+    from femeso.evaluation.plots import DPI
 
     path = Path(path)
     if comm.rank != 0:

@@ -1,0 +1,162 @@
+"""What a job builds from its configuration: the state space and the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import firedrake as fd
+import numpy as np
+
+from femeso.config import CHAINS, JobConfig
+from femeso.data.generators import (
+    allen_cahn_model,
+    cahn_hilliard_model,
+    kdv_model,
+    mobility_coefficient,
+)
+from femeso.data.io import load_dataset_mesh
+from femeso.jobs.output import _data_path, _model_path, _resolve_file_data
+from femeso.meshes import bounding_box, load_mesh
+from femeso.model.energies import BarrierDensity, CoerciveNeuralDensity, ConstantKappa, Energy
+from femeso.model.fields import NeuralField
+from femeso.model.mobilities import ConservedMobility, LocalMobility, SkewTransport
+from femeso.model.onsager import OnsagerModel
+from femeso.peers.blackbox import BlackBoxModel, BlackBoxStepper
+from femeso.stepping.energy_stable import EnergyStableStepper
+
+__all__ = [
+    "from_files",
+    "build_space",
+    "true_model",
+    "learned_model",
+    "baseline_model",
+    "stepper_factory",
+    "load_trained",
+]
+
+
+def from_files(config: JobConfig) -> bool:
+    """Return whether the job learns from files (``data.source = "files"``)."""
+    return config.data.source == "files"
+
+
+def build_space(config: JobConfig) -> fd.FunctionSpace:
+    """Return the job's state space (scalar CG of ``mesh.degree`` on the job's mesh).
+
+    For data from files the mesh is the one stored with the imported training data
+    (``data/train.h5``), and ``data.frame_dt``, ``data.frames`` and
+    ``evaluation.horizon_factor`` are filled in from the data (``data/source.json``).
+    """
+    m = config.mesh
+    if from_files(config):
+        _resolve_file_data(config)
+        mesh = load_dataset_mesh(_data_path(config, "train"))
+        return fd.FunctionSpace(mesh, "CG", m.degree)
+    if m.name == "periodic_interval":
+        mesh = fd.PeriodicIntervalMesh(m.cells, m.length)
+    elif m.name == "periodic_square":
+        mesh = fd.PeriodicSquareMesh(m.cells, m.cells, m.length)
+    else:
+        mesh = load_mesh(m.name, refinement=m.refinement)
+    return fd.FunctionSpace(mesh, "CG", m.degree)
+
+
+def _true_mobility(config: JobConfig, mesh: fd.MeshGeometry):
+    """Return the data's mobility on ``mesh``: a number or an Expression of ``(u[, x])``."""
+    d = config.data
+    return mobility_coefficient(d.mobility, mesh, scale=d.mobility_scale)
+
+
+def true_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel | None:
+    """Return the model that generates the job's data (``None`` for chain data: none is known)."""
+    d = config.data
+    if from_files(config) or d.equation in CHAINS:
+        return None
+    if d.equation == "kdv":
+        return kdv_model(space)
+    mobility = _true_mobility(config, space.mesh())
+    if d.equation == "cahn_hilliard":
+        return cahn_hilliard_model(space, kappa=d.kappa, density=d.density, mobility=mobility)
+    return allen_cahn_model(space, epsilon=d.epsilon, density=d.density, mobility=mobility)
+
+
+def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
+    """Return the (untrained) Onsager model of the job.
+
+    Neural F, gauge-normalised kappa, a mobility m(u) (neural, constant or none: M = 0) or
+    m(u, x) (``neural_x``: the position normalised by the mesh's bounding box, centre and
+    half-widths) and, with ``model.transport = "learned"``, a skew transport along a learned
+    constant velocity.
+    """
+    m, seed = config.model, config.job.seed
+    if m.transport == "learned" and space.mesh().geometric_dimension != 1:
+        raise ValueError(
+            f"{config.source}: model.transport = 'learned' needs 1-D periodic data, the data's "
+            f"mesh is {space.mesh().geometric_dimension}-D"
+        )
+    density = CoerciveNeuralDensity(
+        width=m.width, depth=m.depth, polynomial_degree=m.polynomial_degree, seed=seed
+    )
+    if m.state_range:  # every accepted state strictly inside: see BarrierDensity
+        density = density + BarrierDensity(*m.state_range)
+    energy = Energy(density, ConstantKappa(1.0, learnable=True))
+    conservative = []
+    if m.transport == "learned":
+        conservative.append(SkewTransport([m.velocity], dim=1, learnable=True))
+    if m.mobility == "none":
+        return OnsagerModel(space, energy, conservative=conservative, kappa_ref=m.kappa_ref)
+    if m.mobility in ("neural", "neural_x"):
+        center, scale, dim = [m.input_center], [m.input_scale], None
+        if m.mobility == "neural_x":
+            lo, hi = bounding_box(space.mesh())
+            dim = len(lo)
+            center += (0.5 * (lo + hi)).tolist()
+            scale += np.maximum(0.5 * (hi - lo), 1e-12).tolist()
+        coefficient: Any = NeuralField(
+            1,
+            1,
+            width=m.width,
+            depth=m.depth,
+            dim=dim,
+            seed=seed + 1,
+            input_center=center if dim else center[0],
+            input_scale=scale if dim else scale[0],
+        )
+    else:
+        coefficient = 1.0
+    dynamics = m.dynamics
+    if dynamics == "auto":
+        dynamics = "conserved" if config.data.equation == "cahn_hilliard" else "local"
+    cls = ConservedMobility if dynamics == "conserved" else LocalMobility
+    return OnsagerModel(
+        space,
+        energy,
+        mobility=cls(coefficient),
+        conservative=conservative,
+        kappa_ref=m.kappa_ref,
+    )
+
+
+def baseline_model(config: JobConfig, space: fd.FunctionSpace) -> BlackBoxModel:
+    """Return the (untrained) black-box baseline of the job."""
+    return BlackBoxModel(space, width=config.baseline.width, seed=config.job.seed)
+
+
+def stepper_factory(model, substeps: int = 1):
+    """Return ``make_stepper(u0, dt)`` for an Onsager model or the black-box baseline.
+
+    The Onsager model's steps take ``substeps`` scheme steps each; the baseline takes one.
+    """
+    if isinstance(model, BlackBoxModel):
+        return lambda u0, dt: BlackBoxStepper(model, u0, dt)
+    return lambda u0, dt: EnergyStableStepper(model, u0, dt, substeps=substeps)
+
+
+def load_trained(config: JobConfig, space: fd.FunctionSpace, which: str):
+    """Return the trained Onsager model or baseline saved by :func:`train`."""
+    path = _model_path(config, which)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `femeso train` first")
+    model = baseline_model(config, space) if which == "baseline" else learned_model(config, space)
+    model.load_parameters(path)
+    return model
