@@ -6,7 +6,7 @@ benchmark of that revision and of the working tree in turn, ``--repeats`` times 
 the medians and their ratio (after / before)::
 
     python bench/compare_revisions.py f22e969
-    python bench/compare_revisions.py HEAD~3 --repeats 3 --quick
+    python bench/compare_revisions.py HEAD~3 --after HEAD --repeats 3 --quick
 
 Each side runs its own copy of the benchmark scripts (an import path may have moved between the
 revisions) with its own ``src`` first on ``PYTHONPATH``.
@@ -55,6 +55,7 @@ BENCHMARKS = {
 
 def export(revision: str, folder: Path) -> Path:
     """Write ``src``, ``bench`` and ``meshes`` of ``revision`` into ``folder``; return it."""
+    folder.mkdir(parents=True)
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", revision, "src", "bench", "meshes"],
         check=True,
@@ -89,21 +90,23 @@ def measure(tree: Path, script: str, arguments: list[str], figures: dict[str, st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("before", help="the git revision to compare the working tree with")
+    parser.add_argument("before", help="the git revision to compare with")
+    parser.add_argument("--after", default=None, help="a git revision (default: the working tree)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side (alternated)")
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append", default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="femeso-before-") as tmp:
-        before = export(args.before, Path(tmp))
-        print(f"before: {args.before} (exported to {before}); after: the working tree {ROOT}")
+    with tempfile.TemporaryDirectory(prefix="femeso-revisions-") as tmp:
+        before = export(args.before, Path(tmp) / "before")
+        after = ROOT if args.after is None else export(args.after, Path(tmp) / "after")
+        print(f"before: {args.before}; after: {args.after or 'the working tree'} ({after})")
         print(f"{'figure':<28} {'before (median)':>16} {'after (median)':>15} {'after/before':>13}")
         for name in args.only or list(BENCHMARKS):
             script, full, quick, figures = BENCHMARKS[name]
             arguments = quick if args.quick else full
             runs: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
             for _ in range(args.repeats):
-                for side, tree in (("before", before), ("after", ROOT)):
+                for side, tree in (("before", before), ("after", after)):
                     for figure, value in measure(tree, script, arguments, figures).items():
                         runs[side].setdefault(figure, []).append(value)
             for figure in figures:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from femeso.model.fields import DTYPE, Expression, NeuralField, softplus
+from femeso.model.fields import DTYPE, UFL_OPS, Expression, NeuralField, softplus
 
 __all__ = [
     "BarrierDensity",
@@ -52,6 +52,14 @@ class Density(nn.Module):
     def forward(self, u: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Evaluate ``F`` at ``n`` points."""
         raise NotImplementedError
+
+    def coercivity_bounds(self) -> tuple[float, float] | None:
+        """Return ``(alpha, C)`` with ``F >= alpha |u|^2 - C`` if the density guarantees one.
+
+        ``None`` (the default): the density promises nothing (e.g. a known density, whose
+        coercivity is the user's).
+        """
+        return None
 
     def value_and_state_derivative(
         self, u: torch.Tensor, x: torch.Tensor | None = None
@@ -518,6 +526,11 @@ class ConstantKappa(nn.Module):
         values = softplus(self.raw) if self.learnable else self.fixed
         return values.expand(x.shape[0], self.n_states)
 
+    def ufl_values(self, X: Any) -> list[float]:
+        """Return the ``k`` coefficients for UFL (numbers; ``X`` is not used)."""
+        with torch.no_grad():
+            return [float(c) for c in self.forward(torch.zeros(1, 1, dtype=DTYPE))[0]]
+
     def config(self) -> dict:
         """Return the constructor arguments (the value is saved with the parameters)."""
         values = self.forward(torch.zeros(1, 1, dtype=DTYPE))[0]
@@ -562,6 +575,10 @@ class NeuralKappa(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``(n, k)`` values at ``n`` points."""
         return softplus(self.network(None, x))
+
+    def ufl_values(self, X: Any) -> list[Any]:
+        """Return the ``k`` coefficients as UFL expressions of the coordinates ``X``."""
+        return [UFL_OPS.softplus(r) for r in self.network.ufl(None, X)]
 
     def config(self) -> dict:
         """Return the constructor arguments."""

@@ -224,6 +224,9 @@ class SkewTransport(nn.Module):
 
     """
 
+    #: what the part is, for code that treats kinds differently (e.g. the warm start)
+    kind = "transport"
+
     def __init__(
         self, velocity: Sequence[float] | NeuralField, *, dim: int, learnable: bool = False
     ) -> None:
@@ -300,6 +303,9 @@ class CanonicalCoupling(nn.Module):
         The indices ``(q, p)`` of the coupled state components.
 
     """
+
+    #: what the part is, for code that treats kinds differently (e.g. the warm start)
+    kind = "coupling"
 
     def __init__(
         self, coefficient: float | NeuralField = 1.0, *, pair: tuple[int, int] = (0, 1)

@@ -308,10 +308,7 @@ class OnsagerModel(nn.Module):
 
         ``None`` when the density has a known part (its coercivity is the user's).
         """
-        density = self.energy.density
-        if isinstance(density, CoerciveNeuralDensity):
-            return density.coercivity_bounds()
-        return None
+        return self.energy.density.coercivity_bounds()
 
     # ------------------------------------------------------------------ plain UFL
     def weak_form(
@@ -362,16 +359,8 @@ class OnsagerModel(nn.Module):
         return ufl.algorithms.apply_algebra_lowering.apply_algebra_lowering(form)
 
     def _kappa_ufl(self, X: Any) -> list[Any]:
-        kappa = self.energy.kappa
         scale = self.kappa_scale()
-        if isinstance(kappa, NeuralKappa):
-            raw = kappa.network.ufl(None, X)
-            from femeso.model.fields import UFL_OPS
-
-            return [scale * UFL_OPS.softplus(r) for r in raw]
-        with torch.no_grad():
-            values = kappa(torch.zeros(1, 1, dtype=DTYPE))[0]
-        return [scale * float(c) for c in values]
+        return [scale * c for c in self.energy.kappa.ufl_values(X)]
 
     # ------------------------------------------------------------------ saving
     def config(self) -> dict:

@@ -35,7 +35,6 @@ import ufl
 from mpi4py import MPI
 from torch import nn
 
-from femeso.model.energies import ConstantKappa
 from femeso.stepping.adjoint import adjoint_forms
 from femeso.stepping.discrete_gradients import (
     DEFAULT_TOL,
@@ -235,7 +234,7 @@ def _check_supported(stepper) -> None:
     if stepper.n_moments:
         raise NotImplementedError("Gauss-Newton curvature of a nonlocal energy is not implemented")
     kappa = model.energy.kappa
-    if getattr(kappa, "learnable", False) and not isinstance(kappa, ConstantKappa):
+    if getattr(kappa, "learnable", False) and kappa.uses_position:
         raise NotImplementedError(
             "Gauss-Newton curvature with a learned kappa(x) is not implemented"
         )

@@ -48,7 +48,6 @@ import ufl
 from femeso.data.trajectories import Dataset
 from femeso.model.energies import BarrierDensity, CoerciveNeuralDensity, SumDensity
 from femeso.model.fields import DTYPE, NeuralField
-from femeso.model.mobilities import ConservedMobility, LocalMobility, SkewTransport
 from femeso.model.onsager import OnsagerModel
 from femeso.stepping.solvers import LU
 
@@ -115,12 +114,13 @@ def _part(model: OnsagerModel) -> tuple[str, torch.nn.Module]:
             f"model has {len(model.mobilities)} mobilities and {len(model.conservative)} "
             f"conservative parts"
         )
+    # A part's kind names its bilinear form (parts of one kind share it): local (m mu, v),
+    # conserved (m grad mu, grad v), transport (the skew form along b); only these are fitted.
     part = parts[0]
-    if isinstance(part, LocalMobility):
-        return "local", part
-    if isinstance(part, ConservedMobility):
-        return "conserved", part
-    if isinstance(part, SkewTransport) and part.field is None and part.dim == 1:
+    kind = getattr(part, "kind", None)
+    if kind in ("local", "conserved"):
+        return kind, part
+    if kind == "transport" and part.field is None and part.dim == 1:
         return "transport", part
     raise NotImplementedError(
         f"warm start: gradient matching does not support a {type(part).__name__} part "
