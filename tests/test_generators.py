@@ -207,3 +207,33 @@ def test_paper_allen_cahn_protocol(dim, points):
     grid = to_grid_arrays(data)
     assert grid.shape[:2] == (1, 3) and grid[0, 0].min() == pytest.approx(-1.0)
     assert np.all(np.diff(traj.metadata["reference_energy"]) < 0)
+
+
+def test_initial_fields_drawn_per_trajectory_from_declared_ranges():
+    """[data] mean/amplitude/wavenumber = [lo, hi]: each trajectory its own, seeded, in range."""
+    from femeso.config import ConfigError, validate
+    from femeso.jobs import build_space, generate_trajectories, initial_field_settings
+
+    ranges = {"mean": [0.3, 0.7], "amplitude": [0.05, 0.2], "wavenumber": [2.0, 6.0]}
+    config = validate({"data": {**ranges, "burn_in": 0, "substeps": 1}}, "job.toml")
+    drawn = [initial_field_settings(config.data, seed) for seed in range(40)]
+    for key, (lo, hi) in ranges.items():
+        values = np.array([d[key] for d in drawn])
+        assert np.all((values >= lo) & (values <= hi)), key
+        assert values.max() - values.min() > 0.5 * (hi - lo), key  # the range is explored
+    assert drawn[3] == initial_field_settings(config.data, 3)  # a trajectory's seed fixes it
+    # the generated fields carry the drawn mean and amplitude: max |u0 - mean| = amplitude
+    space = build_space(config)
+    data = generate_trajectories(config, space, count=2, frames=1, seed=11, progress=False)
+    for i, trajectory in enumerate(data.trajectories):
+        setting = initial_field_settings(config.data, 11 + i)
+        u0 = trajectory.states[0].dat.data_ro
+        assert abs(np.abs(u0 - setting["mean"]).max() - setting["amplitude"]) < 1e-12
+    # a number keeps every trajectory the same; a bad range is refused with one line
+    fixed = validate({"data": {"mean": 0.4}})
+    assert {initial_field_settings(fixed.data, s)["mean"] for s in range(5)} == {0.4}
+    for bad in ([0.7, 0.3], [0.1, 0.2, 0.3]):
+        with pytest.raises(ConfigError, match="data.mean must be a number or two numbers"):
+            validate({"data": {"mean": bad}})
+    with pytest.raises(ConfigError, match="data.amplitude must be a list of positive numbers"):
+        validate({"data": {"amplitude": [-0.1, 0.2]}})

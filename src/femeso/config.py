@@ -231,10 +231,24 @@ class DataSection:
     frame_dt: float = option(0.01, "time between frames (the training step)", positive=True)
     substeps: int = option(4, "reference steps per frame of the data generator", minimum=1)
     refine: int = option(0, "uniform refinements of the generator's mesh", minimum=0)
-    amplitude: float = option(0.3, "amplitude of the random initial fields", positive=True)
-    mean: float = option(0.5, "mean of the random initial fields")
-    wavenumber: float = option(
-        5.0, "largest wavenumber of the random initial fields", positive=True
+    amplitude: float | list[float] = option(
+        0.3,
+        "amplitude of the random initial fields, or [lo, hi]: each trajectory draws its own "
+        "uniformly (seeded by the trajectory's seed), so that the data tell F'' and m apart",
+        types=(float, list),
+        positive=True,
+    )
+    mean: float | list[float] = option(
+        0.5,
+        "mean of the random initial fields, or [lo, hi] (drawn per trajectory, as amplitude)",
+        types=(float, list),
+        signed=True,
+    )
+    wavenumber: float | list[float] = option(
+        5.0,
+        "largest wavenumber of the random initial fields, or [lo, hi] (drawn per trajectory)",
+        types=(float, list),
+        positive=True,
     )
 
 
@@ -572,6 +586,13 @@ def _check_combinations(config: JobConfig, source: str) -> None:
             f"{source}: data.mobility = 'graded' needs a dissipative equation (allen_cahn or "
             f"cahn_hilliard), data.equation = {d.equation!r} has no mobility"
         )
+    for key in ("amplitude", "mean", "wavenumber"):
+        value = getattr(d, key)
+        if isinstance(value, list) and (len(value) != 2 or value[0] > value[1]):
+            raise ConfigError(
+                f"{source}: data.{key} must be a number or two numbers [lo, hi] with lo <= hi, "
+                f"got {value}"
+            )
     if m.polynomial_degree and (m.polynomial_degree < 4 or m.polynomial_degree % 2):
         raise ConfigError(
             f"{source}: model.polynomial_degree must be 0 or an even number >= 4, "

@@ -11,7 +11,7 @@ import firedrake as fd
 import numpy as np
 
 from femeso._log import logger
-from femeso.config import CHAINS, JobConfig
+from femeso.config import CHAINS, DataSection, JobConfig
 from femeso.data.chains import generate_chain_dataset
 from femeso.data.generators import (
     generate_dataset,
@@ -24,7 +24,13 @@ from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.jobs.models import build_space, from_files, true_model
 from femeso.jobs.output import SPLITS, _data_path, _source_path, prepare_data_folder
 
-__all__ = ["generate", "data_files", "import_files", "generate_trajectories"]
+__all__ = [
+    "initial_field_settings",
+    "generate",
+    "data_files",
+    "import_files",
+    "generate_trajectories",
+]
 
 
 def generate(
@@ -229,8 +235,13 @@ def generate_trajectories(
     def initial(V: fd.FunctionSpace, seed: int) -> fd.Function:
         if d.initial == "paper_sine":
             return paper_sine_initial_condition(V, seed=seed)
+        drawn = initial_field_settings(d, seed)
         return random_smooth_field(
-            V, seed=seed, amplitude=d.amplitude, mean=d.mean, max_wavenumber=d.wavenumber
+            V,
+            seed=seed,
+            amplitude=drawn["amplitude"],
+            mean=drawn["mean"],
+            max_wavenumber=drawn["wavenumber"],
         )
 
     data = generate_dataset(
@@ -250,6 +261,21 @@ def generate_trajectories(
         progress=progress,
     )
     return _drop_frames(data, d.burn_in)
+
+
+def initial_field_settings(data: DataSection, seed: int) -> dict[str, float]:
+    """Return the mean, amplitude and wavenumber of trajectory ``seed``'s random initial field.
+
+    A ``[data]`` value given as ``[lo, hi]`` is drawn uniformly for each trajectory, from a
+    generator seeded by the trajectory's seed alone (so every rank and every rerun draws the
+    same); a number is used as it is.
+    """
+    rng = np.random.default_rng([seed, 0x1F1E1D])
+    drawn = {}
+    for key in ("mean", "amplitude", "wavenumber"):
+        value = getattr(data, key)
+        drawn[key] = float(rng.uniform(*value)) if isinstance(value, list) else float(value)
+    return drawn
 
 
 def _drop_frames(data: Dataset, n: int) -> Dataset:
