@@ -77,3 +77,46 @@ def test_every_phase_is_judged_and_the_best_is_named(train_and_validation, tmp_p
     )
     assert training.judge.validate() == pytest.approx(result["best_validation"], rel=1e-12)
     assert result["best_validation"] < math.inf
+
+
+def test_a_lengthening_unroll_schedule_runs_as_phases_judged_on_long_windows(tmp_path):
+    """training.unroll_schedule: one Adam phase per window length, each counted and kept apart;
+    training.judge_unroll: the kept model is chosen on validation windows of that length."""
+    from femeso import jobs
+    from femeso.config import ConfigError, validate
+    from femeso.jobs.training import _training_config
+
+    raw = {
+        "job": {"output": str(tmp_path / "job")},
+        "data": {"train": 2, "validation": 1, "test": 1, "frames": 4, "burn_in": 2},
+        "training": {
+            "iterations": 3,
+            "batch_size": 2,
+            "validate_every": 1,
+            "refine_iterations": 0,
+            "unroll_schedule": [2, 3],
+            "schedule_iterations": 2,
+            "judge_unroll": 4,
+        },
+        "baseline": {"enabled": False},
+    }
+    config = validate(raw, "job.toml")
+    assert _training_config(config, baseline=False, judge=True).unroll == 4
+    assert _training_config(config, baseline=False).unroll == 1
+    jobs.generate(config, progress=False)
+    out = jobs.train(config, models=("onsager",), progress=False)["onsager"]
+    assert (out["iterations"], out["unroll_2"], out["unroll_3"]) == (3, 2, 2)
+    assert out["schedule_iterations"] == 4
+    for unroll in (2, 3):
+        history = tmp_path / "job" / "onsager" / f"unroll_{unroll}" / "history.json"
+        assert history.exists(), history
+    assert (
+        out["model"].split(",")[0] in ("initialisation", "Adam") or "step windows" in out["model"]
+    ), out["model"]
+    for bad, message in (
+        ([1.5], "must list whole numbers"),
+        ([0], "must be a list of positive numbers"),
+    ):
+        raw["training"]["unroll_schedule"] = bad
+        with pytest.raises(ConfigError, match=f"training.unroll_schedule {message}"):
+            validate(raw, "job.toml")

@@ -337,6 +337,22 @@ class TrainingSection:
     )
     batch_size: int = option(8, "windows per minibatch", minimum=1)
     unroll: int = option(1, "implicit steps per window (unrolled loss)", minimum=1)
+    unroll_schedule: list[float] = option(
+        [],
+        "a lengthening schedule: after the first-order phase, one Adam phase per entry with "
+        "windows of that many steps (e.g. [2, 4, 8]), each from the best model so far "
+        "(training.schedule_iterations steps each; the checkpointed adjoint keeps memory bounded)",
+        types=(list,),
+    )
+    schedule_iterations: int = option(
+        50, "Adam steps of each training.unroll_schedule phase", minimum=1
+    )
+    judge_unroll: int = option(
+        0,
+        "steps of the validation windows that choose the kept model across the start, the "
+        "phases and the schedule (0: training.unroll); longer windows select for long rollouts",
+        minimum=0,
+    )
     norm: str = option("L2", "norm of the mismatch", choices=NORMS)
     gradient: str = option(
         "full", "full gradient of the unrolled loss, or cut between steps", choices=GRADIENTS
@@ -608,6 +624,12 @@ def _check_combinations(config: JobConfig, source: str) -> None:
             f"{source}: model.mobility = 'none' and model.transport = 'none' leave no dynamics"
         )
     t = config.training
+    if any(k != int(k) or k < 1 for k in t.unroll_schedule):
+        raise ConfigError(
+            f"{source}: training.unroll_schedule must list whole numbers of steps >= 1, "
+            f"got {t.unroll_schedule}"
+        )
+    t.unroll_schedule = [int(k) for k in t.unroll_schedule]
     if t.iterations == 0 and t.refine_iterations == 0:
         raise ConfigError(
             f"{source}: training.iterations = 0 and training.refine_iterations = 0 train nothing"

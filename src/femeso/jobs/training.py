@@ -19,11 +19,19 @@ __all__ = ["train"]
 
 
 #: The training phases, named by the ``[training]`` key that sets their iteration count.
-PHASES = ("iterations", "refine_iterations")
+PHASES = ("iterations", "schedule_iterations", "refine_iterations")
 
 
 #: ``[training]`` keys of the job's phases, not of one :class:`TrainingConfig`.
-PHASE_KEYS = ("refine_iterations", "refine_batch_size", "warm_start", "starts")
+PHASE_KEYS = (
+    "refine_iterations",
+    "refine_batch_size",
+    "warm_start",
+    "starts",
+    "unroll_schedule",
+    "schedule_iterations",
+    "judge_unroll",
+)
 
 
 def _trainer_settings(config: JobConfig) -> dict[str, Any]:
@@ -40,8 +48,25 @@ def _training_config(config: JobConfig, *, baseline: bool, judge: bool = False) 
     if baseline:
         settings["iterations"] = config.baseline.iterations
         settings["learning_rate"] = config.baseline.learning_rate
-    if judge:  # the judge trains nothing; its windows are the main phase's
+    if judge:  # the judge trains nothing; its windows are the main phase's unless judge_unroll
         settings["iterations"] = max(1, settings["iterations"])
+        if not baseline and config.training.judge_unroll:
+            settings["unroll"] = config.training.judge_unroll
+    return TrainingConfig(**settings)
+
+
+def _schedule_config(config: JobConfig, unroll: int) -> TrainingConfig:
+    """Return one phase of the lengthening schedule: Adam on windows of ``unroll`` steps."""
+    settings = _trainer_settings(config)
+    iterations = config.training.schedule_iterations
+    settings.update(
+        unroll=unroll,
+        iterations=iterations,
+        validate_every=min(settings["validate_every"], iterations)
+        if settings["validate_every"]
+        else 0,
+        checkpoint_every=min(settings["checkpoint_every"], iterations),
+    )
     return TrainingConfig(**settings)
 
 
@@ -80,6 +105,15 @@ def _phases(config: JobConfig, which: str) -> list:
         phases.append(ChooseStart(training.starts, training.max_input_slope))
     if training.iterations > 0:
         phases.append(Optimise(_training_config(config, baseline=False), directory))
+    for unroll in training.unroll_schedule:  # windows lengthen, each from the best so far
+        phases.append(
+            Optimise(
+                _schedule_config(config, unroll),
+                directory / f"unroll_{unroll}",
+                f"unroll_{unroll}",
+                name=f"Adam, {unroll}-step windows",
+            )
+        )
     if training.refine_iterations > 0:  # Levenberg-Marquardt from the first phase
         phases.append(Optimise(_refine_config(config), directory / "refine", "refine_iterations"))
     return phases
@@ -149,6 +183,9 @@ def train(
         )
         training.iterations.update({phase: 0 for phase in PHASES})
         out[which] = training.run(_phases(config, which))
+        out[which]["schedule_iterations"] = sum(
+            out[which].get(f"unroll_{k}", 0) for k in config.training.unroll_schedule
+        )
         if training.judge is not None and training.best.state is not None:
             logger.info(
                 "train %s: kept the %s model (validation loss %.3e)",
@@ -161,10 +198,11 @@ def train(
 
         write_json(config.output / which / "training.json", out[which])
         logger.info(
-            "train %s: %d iterations (+%d Levenberg-Marquardt) in %.0f s, loss %.3e -> %.3e, "
-            "%s model kept",
+            "train %s: %d iterations (+%d in the unroll schedule, +%d Levenberg-Marquardt) in "
+            "%.0f s, loss %.3e -> %.3e, %s model kept",
             which,
             out[which]["iterations"],
+            out[which]["schedule_iterations"] if which == "onsager" else 0,
             out[which]["refine_iterations"],
             out[which]["seconds"],
             out[which]["loss_first"],

@@ -189,17 +189,19 @@ class Optimise:
     """An optimiser phase: a :class:`~femeso.training.trainer.Trainer` run with ``settings``.
 
     ``directory`` receives its checkpoints (resumable), ``history.json`` and
-    ``best_model.npz``; ``key`` names its iteration count in the summary.
+    ``best_model.npz``; ``key`` names its iteration count in the summary; ``name`` (default: the
+    optimiser's) names the phase's result.
     """
 
     settings: TrainingConfig
     directory: str | Path | None = None
     key: str = "iterations"
+    name: str | None = None
 
     @property
     def label(self) -> str:
-        """The optimiser's name, e.g. ``"Levenberg-Marquardt"``."""
-        return _OPTIMISER_NAMES.get(self.settings.optimizer, self.settings.optimizer)
+        """The phase's name, e.g. ``"Levenberg-Marquardt"`` or ``"Adam, 4-step windows"``."""
+        return self.name or _OPTIMISER_NAMES.get(self.settings.optimizer, self.settings.optimizer)
 
     def run(self, training: PhasedTraining) -> str | None:
         """Run the trainer from the current parameters; offer its best to the judge."""
