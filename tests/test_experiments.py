@@ -216,3 +216,10 @@ def test_report_samples_are_capped_by_whole_evenly_spaced_states():
     assert jobs.state_samples(model, states, limit=1).shape[0] == per_state  # at least one
     with pytest.raises(ValueError, match="no states"):
         jobs.state_samples(model, [])
+
+
+def test_every_experiment_file_is_a_valid_job():
+    paths = sorted(EXPERIMENTS.glob("*.toml"))
+    assert len(paths) >= 17
+    for path in paths:
+        validate(tomllib.loads(path.read_text()), str(path))
