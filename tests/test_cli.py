@@ -136,16 +136,21 @@ def test_a_whole_job_runs_end_to_end(tmp_path):
     )
 
 
-def test_the_console_script_keeps_its_arguments_from_petsc(tmp_path):
+@pytest.mark.parametrize("program", ["femeso", "python -m femeso.cli"])
+def test_the_command_keeps_its_arguments_from_petsc(tmp_path, program):
     """PETSc would report the command's own options as unused (or take them as its own).
 
     ``train`` starts Firedrake (and PETSc) before it finds that the job has no data yet.
     """
-    femeso = Path(sys.executable).with_name("femeso")
+    command = (
+        [str(Path(sys.executable).with_name("femeso"))]
+        if program == "femeso"
+        else [sys.executable, "-m", "femeso.cli"]
+    )
     job = write(tmp_path, f'[job]\noutput = "{tmp_path / "out"}"\n')
     env = {k: v for k, v in os.environ.items() if k != "PETSC_OPTIONS"}
     result = subprocess.run(
-        [str(femeso), "train", str(job), "-q", "--model", "onsager"],
+        [*command, "train", str(job), "-q", "--model", "onsager"],
         capture_output=True,
         text=True,
         check=False,

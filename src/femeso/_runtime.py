@@ -54,6 +54,8 @@ def configure_environment() -> None:
 def keep_command_line_from_petsc() -> None:
     """Initialise PETSc without the command line when running the ``femeso`` program.
 
+    The program is ``femeso`` or ``python -m femeso.cli``.
+
     PETSc reads ``sys.argv`` on initialisation; the ``femeso`` command's own arguments are not
     PETSc options (``-o``, ``-q`` ...): PETSc would report them as unused options, or take one
     that happens to be a PETSc option name as its own. PETSc options for the command go in
@@ -68,7 +70,9 @@ def keep_command_line_from_petsc() -> None:
     import sys
     from pathlib import Path
 
-    if Path(sys.argv[0]).name != "femeso" or "firedrake" in sys.modules:
+    program = Path(sys.argv[0])
+    command = program.name == "femeso" or program.parts[-2:] == ("femeso", "cli.py")
+    if not command or "firedrake" in sys.modules:  # ``femeso`` or ``python -m femeso.cli``
         return
     argv = sys.argv
     sys.argv = argv[:1]
