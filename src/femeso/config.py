@@ -340,7 +340,8 @@ class TrainingSection:
     unroll_schedule: list[float] = option(
         [],
         "a lengthening schedule: after the first-order phase, one Adam phase per entry with "
-        "windows of that many steps (e.g. [2, 4, 8]), each from the best model so far "
+        "windows of that many steps (e.g. [2, 4, 8]), each from the best model so far and at "
+        "the learning rate the first phase ended with "
         "(training.schedule_iterations steps each; the checkpointed adjoint keeps memory bounded)",
         types=(list,),
     )
