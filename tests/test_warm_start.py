@@ -186,7 +186,7 @@ def test_transport_velocity_and_density_are_recovered(learnable):
     result = warm_start(model, data, degree=3)
     assert abs(result.match.coefficient / v_true - 1) < 2e-2
     assert fitted_error(result.match, derivative, data_range(data)) < 5e-2
-    velocity = float(model.conservative[0].constant[0])
+    velocity = float(model.conservative[0].constant[0].detach())
     assert velocity == pytest.approx(v_true, rel=2e-2 if learnable else 1e-15)
 
 
@@ -285,11 +285,11 @@ def test_a_polynomial_part_takes_a_non_coercive_energy_the_network_cannot():
             u = torch.linspace(lo, hi, 101, dtype=torch.float64)[:, None]
             F2 = model.energy.density.state_derivatives(u)[1]
             # no near-step units: F'' stays at the scale of the fitted cubic's
-            assert float(F2.abs().max()) < 10 * 3 * max(abs(lo), abs(hi)) ** 2 + 10
+            assert float(F2.detach().abs().max()) < 10 * 3 * max(abs(lo), abs(hi)) ** 2 + 10
             # what remains is at most the coercive leading term e u^6 (its F' = 6 e u^5), which
             # no lower coefficient can cancel
             samples = np.linspace(lo, hi, 201)
-            e = float(model.energy.density.polynomial()[-1])
+            e = float(model.energy.density.polynomial()[-1].detach())
             target = result.match.density_derivative(samples)
             bound = np.sqrt(np.mean((6 * e * samples**5) ** 2) / np.mean(target**2))
             assert errors[6] <= bound * (1 + 1e-6) and bound < 1e-4

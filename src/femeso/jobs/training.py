@@ -59,8 +59,8 @@ def _schedule_config(config: JobConfig, unroll: int) -> TrainingConfig:
     """Return one phase of the lengthening schedule: Adam on windows of ``unroll`` steps.
 
     The phase continues at the learning rate the first-order phase ended with
-    (``learning_rate * lr_decay``), held constant: measured on the demo's data, restarting at
-    the initial rate undid the first phase (validation 2.7e-6 -> 8.4e-6 on 2-step windows).
+    (``learning_rate * lr_decay``), held constant: a continuation of that phase on longer
+    windows, not a restart.
     """
     settings = _trainer_settings(config)
     iterations = config.training.schedule_iterations

@@ -61,10 +61,20 @@ class BestModel:
 
     def __init__(self) -> None:
         self.validation, self.state, self.label = math.inf, None, ""
+        #: every offer's label and validation loss, in order (the summary's ``judged``)
+        self.offers: dict[str, float] = {}
 
     def offer(self, model: torch.nn.Module, validation: float, label: str) -> None:
         """Keep the model's current parameters if their validation loss is the best so far."""
-        if validation < self.validation:
+        self.offers[label] = validation
+        better = validation < self.validation
+        logger.info(
+            "judge: %s scores %.4e on the validation windows (%s)",
+            label,
+            validation,
+            "the best so far" if better else f"kept: {self.label}, {self.validation:.4e}",
+        )
+        if better:
             self.validation, self.label = validation, label
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -297,7 +307,8 @@ class PhasedTraining:
             What the phases recorded (``start``, ``warm_start``), the iteration count of every
             optimiser phase under its ``key``, ``loss_first``/``loss_last`` (first and last
             optimiser phase), ``best_validation``, ``best_iteration``, ``model`` (the label of
-            the kept result), ``seconds`` (including the iterations of a resumed run done
+            the kept result), ``judged`` (every result offered to the judge and its validation
+            loss, in order), ``seconds`` (including the iterations of a resumed run done
             before) and ``parameters`` (trainable values).
 
         """
@@ -315,6 +326,7 @@ class PhasedTraining:
             "best_validation": self.best.validation if self.best.state else last.best_validation,
             "best_iteration": last.best_iteration,
             "model": self.best.label if self.best.state else "last iteration",
+            "judged": dict(self.best.offers),
             "seconds": time.perf_counter() - t0 + self.earlier_seconds,
             "parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
         }
