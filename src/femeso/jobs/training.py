@@ -99,9 +99,10 @@ def _phases(config: JobConfig, which: str) -> list:
     """Return the training phases of a model, in order (:mod:`femeso.training.phases`).
 
     The Onsager model: the choice of start (``training.warm_start``, ``training.starts``), the
-    first-order optimiser (``training.iterations``) and Levenberg--Marquardt
-    (``training.refine_iterations``); the baseline: its optimiser. A phase's ``key`` is the
-    training record's key that counts its iterations.
+    first-order optimiser (``training.iterations``), one Adam phase per window length of
+    ``training.unroll_schedule`` (key ``unroll_<k>``, folder ``unroll_<k>/``) and
+    Levenberg--Marquardt (``training.refine_iterations``); the baseline: its optimiser. A
+    phase's ``key`` is the training record's key that counts its iterations.
     """
     directory = config.output / which
     if which == "baseline":
@@ -142,9 +143,11 @@ def train(
 
     The Onsager model optionally starts from a gradient-matching fit of the data
     (``training.warm_start``, :func:`femeso.training.warm_start.warm_start`), then runs the
-    first-order optimiser (``training.iterations``) and the Levenberg--Marquardt phase
+    first-order optimiser (``training.iterations``), the lengthening schedule
+    (``training.unroll_schedule``) and the Levenberg--Marquardt phase
     (``training.refine_iterations``), each phase starting from the best-on-validation parameters
-    so far; the best over the warm start and all phases is kept. Each phase's directory receives
+    so far; the best over the warm start and all phases is kept (judged on
+    ``training.judge_unroll``-step validation windows when set). Each phase's directory receives
     ``checkpoint.pt`` every ``checkpoint_every`` iterations (``resume=True`` continues exactly
     from it), ``history.json`` and ``best_model.npz``; ``model.npz`` holds the parameters the
     later stages use (best on validation when validated). A model folder that holds results
