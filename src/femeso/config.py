@@ -337,7 +337,7 @@ class TrainingSection:
     )
     batch_size: int = option(8, "windows per minibatch", minimum=1)
     unroll: int = option(1, "implicit steps per window (unrolled loss)", minimum=1)
-    unroll_schedule: list[float] = option(
+    unroll_schedule: list[int] = option(
         [],
         "a lengthening schedule: after the first-order phase, one Adam phase per entry with "
         "windows of that many steps (e.g. [2, 4, 8]), each from the best model so far and at "
