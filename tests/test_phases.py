@@ -93,7 +93,9 @@ def test_a_lengthening_unroll_schedule_runs_as_phases_judged_on_long_windows(tmp
             "iterations": 3,
             "batch_size": 2,
             "validate_every": 1,
-            "refine_iterations": 0,
+            "refine_iterations": 2,
+            "refine_batch_size": 2,
+            "refine_unroll": [1, 2],
             "unroll_schedule": [2, 3],
             "schedule_iterations": 2,
             "judge_unroll": 4,
@@ -106,6 +108,7 @@ def test_a_lengthening_unroll_schedule_runs_as_phases_judged_on_long_windows(tmp
     jobs.generate(config, progress=False)
     out = jobs.train(config, models=("onsager",), progress=False)["onsager"]
     assert (out["iterations"], out["unroll_2"], out["unroll_3"]) == (3, 2, 2)
+    assert (out["refine_iterations"], out["refine_unroll_2"]) == (2, 2)
     assert out["schedule_iterations"] == 4
     for unroll in (2, 3):
         history = tmp_path / "job" / "onsager" / f"unroll_{unroll}" / "history.json"
@@ -116,13 +119,18 @@ def test_a_lengthening_unroll_schedule_runs_as_phases_judged_on_long_windows(tmp
         "Adam, best on validation",
         "Adam, 2-step windows, best on validation",
         "Adam, 3-step windows, best on validation",
+        "Levenberg-Marquardt, best on validation",
+        "Levenberg-Marquardt, 2-step windows, best on validation",
     ]
     assert out["model"] == min(judged, key=judged.get)
     assert out["best_validation"] == min(judged.values())
-    for bad, message in (
-        ([1.5], "must list whole numbers"),
-        ([0], "must be a list of positive numbers"),
-    ):
-        raw["training"]["unroll_schedule"] = bad
-        with pytest.raises(ConfigError, match=f"training.unroll_schedule {message}"):
-            validate(raw, "job.toml")
+    for key in ("unroll_schedule", "refine_unroll"):
+        for bad, message in (
+            ([1.5], "must list whole numbers"),
+            ([0], "must be a list of positive numbers"),
+        ):
+            changed = {**raw, "training": {**raw["training"], key: bad}}
+            with pytest.raises(ConfigError, match=f"training.{key} {message}"):
+                validate(changed, "job.toml")
+    with pytest.raises(ConfigError, match="needs at least one window length"):
+        validate({**raw, "training": {**raw["training"], "refine_unroll": []}}, "job.toml")

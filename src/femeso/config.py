@@ -368,8 +368,13 @@ class TrainingSection:
         "one-step windows, validated every 5; 0: off)",
         minimum=0,
     )
-    refine_batch_size: int = option(
-        16, "one-step windows per Levenberg-Marquardt iteration", minimum=1
+    refine_batch_size: int = option(16, "windows per Levenberg-Marquardt iteration", minimum=1)
+    refine_unroll: list[int] = option(
+        [1],
+        "window lengths of the Levenberg-Marquardt phases, in order: one phase of "
+        "refine_iterations per entry, each from the best model so far, its Gauss-Newton "
+        "tangent carried through every step of the window (e.g. [1, 2, 4])",
+        types=(list,),
     )
     learning_rate: float = option(3e-3, "initial learning rate", positive=True)
     lr_decay: float = option(
@@ -625,12 +630,18 @@ def _check_combinations(config: JobConfig, source: str) -> None:
             f"{source}: model.mobility = 'none' and model.transport = 'none' leave no dynamics"
         )
     t = config.training
-    if any(k != int(k) or k < 1 for k in t.unroll_schedule):
+    for key in ("unroll_schedule", "refine_unroll"):
+        lengths = getattr(t, key)
+        if any(k != int(k) or k < 1 for k in lengths):
+            raise ConfigError(
+                f"{source}: training.{key} must list whole numbers of steps >= 1, got {lengths}"
+            )
+        setattr(t, key, [int(k) for k in lengths])
+    if t.refine_iterations and not t.refine_unroll:
         raise ConfigError(
-            f"{source}: training.unroll_schedule must list whole numbers of steps >= 1, "
-            f"got {t.unroll_schedule}"
+            f"{source}: training.refine_iterations = {t.refine_iterations} needs at least one "
+            "window length in training.refine_unroll"
         )
-    t.unroll_schedule = [int(k) for k in t.unroll_schedule]
     if t.iterations == 0 and t.refine_iterations == 0:
         raise ConfigError(
             f"{source}: training.iterations = 0 and training.refine_iterations = 0 train nothing"

@@ -31,6 +31,7 @@ PHASE_KEYS = (
     "unroll_schedule",
     "schedule_iterations",
     "judge_unroll",
+    "refine_unroll",
 )
 
 
@@ -77,14 +78,14 @@ def _schedule_config(config: JobConfig, unroll: int) -> TrainingConfig:
     return TrainingConfig(**settings)
 
 
-def _refine_config(config: JobConfig) -> TrainingConfig:
-    """Return the Levenberg--Marquardt phase that follows the first-order optimiser."""
+def _refine_config(config: JobConfig, unroll: int = 1) -> TrainingConfig:
+    """Return a Levenberg--Marquardt phase on windows of ``unroll`` steps."""
     settings = _trainer_settings(config)
     settings.update(
         optimizer="levenberg_marquardt",
         iterations=config.training.refine_iterations,
         batch_size=config.training.refine_batch_size,
-        unroll=1,
+        unroll=unroll,
         learning_rate=1.0,
         lr_decay=1.0,
         weight_decay=0.0,
@@ -122,8 +123,17 @@ def _phases(config: JobConfig, which: str) -> list:
                 name=f"Adam, {unroll}-step windows",
             )
         )
-    if training.refine_iterations > 0:  # Levenberg-Marquardt from the first phase
-        phases.append(Optimise(_refine_config(config), directory / "refine", "refine_iterations"))
+    for i, unroll in enumerate(training.refine_unroll if training.refine_iterations else []):
+        # Levenberg-Marquardt from the best so far; the first keeps the historical names
+        first = i == 0 and unroll == 1
+        phases.append(
+            Optimise(
+                _refine_config(config, unroll),
+                directory / ("refine" if first else f"refine_unroll_{unroll}"),
+                "refine_iterations" if first else f"refine_unroll_{unroll}",
+                name=None if unroll == 1 else f"Levenberg-Marquardt, {unroll}-step windows",
+            )
+        )
     return phases
 
 

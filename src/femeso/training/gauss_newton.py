@@ -319,7 +319,7 @@ def step_jacobian(stepper) -> np.ndarray:
 
 @dataclass
 class WindowCurvature:
-    """Loss, gradient and Gauss--Newton matrix of one or more one-step windows (global sums)."""
+    """Loss, gradient and Gauss--Newton matrix of one or more windows (global sums)."""
 
     loss: float
     gradient: np.ndarray
@@ -333,51 +333,66 @@ class WindowCurvature:
 
 
 def window_curvature(stepper, data: list[fd.Function], *, norm: str = "L2") -> WindowCurvature:
-    r"""Step from ``data[0]``; return the loss, gradient and Gauss--Newton matrix of the window.
+    r"""Roll out from ``data[0]``; return the loss, gradient and Gauss--Newton matrix of the window.
 
-    A stepper with ``substeps`` takes them all; the Jacobian is carried through them
-    (:func:`state_tangent`).
+    The loss is the trainer's (:func:`~femeso.training.trainer.window_loss`): the mean over the
+    window's ``K`` steps of :math:`\|u_k - d_k\|^2_X / \|d_k\|^2_X`. The state's parameter
+    Jacobian :math:`J_k = du_k/d\theta` is carried through every step and every sub-step
+    (:func:`state_tangent`), so the Gauss--Newton matrix is
+    :math:`\frac{2}{K}\sum_k J_k^T X J_k / \|d_k\|^2_X`.
 
     Parameters
     ----------
     stepper
         An :class:`~femeso.stepping.energy_stable.EnergyStableStepper` at the window's step size.
     data
-        ``[d_0, d_1]``: a one-step window.
+        The window's data states ``d_0, ..., d_K`` (``K >= 1``).
     norm
         ``"L2"`` or ``"H1"`` (the training loss's norm).
 
     Raises
     ------
     femeso.stepping.energy_stable.StepFailure
-        When the step does not converge or needed halvings.
+        When a step does not converge or needed halvings.
     ValueError
-        For windows of more than one step.
+        For a window without a step.
 
     """
-    if len(data) != 2:
-        raise ValueError(f"Gauss-Newton windows are one step long, got {len(data) - 1} steps")
+    if len(data) < 2:
+        raise ValueError("a Gauss-Newton window needs at least one step")
     logging_before, stepper.log_substeps = stepper.log_substeps, True
+    steps = []  # the converged sub-steps of every data step, logged by the forward rollout
     try:
         stepper.reset(data[0])
-        record = stepper.advance()
-        if record.halvings:
-            raise StepFailure("the step needed halvings; no Gauss-Newton curvature")
-        substeps = list(stepper.substep_log)
+        for _ in data[1:]:
+            record = stepper.advance()
+            if record.halvings:
+                raise StepFailure("the step needed halvings; no Gauss-Newton curvature")
+            steps.append(list(stepper.substep_log))
     finally:
         stepper.log_substeps, stepper.substep_log = logging_before, []
-    J = None
-    for start, w1, dt in substeps:
-        stepper.restore(start, w1, dt)
-        carried = state_tangent(stepper, J) if J is not None else 0.0
-        J = step_jacobian(stepper) + carried
-    tangent = _tangent_forms(stepper)
-    X = tangent.norm_matrix(norm)
+    X = _tangent_forms(stepper).norm_matrix(norm)
     comm = stepper.model.mesh.comm
-    u1 = w1.subfunctions[0]
-    error = u1.copy(deepcopy=True)
-    error -= data[1]
-    with error.dat.vec_ro as e, data[1].dat.vec_ro as d:
+    total: WindowCurvature | None = None
+    J = None
+    for substeps, target in zip(steps, data[1:], strict=True):
+        for start, w1, dt in substeps:
+            stepper.restore(start, w1, dt)
+            carried = state_tangent(stepper, J) if J is not None else 0.0
+            J = step_jacobian(stepper) + carried
+        part = _misfit_curvature(X, w1.subfunctions[0], target, J, comm)
+        total = part if total is None else total.__iadd__(part)
+    n = len(data) - 1
+    return WindowCurvature(total.loss / n, total.gradient / n, total.hessian / n)
+
+
+def _misfit_curvature(
+    X, u: fd.Function, target: fd.Function, J: np.ndarray, comm
+) -> WindowCurvature:
+    """Loss, gradient and Gauss--Newton matrix of one relative misfit ``|u - d|^2_X / |d|^2_X``."""
+    error = u.copy(deepcopy=True)
+    error -= target
+    with error.dat.vec_ro as e, target.dat.vec_ro as d:
         Xe, Xd = X.createVecLeft(), X.createVecLeft()
         X.mult(e, Xe)
         X.mult(d, Xd)

@@ -84,9 +84,9 @@ class TrainingConfig:
     optimizer, learning_rate, weight_decay
         ``"adam"``, ``"adamw"``, ``"sgd"``, ``"lbfgs"`` (full-batch quasi-Newton; one closure
         evaluation per line-search step) or ``"levenberg_marquardt"`` (damped Gauss--Newton with
-        the exact tangent of each step, :mod:`femeso.training.gauss_newton`; one-step windows; the
-        learning rate is the fraction of the step taken, 1 is the classical method), and its
-        settings.
+        the exact tangent carried through every step of a window,
+        :mod:`femeso.training.gauss_newton`; the learning rate is the fraction of the step taken,
+        1 is the classical method), and its settings.
     lr_decay
         Multiply the learning rate by this factor over the whole run (exponential schedule; 1 is
         constant).
@@ -149,11 +149,6 @@ class TrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= low:
                 raise ValueError(f"training.{name} must be a number > {low}, got {value!r}")
-        if self.optimizer == "levenberg_marquardt" and self.unroll != 1:
-            raise ValueError(
-                "training.optimizer levenberg_marquardt needs training.unroll = 1, "
-                f"got {self.unroll}"
-            )
         for name in ("weight_decay", "gradient_clip", "max_input_slope"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
@@ -561,7 +556,7 @@ class Trainer:
         return float(np.mean(losses)), skipped
 
     def _lm_closure(self, windows: list[tuple[int, int]], curvature: bool, bound: float):
-        """Mean loss (and Gauss--Newton curvature) of one-step windows, for Levenberg--Marquardt.
+        """Mean loss (and Gauss--Newton curvature) of the windows, for Levenberg--Marquardt.
 
         Windows whose step fails or needs halvings are left out of the curvature; a loss-only
         evaluation (a trial step) stops as soon as its mean must exceed ``bound``.
@@ -569,7 +564,7 @@ class Trainer:
         total: WindowCurvature | None = None
         used, loss_sum = 0, 0.0
         for window in windows:
-            data, dt = self._window_data(self.train, window, 1)
+            data, dt = self._window_data(self.train, window, self.config.unroll)
             stepper = self._stepper(data[0], dt)
             try:
                 if curvature:
