@@ -364,8 +364,8 @@ class TrainingSection:
     optimizer: str = option("adam", "PyTorch optimiser", choices=OPTIMIZERS)
     refine_iterations: int = option(
         20,
-        "Levenberg-Marquardt iterations after the optimiser (Gauss-Newton curvature of "
-        "one-step windows, validated every 5; 0: off)",
+        "Levenberg-Marquardt iterations of each refine_unroll phase after the optimiser ("
+        "Gauss-Newton curvature, validated every 5; 0: off)",
         minimum=0,
     )
     refine_batch_size: int = option(16, "windows per Levenberg-Marquardt iteration", minimum=1)
