@@ -127,6 +127,7 @@ def test_a_lengthening_unroll_schedule_runs_as_phases_judged_on_long_windows(tmp
     for key in ("unroll_schedule", "refine_unroll"):
         for bad, message in (
             ([1.5], "must list whole numbers"),
+            ([2, 2], "must list whole numbers of steps >= 1, each once"),
             ([0], "must be a list of positive numbers"),
         ):
             changed = {**raw, "training": {**raw["training"], key: bad}}

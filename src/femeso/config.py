@@ -632,9 +632,10 @@ def _check_combinations(config: JobConfig, source: str) -> None:
     t = config.training
     for key in ("unroll_schedule", "refine_unroll"):
         lengths = getattr(t, key)
-        if any(k != int(k) or k < 1 for k in lengths):
+        if any(k != int(k) or k < 1 for k in lengths) or len(set(lengths)) != len(lengths):
             raise ConfigError(
-                f"{source}: training.{key} must list whole numbers of steps >= 1, got {lengths}"
+                f"{source}: training.{key} must list whole numbers of steps >= 1, each once "
+                f"(a phase per length), got {lengths}"
             )
         setattr(t, key, [int(k) for k in lengths])
     if t.refine_iterations and not t.refine_unroll:

@@ -70,9 +70,7 @@ def _schedule_config(config: JobConfig, unroll: int) -> TrainingConfig:
         iterations=iterations,
         learning_rate=settings["learning_rate"] * settings["lr_decay"],
         lr_decay=1.0,
-        validate_every=min(settings["validate_every"], iterations)
-        if settings["validate_every"]
-        else 0,
+        validate_every=min(settings["validate_every"], iterations),
         checkpoint_every=min(settings["checkpoint_every"], iterations),
     )
     return TrainingConfig(**settings)
@@ -195,7 +193,8 @@ def train(
             model,
             data["train"],
             validation,
-            # One judge for every start and phase: the main phase's validation windows.
+            # One judge for every start and phase: the main phase's validation windows, or
+            # windows of training.judge_unroll steps.
             judge=_training_config(config, baseline=which == "baseline", judge=True),
             make_stepper=stepper_factory(model, config.model.substeps if which == "onsager" else 1),
             progress=progress,
@@ -205,6 +204,9 @@ def train(
         out[which] = training.run(_phases(config, which))
         out[which]["schedule_iterations"] = sum(
             out[which].get(f"unroll_{k}", 0) for k in config.training.unroll_schedule
+        )
+        lm_iterations = out[which]["refine_iterations"] + sum(
+            out[which].get(f"refine_unroll_{k}", 0) for k in config.training.refine_unroll
         )
         if training.judge is not None and training.best.state is not None:
             logger.info(
@@ -222,8 +224,8 @@ def train(
             "%.0f s, loss %.3e -> %.3e, %s model kept",
             which,
             out[which]["iterations"],
-            out[which]["schedule_iterations"] if which == "onsager" else 0,
-            out[which]["refine_iterations"],
+            out[which]["schedule_iterations"],
+            lm_iterations,
             out[which]["seconds"],
             out[which]["loss_first"],
             out[which]["loss_last"],
