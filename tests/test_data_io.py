@@ -135,7 +135,8 @@ def test_checkpoint_round_trip(tmp_path, kind):
     rng = np.random.default_rng(0)
     trajs = []
     for i in range(3):
-        times = np.cumsum(rng.uniform(0.1, 1.0, size=4))
+        # trajectory 1 has one state (a trajectory of one column was once refused on writing)
+        times = np.cumsum(rng.uniform(0.1, 1.0, size=1 if i == 1 else 4))
         states = []
         for _ in times:
             f = fd.Function(V)
@@ -157,7 +158,7 @@ def test_checkpoint_round_trip(tmp_path, kind):
     for a, b in zip(trajs, loaded, strict=True):
         assert b.metadata == a.metadata
         assert np.array_equal(b.times, a.times)
-        assert len(b.states) == 4
+        assert len(b.states) == len(a.states) == len(a.times)
         for fa, fb in zip(a.states, b.states, strict=True):
             assert fb.function_space() == loaded.space
             for sa, sb in zip(fa.subfunctions, fb.subfunctions, strict=True):

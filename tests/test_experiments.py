@@ -184,6 +184,7 @@ def test_error_table_keeps_steps_one_to_five_and_the_last_compared(tmp_path):
             },
             "model.transport = 'learned' needs mesh.name = 'periodic_interval'",
         ),
+        ({"mesh": {"name": "files"}}, "mesh.name = 'files' .the data's own mesh. needs data"),
     ],
 )
 def test_bad_experiment_settings_are_one_line_errors(tmp_path, sections, message):
@@ -193,6 +194,19 @@ def test_bad_experiment_settings_are_one_line_errors(tmp_path, sections, message
     with pytest.raises(ConfigError, match=message) as info:
         validate(raw, "job.toml")
     assert "\n" not in str(info.value) and str(info.value).startswith("job.toml: ")
+
+
+def test_a_file_job_takes_its_mesh_from_the_files_unless_mesh_name_names_one():
+    files = {"data": {"source": "files", "paths": ["runs/*.xdmf"]}, "model": {"dynamics": "local"}}
+    own = validate(files, "job.toml")
+    assert own.mesh.name == "files"
+    resampled = validate({**files, "mesh": {"name": "l_shape", "refinement": 1}}, "job.toml")
+    assert (resampled.mesh.name, resampled.mesh.refinement) == ("l_shape", 1)
+    for config in (own, resampled):
+        assert validate(config.as_dict(), "again.toml") == config
+    with pytest.raises(ConfigError, match="mesh.refinement: with data.source = 'files'") as info:
+        validate({**files, "mesh": {"refinement": 1}}, "job.toml")
+    assert "\n" not in str(info.value) and "mesh.name" in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["allen_cahn_1d", "kdv", "fput", "fene"])

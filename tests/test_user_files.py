@@ -188,3 +188,84 @@ def test_bad_file_jobs_are_refused_in_one_line(user_job, tmp_path, change, messa
     assert done.stderr.count("\n") == 1, done.stderr
     assert message in done.stderr
     assert not (tmp_path / "out" / "data" / "train.h5").exists()
+
+
+def _rectangle(path: Path, width: float, height: float, size: float) -> Path:
+    """Mesh a centred rectangle with gmsh (a job mesh larger than the user's ellipse)."""
+    gmsh.initialize(["", "-v", "0"])
+    try:
+        gmsh.model.add("rectangle")
+        surface = gmsh.model.occ.addRectangle(-width / 2, -height / 2, 0, width, height)
+        gmsh.model.occ.synchronize()
+        gmsh.model.addPhysicalGroup(2, [surface], 1)
+        gmsh.option.setNumber("Mesh.MeshSizeMax", size)
+        gmsh.model.mesh.generate(2)
+        gmsh.write(str(path))
+    finally:
+        gmsh.finalize()
+    return path
+
+
+def test_user_files_are_resampled_onto_the_job_mesh_with_the_loss_reported(user_job, tmp_path):
+    """``[mesh] name`` beside files: the data are interpolated onto that mesh, the loss reported.
+
+    The values femeso stores are checked against matplotlib's linear interpolation on the user's
+    own triangles (code that is not femeso's and not Firedrake's).
+    """
+    from matplotlib.tri import LinearTriInterpolator, Triangulation
+
+    from femeso.data.io import load_dataset
+
+    coarse = ellipse_with_hole(tmp_path / "coarse.msh", size=0.15)
+    job = tmp_path / "job.toml"
+    job.write_text(
+        JOB.replace('output = "out"', f'output = "{tmp_path}/out"').replace(
+            '"runs/*.xdmf"', f'"{user_job}/runs/*.xdmf"'
+        )
+        + '\n[mesh]\nname = "coarse.msh"\n'
+    )
+    done = femeso_command("run", job.name, "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    source = json.loads((tmp_path / "out" / "data" / "source.json").read_text())
+    report = source["resampled"]
+    assert "coarse" in report["to"] and len(report["per_trajectory"]) == TRAJECTORIES
+    # the loss is measured, not zero: the coarse mesh cannot carry the user's interfaces exactly
+    assert 1e-4 < report["max_relative_l2_loss"] < 5e-2, report  # measured 3.1e-2
+    results = json.loads((tmp_path / "out" / "report" / "results.json").read_text())
+    assert results["resampled"]["max_relative_l2_loss"] == report["max_relative_l2_loss"]
+    assert "data resampled from" in done.stdout and "onto" in done.stdout
+    # measured 6.5e-3 (persistence 0.15; 1.8e-4 on the user's own mesh: the coarse mesh does not
+    # carry the user's interfaces, and no model on it can be exact)
+    assert results["onsager"]["error_at_training_horizon"] < 2e-2, results["onsager"]
+    # train.h5 is on the job's mesh, with the values of the user's P1 field at its vertices
+    train = load_dataset(tmp_path / "out" / "data" / "train.h5")
+    n_vertices = len(meshio.read(coarse).points)
+    assert train.space.dim() == n_vertices
+    where = fd.Function(fd.VectorFunctionSpace(train.space.mesh(), "CG", 1)).interpolate(
+        fd.SpatialCoordinate(train.space.mesh())
+    )
+    points = where.dat.data_ro
+    i = source["split"]["train"][0]
+    user = meshio.xdmf.TimeSeriesReader(str(sorted((user_job / "runs").glob("*.xdmf"))[i]))
+    with contextlib.chdir(user_job / "runs"):
+        user_points, user_cells = user.read_points_cells()
+        values = [user.read_data(k)[1]["concentration"] for k in range(user.num_steps)]
+    triangles = Triangulation(user_points[:, 0], user_points[:, 1], user_cells[0].data)
+    last = train[0].states[-1].dat.data_ro
+    expected = LinearTriInterpolator(triangles, values[len(train[0]) - 1])(
+        points[:, 0], points[:, 1]
+    )
+    inside = ~np.ma.getmaskarray(expected)
+    # boundary vertices of the coarse mesh may lie just outside the user's (measured: 79 % inside)
+    assert inside.mean() > 0.6
+    assert np.allclose(last[inside], expected.data[inside], atol=1e-10)
+    # a job mesh that reaches outside the user's domain: one line, nothing written
+    _rectangle(tmp_path / "large.msh", 3.0, 2.0, 0.3)
+    job.write_text(job.read_text().replace("coarse.msh", "large.msh").replace("/out", "/out2"))
+    refused = femeso_command("generate", job.name, "-q", cwd=tmp_path)
+    assert refused.returncode == 2
+    error = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert len(error) == 1 and error[0] == refused.stderr.splitlines()[-1], refused.stderr
+    assert "outside the domain" in error[0] and "'large' (" in error[0]
+    assert "(292 DoFs" in error[0]  # the user's scalar space, named as such
+    assert not (tmp_path / "out2" / "data" / "train.h5").exists()

@@ -29,6 +29,8 @@ __all__ = ["DEFAULTS", "EQUATIONS", "ConfigError", "JobConfig", "default_toml", 
 #: The data a job can learn from; the last three need a periodic interval mesh.
 EQUATIONS = ("cahn_hilliard", "allen_cahn", "kdv", "fput", "fene")
 SOURCES = ("generator", "files")
+#: ``mesh.name`` of a job on its data files' own mesh (the default with ``data.source = "files"``)
+MESH_FROM_FILES = "files"
 FILE_FORMATS = ("auto", "xdmf", "pvd", "vtu", "femeso", "checkpoint", "grid_hdf5", "npz")
 #: ``[data]`` keys of the file source; the other ``[data]`` keys belong to the generators.
 FILE_KEYS = ("source", "paths", "format", "fields", "split", "max_trajectories", "train_frames")
@@ -128,7 +130,8 @@ class MeshSection:
     name: str = option(
         "plate_with_holes",
         "reference geometry (plate_with_holes, l_shape, curved_channel), a .msh/.geo file, "
-        "or periodic_interval / periodic_square",
+        "periodic_interval / periodic_square, or files (data.source = 'files' only, and its "
+        "default: the data's own mesh; any other name there resamples the data onto that mesh)",
     )
     refinement: int = option(
         0, "uniform refinements (re-meshing for reference geometries)", minimum=0
@@ -563,16 +566,23 @@ def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
             f"{source}: data.{ignored[0]} is a generator setting; data.source = 'files' takes "
             f"its data from the files (remove it)"
         )
-    mesh_keys = sorted(
-        k
-        for k, v in raw.get("mesh", {}).items()
-        if k != "degree" and k in DEFAULTS["mesh"] and v != DEFAULTS["mesh"][k].default
-    )
-    if mesh_keys:
-        raise ConfigError(
-            f"{source}: mesh.{mesh_keys[0]}: with data.source = 'files' the mesh comes from the "
-            "data files (only mesh.degree may be set)"
+    given_mesh = raw.get("mesh", {})
+    if "name" not in given_mesh:
+        config.mesh.name = MESH_FROM_FILES
+    if config.mesh.name == MESH_FROM_FILES:
+        mesh_keys = sorted(
+            k
+            for k, v in given_mesh.items()
+            if k not in ("degree", "name")
+            and k in DEFAULTS["mesh"]
+            and v != DEFAULTS["mesh"][k].default
         )
+        if mesh_keys:
+            raise ConfigError(
+                f"{source}: mesh.{mesh_keys[0]}: with data.source = 'files' the mesh comes from "
+                "the data files unless mesh.name names another mesh (the data are then "
+                "resampled onto it)"
+            )
     f = d.split
     if len(f) != 3 or abs(sum(f) - 1.0) > 1e-12 or f[0] <= 0 or f[2] <= 0:
         raise ConfigError(
@@ -590,7 +600,12 @@ def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
 def _check_combinations(config: JobConfig, source: str) -> None:
     """Reject combinations of valid keys that do not make a job (one line naming the keys)."""
     d, m, mesh = config.data, config.model, config.mesh.name
-    if d.source == "files":  # the mesh comes from the files: checked when they are read
+    if d.source == "generator" and mesh == MESH_FROM_FILES:
+        raise ConfigError(
+            f"{source}: mesh.name = {MESH_FROM_FILES!r} (the data's own mesh) needs "
+            "data.source = 'files'"
+        )
+    if mesh == MESH_FROM_FILES:  # the mesh comes from the files: checked when they are read
         mesh = "periodic_interval" if m.transport == "learned" else "<from the files>"
     if d.source == "generator" and d.equation in PERIODIC_1D and mesh != "periodic_interval":
         raise ConfigError(

@@ -254,13 +254,17 @@ def _as_columns(traj: TrajectoryData, name: str) -> fd.Function:
     space = traj.space
     columns = fd.VectorFunctionSpace(mesh_of(space), space.ufl_element(), dim=len(traj))
     out = fd.Function(columns, name=name)
-    out.dat.data_wo[...] = np.stack([state.dat.data_ro for state in traj.states], axis=1)
+    values = out.dat.data_wo  # (nodes,) for one state, (nodes, n) for more
+    values[...] = np.stack([state.dat.data_ro for state in traj.states], axis=1).reshape(
+        values.shape
+    )
     return out
 
 
 def _from_columns(columns: fd.Function, space: Any, name: str) -> list[fd.Function]:
     """Return the states of a trajectory stored by :func:`_as_columns`, on ``space``."""
     values = columns.dat.data_ro  # owned values; the halos are PyOP2's to update
+    values = values.reshape(len(values), -1)  # one state: (nodes,)
     states = []
     for k in range(values.shape[1]):
         state = fd.Function(space, name=name)
@@ -348,10 +352,10 @@ def load_dataset(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Dataset:
                     if space is None:
                         element = columns.function_space().ufl_element().sub_elements[0]
                         space = fd.FunctionSpace(mesh, element)
-                    if columns.dat.data_ro.shape[1:] != (entry["n_states"],):
+                    stored = columns.function_space().value_shape  # (n,) for n states
+                    if stored != (entry["n_states"],):
                         raise ValueError(
-                            f"trajectory {name}: {columns.dat.data_ro.shape[1:]} columns, "
-                            f"not {entry['n_states']} states"
+                            f"trajectory {name}: {stored} columns, not {entry['n_states']} states"
                         )
                     states = _from_columns(columns, space, name)
                 else:

@@ -11,7 +11,7 @@ import firedrake as fd
 import numpy as np
 
 from femeso._log import logger
-from femeso.config import CHAINS, DataSection, JobConfig
+from femeso.config import CHAINS, MESH_FROM_FILES, DataSection, JobConfig
 from femeso.data.chains import generate_chain_dataset
 from femeso.data.generators import (
     generate_dataset,
@@ -20,8 +20,9 @@ from femeso.data.generators import (
 from femeso.data.initial_conditions import random_smooth_field
 from femeso.data.io import save_dataset
 from femeso.data.mapping import map_dataset
+from femeso.data.resample import resample_dataset
 from femeso.data.trajectories import Dataset, TrajectoryData
-from femeso.jobs.models import build_space, from_files, true_model
+from femeso.jobs.models import build_space, configured_space, from_files, true_model
 from femeso.jobs.output import SPLITS, _data_path, _source_path, prepare_data_folder
 
 __all__ = [
@@ -97,8 +98,10 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
     Every trajectory must have equally spaced frames, all with the same step (the training
     step); ``data.max_trajectories`` keeps the first ones; ``data.split`` (seeded by
     ``job.seed``) cuts them into train / validation / test; ``data.train_frames`` shortens the
-    training and validation trajectories. ``data/source.json`` records the files, the step,
-    the frames and the split.
+    training and validation trajectories. With ``mesh.name`` set, the data are resampled onto
+    that mesh (:func:`femeso.data.resample.resample_dataset`: interpolation across meshes, its
+    loss measured and logged). ``data/source.json`` records the files, the step, the frames, the
+    split and the resampling.
     """
     from femeso.data.io import read_data
 
@@ -114,6 +117,10 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
         )
         dataset = Dataset(dataset.space, dataset.trajectories[: d.max_trajectories], {})
     frame_dt = _common_frame_step(dataset)
+    resampled = None
+    if config.mesh.name != MESH_FROM_FILES:
+        dataset, report = resample_dataset(dataset, configured_space(config), label="data")
+        resampled = report.as_dict()
     parts = dataset.split(seed, d.split)
     for name, part in zip(SPLITS, parts, strict=True):
         if name != "validation" and len(part) == 0:
@@ -155,6 +162,8 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
         "dofs": dataset.space.dim(),
         "element": str(dataset.space.ufl_element()),
     }
+    if resampled is not None:
+        source["resampled"] = resampled
     if fd.COMM_WORLD.rank == 0:
         _source_path(config).write_text(json.dumps(source, indent=1) + "\n")
     fd.COMM_WORLD.barrier()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import firedrake as fd
 import numpy as np
 
-from femeso.config import CHAINS, JobConfig
+from femeso.config import CHAINS, MESH_FROM_FILES, JobConfig
 from femeso.data.generators import (
     allen_cahn_model,
     cahn_hilliard_model,
@@ -27,6 +28,7 @@ from femeso.stepping.energy_stable import EnergyStableStepper
 __all__ = [
     "from_files",
     "build_space",
+    "configured_space",
     "true_model",
     "learned_model",
     "baseline_model",
@@ -44,21 +46,39 @@ def build_space(config: JobConfig) -> fd.FunctionSpace:
     """Return the job's state space (scalar CG of ``mesh.degree`` on the job's mesh).
 
     For data from files the mesh is the one stored with the imported training data
-    (``data/train.h5``), and ``data.frame_dt``, ``data.frames`` and
-    ``evaluation.horizon_factor`` are filled in from the data (``data/source.json``).
+    (``data/train.h5``: the files' own mesh, or the ``[mesh]`` they were resampled onto), and
+    ``data.frame_dt``, ``data.frames`` and ``evaluation.horizon_factor`` are filled in from the
+    data (``data/source.json``).
     """
-    m = config.mesh
     if from_files(config):
         _resolve_file_data(config)
         mesh = load_dataset_mesh(_data_path(config, "train"))
-        return fd.FunctionSpace(mesh, "CG", m.degree)
+        return fd.FunctionSpace(mesh, "CG", config.mesh.degree)
+    return configured_space(config)
+
+
+def configured_space(config: JobConfig) -> fd.FunctionSpace:
+    """Return scalar CG of ``mesh.degree`` on the mesh ``[mesh]`` describes (built or loaded)."""
+    m = config.mesh
+    if m.name == MESH_FROM_FILES:
+        raise ValueError(f"{config.source}: mesh.name = {m.name!r} describes no mesh of its own")
     if m.name == "periodic_interval":
         mesh = fd.PeriodicIntervalMesh(m.cells, m.length)
     elif m.name == "periodic_square":
         mesh = fd.PeriodicSquareMesh(m.cells, m.cells, m.length)
     else:
-        mesh = load_mesh(m.name, refinement=m.refinement)
+        mesh = load_mesh(_mesh_file(config), refinement=m.refinement)
     return fd.FunctionSpace(mesh, "CG", m.degree)
+
+
+def _mesh_file(config: JobConfig) -> str:
+    """Return ``mesh.name``; a relative ``.msh``/``.geo`` path found beside the job file wins."""
+    name = config.mesh.name
+    if Path(name).suffix in (".msh", ".geo") and not Path(name).is_absolute():
+        beside = Path(config.directory) / name
+        if beside.exists():
+            return str(beside)
+    return name
 
 
 def _true_mobility(config: JobConfig, mesh: fd.MeshGeometry):

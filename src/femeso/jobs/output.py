@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import firedrake as fd
 
@@ -14,7 +15,7 @@ from femeso.data.io import load_dataset
 from femeso.data.mapping import map_dataset
 from femeso.data.trajectories import Dataset
 
-__all__ = ["check_output", "prepare_data_folder", "load_data"]
+__all__ = ["check_output", "data_source", "prepare_data_folder", "load_data"]
 
 
 SPLITS = ("train", "validation", "test")
@@ -107,14 +108,28 @@ def load_data(config: JobConfig, space: fd.FunctionSpace) -> dict[str, Dataset]:
     return out
 
 
-def _resolve_file_data(config: JobConfig) -> None:
-    """Fill in the frame step, frames and horizon factor of imported data (``source.json``)."""
+def data_source(config: JobConfig) -> dict[str, Any]:
+    """Return ``data/source.json`` of a job on files (what was imported); ``{}`` for generated data.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the job learns from files and their import has not run.
+
+    """
+    if config.data.source != "files":
+        return {}
     path = _source_path(config)
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: run `femeso generate` first (imports the files)"
         )
-    source = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+def _resolve_file_data(config: JobConfig) -> None:
+    """Fill in the frame step, frames and horizon factor of imported data (``source.json``)."""
+    source = data_source(config)
     d = config.data
     d.frame_dt = float(source["frame_dt"])
     d.frames = int(source["train_frames"])

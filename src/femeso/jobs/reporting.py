@@ -25,7 +25,7 @@ from femeso.jobs.models import (
     stepper_factory,
     true_model,
 )
-from femeso.jobs.output import load_data
+from femeso.jobs.output import data_source, load_data
 from femeso.model.onsager import OnsagerModel
 
 __all__ = [
@@ -222,6 +222,9 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
         "cells": space.mesh().num_cells(),
         "ranks": space.mesh().comm.size,
     }
+    resampled = data_source(config).get("resampled")
+    if resampled is not None:
+        results["resampled"] = {k: v for k, v in resampled.items() if k != "per_trajectory"}
     results.update(rollout_results(reports, horizon, data=data["test"]))
     results["costs"] = model_costs(config, reports)
     results["conservative"] = model.is_conservative

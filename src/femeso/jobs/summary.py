@@ -91,6 +91,15 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         f"{results['ranks']} rank(s); training horizon {results['training_horizon']:g}, "
         f"long horizon {results['long_horizon']:g}",
     ]
+    resampled = results.get("resampled")
+    if resampled:
+        lines.append(
+            f"data resampled from {resampled['from']} onto {resampled['to']} "
+            f"({resampled['method']}): relative L2 loss per state up to "
+            f"{num(resampled['max_relative_l2_loss'])}, mean over trajectories "
+            f"{num(resampled['mean_relative_l2_loss'])}; the errors below are against the "
+            "resampled data"
+        )
     tables = results.get("tables") or {"l2": {"metric": METRICS["l2"], "rows": results["table"]}}
     # the paper's metric at its table's steps (100: or the last one compared), L2 at all
     for metric, steps in (("paper", (1, 5, 100)), ("l2", None)):
