@@ -103,10 +103,13 @@ from femeso.data.trajectories import (
     check_times,
     mesh_of,
     nonfinite_count,
+    same_space,
 )
 
 __all__ = [
     "FORMAT_VERSION",
+    "DataReader",
+    "DatasetWriter",
     "GridInfo",
     "export_vtk",
     "from_grid_arrays",
@@ -145,6 +148,7 @@ def save_dataset(path: str | Path, dataset: Dataset, *, overwrite: bool = False)
     the format version, the metadata as a JSON string attribute and the times as datasets. The
     file is written under a temporary name in the same directory and renamed (``os.replace``)
     on rank 0 after all ranks have closed it: a crash never leaves a partial file under ``path``.
+    :class:`DatasetWriter` writes the same file one trajectory at a time.
 
     Parameters
     ----------
@@ -172,69 +176,197 @@ def save_dataset(path: str | Path, dataset: Dataset, *, overwrite: bool = False)
 
     """
     path = Path(path)
-    comm = mesh_of(dataset.space).comm
     if len(dataset) == 0:
         raise ValueError(f"{path}: cannot save an empty dataset (no trajectory to define a space)")
-    state = (path.exists(), path.parent.is_dir()) if comm.rank == 0 else None
-    exists, parent_ok = comm.bcast(state, root=0)
-    if not parent_ok:
-        raise FileNotFoundError(f"{path}: directory {path.parent} does not exist")
-    if exists and not overwrite:
-        raise FileExistsError(f"{path}: file exists (pass overwrite=True to replace it)")
-    # States may have been changed after their trajectory checked them: check again, before
-    # anything is written (collective).
+    writer = DatasetWriter(path, dataset.space, overwrite=overwrite)
+    # States may have been changed after their trajectory checked them: check all of them
+    # before anything is written (collective).
     for i, traj in enumerate(dataset):
-        for k, state in enumerate(traj.states):
-            bad = nonfinite_count(state)
-            if bad:
-                raise ValueError(
-                    f"{path}: trajectory {i}, state {k} (t = {float(traj.times[k])!r}) has {bad} "
-                    "NaN/Inf values; nothing written"
-                )
+        writer.check(traj, i)
     # HDF5 does not recover from a write that fails for a full disk or a file-size limit (the
     # process crashed at exit), so a file that will not fit is refused before it is started.
-    # The estimate is collective (it builds a space and counts its DoFs); rank 0 checks it.
-    n_bytes = _checkpoint_bytes(dataset)
-    on_rank_zero(comm, lambda: check_room(path, n_bytes, "the dataset"))
-    # One temporary name per file (``.train.h5.tmp``): a temporary left by a killed process is
-    # hidden, never taken for a dataset, and replaced by the next write of the same file.
-    tmp = str(temporary_path(path))
-    try:
-        with fd.CheckpointFile(tmp, "w", comm=comm) as out:
-            _write_dataset(out, dataset)
-        comm.barrier()
-        if comm.rank == 0:
-            os.replace(tmp, path)
-        comm.barrier()
-    except BaseException as exc:
-        if comm.rank == 0 and os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(exc, Exception) and not isinstance(exc, OSError):
-            # PETSc and HDF5 report a full disk as their own errors: one line, naming the file.
-            raise OSError(f"{path}: cannot write the dataset: {first_line(exc)}") from exc
-        raise
-    logger.info(
-        "saved %d trajectories (%d states) to %s",
-        len(dataset),
-        sum(len(t) for t in dataset),
-        path,
-    )
+    writer.reserve(sum(len(t) for t in dataset), len(dataset))
+    with writer:
+        for traj in dataset:
+            writer.append(traj, checked=True)
+        writer.metadata = dataset.metadata
     return path
 
 
-def _checkpoint_bytes(dataset: Dataset) -> int:
-    """Return an upper estimate of the size of ``dataset``'s CheckpointFile, in bytes (collective).
+class DatasetWriter:
+    """Write a femeso dataset file one trajectory at a time: the memory of one trajectory.
+
+    The same file as :func:`save_dataset` (which uses this class), written under a temporary
+    name and renamed when the ``with`` block ends without an error; on an error the temporary is
+    removed and nothing is left under ``path``. Collective over the mesh's communicator.
+
+    Parameters
+    ----------
+    path
+        The file to write; its directory must exist.
+    space
+        The space of every trajectory (its mesh is saved once).
+    overwrite
+        Replace an existing file at ``path`` (atomically) instead of refusing it.
+
+    Attributes
+    ----------
+    metadata
+        The dataset's metadata, written when the block ends (JSON-serialisable).
+
+    Examples
+    --------
+    >>> with DatasetWriter("train.h5", V) as writer:  # doctest: +SKIP
+    ...     for trajectory in trajectories:  # e.g. read one at a time from a large file
+    ...         writer.append(trajectory)
+    ...     writer.metadata = {"source": "runs/"}
+
+    """
+
+    def __init__(self, path: str | Path, space: Any, *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.space = space
+        self.metadata: dict[str, Any] = {}
+        self._comm = mesh_of(space).comm
+        self._columns = _is_scalar(space)
+        self._entries: list[dict[str, Any]] = []
+        self._times: list[np.ndarray] = []
+        self._out: Any = None
+        state = (self.path.exists(), self.path.parent.is_dir()) if self._comm.rank == 0 else None
+        exists, parent_ok = self._comm.bcast(state, root=0)
+        if not parent_ok:
+            raise FileNotFoundError(f"{self.path}: directory {self.path.parent} does not exist")
+        if exists and not overwrite:
+            raise FileExistsError(f"{self.path}: file exists (pass overwrite=True to replace it)")
+        # One temporary name per file (``.train.h5.tmp``): a temporary left by a killed process
+        # is hidden, never taken for a dataset, and replaced by the next write of the same file.
+        self._tmp = str(temporary_path(self.path))
+
+    def reserve(self, n_states: int, n_trajectories: int) -> None:
+        """Refuse (``OSError``) a file of this many states that would not fit on the disk.
+
+        The estimate (:func:`_checkpoint_bytes`) is collective; rank 0 checks it.
+        """
+        n_bytes = _checkpoint_bytes(self.space, n_states, n_trajectories)
+        on_rank_zero(self._comm, lambda: check_room(self.path, n_bytes, "the dataset"))
+
+    def check(self, trajectory: TrajectoryData, i: int) -> None:
+        """Raise ``ValueError`` (nothing written) if a state of ``trajectory`` holds NaN/Inf."""
+        if not same_space(trajectory.space, self.space):
+            raise ValueError(
+                f"{self.path}: trajectory {i} is on {trajectory.space.ufl_element()} of mesh "
+                f"{trajectory.mesh.name!r}, not on the file's {self.space.ufl_element()} of mesh "
+                f"{mesh_of(self.space).name!r}"
+            )
+        for k, state in enumerate(trajectory.states):
+            bad = nonfinite_count(state)
+            if bad:
+                raise ValueError(
+                    f"{self.path}: trajectory {i}, state {k} (t = {float(trajectory.times[k])!r})"
+                    f" has {bad} NaN/Inf values; nothing written"
+                )
+
+    def __enter__(self) -> DatasetWriter:
+        try:
+            self._out = fd.CheckpointFile(self._tmp, "w", comm=self._comm)
+            self._out.save_mesh(mesh_of(self.space))
+        except BaseException as exc:
+            self._abandon(exc)
+        return self
+
+    def append(self, trajectory: TrajectoryData, *, checked: bool = False) -> None:
+        """Write one trajectory (checked for NaN/Inf first, unless ``checked``)."""
+        i = len(self._entries)
+        if not checked:
+            self.check(trajectory, i)
+        name = _FUNCTION.format(i)
+        try:
+            if self._columns:
+                self._out.save_function(_as_columns(trajectory, name))
+            else:
+                for k, state in enumerate(trajectory.states):
+                    self._out.save_function(state, idx=k, name=name)
+        except BaseException as exc:
+            self._abandon(exc)
+        self._entries.append(
+            {
+                "function": name,
+                "n_states": len(trajectory),
+                "layout": "columns" if self._columns else "states",
+                "metadata": trajectory.metadata,
+            }
+        )
+        self._times.append(np.asarray(trajectory.times, dtype=float))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if error is not None:
+            self._abandon(error, reraise=False)
+            return
+        try:
+            if not self._entries:
+                raise ValueError(f"{self.path}: no trajectory written (an empty dataset)")
+            check_json(self.metadata, "dataset metadata")
+            header = {
+                "format_version": FORMAT_VERSION,
+                "mesh_name": mesh_of(self.space).name,
+                "metadata": self.metadata,
+                "trajectories": self._entries,
+            }
+            out = self._out
+            out.require_group(_GROUP)
+            out.set_attr(_GROUP, "format_version", FORMAT_VERSION)
+            out.set_attr(_GROUP, "metadata_json", json.dumps(header, allow_nan=False))
+            for entry, times in zip(self._entries, self._times, strict=True):
+                out.h5pyfile.create_dataset(f"{_GROUP}/times/{entry['function']}", data=times)
+            out.close()
+            self._out = None
+            self._comm.barrier()
+            if self._comm.rank == 0:
+                os.replace(self._tmp, self.path)
+            self._comm.barrier()
+        except BaseException as exc:
+            self._abandon(exc)
+        logger.info(
+            "saved %d trajectories (%d states) to %s",
+            len(self._entries),
+            sum(e["n_states"] for e in self._entries),
+            self.path,
+        )
+
+    def _abandon(self, exc: BaseException, *, reraise: bool = True) -> None:
+        """Close and remove the temporary file; re-raise ``exc`` (as an ``OSError`` naming it)."""
+        if self._out is not None:
+            try:
+                self._out.close()
+            except Exception:  # noqa: S110  (the first error is the one to report)
+                pass
+            self._out = None
+        if self._comm.rank == 0 and os.path.exists(self._tmp):
+            os.remove(self._tmp)
+        if not reraise:
+            return
+        if isinstance(exc, Exception) and not isinstance(exc, OSError | ValueError):
+            # PETSc and HDF5 report a full disk as their own errors: one line, naming the file.
+            raise OSError(f"{self.path}: cannot write the dataset: {first_line(exc)}") from exc
+        raise exc
+
+
+def _checkpoint_bytes(space: Any, n_states: int, n_trajectories: int) -> int:
+    """Return an upper estimate of the size of a dataset's CheckpointFile, in bytes (collective).
 
     Measured on femeso's files (2-D P1, 430 vertices: 300 kB of mesh and DoF layout, 3.4 kB per
     state, 4 kB per trajectory; a 1-D chain file of 10 710 states was within 15 % of its values):
     the mesh is counted as 256 bytes per vertex and topological dimension + 1, the values with
     20 % on top, and 8 kB per trajectory (442 kB for that 2-D file of 343 kB).
     """
-    mesh = mesh_of(dataset.space)
+    mesh = mesh_of(space)
     vertices = fd.FunctionSpace(mesh, "Lagrange", 1).dim()
-    values = 8 * dataset.space.dim() * sum(len(traj) for traj in dataset)
+    values = 8 * space.dim() * n_states
     return int(
-        256 * (mesh.topological_dimension + 1) * vertices + 1.2 * values + 8192 * len(dataset)
+        256 * (mesh.topological_dimension + 1) * vertices + 1.2 * values + 8192 * n_trajectories
     )
 
 
@@ -271,40 +403,6 @@ def _from_columns(columns: fd.Function, space: Any, name: str) -> list[fd.Functi
         state.dat.data_wo[...] = values[:, k]
         states.append(state)
     return states
-
-
-def _write_dataset(out: Any, dataset: Dataset) -> None:
-    mesh = mesh_of(dataset.space)
-    out.save_mesh(mesh)
-    entries = []
-    columns = _is_scalar(dataset.space)
-    for i, traj in enumerate(dataset):
-        name = _FUNCTION.format(i)
-        if columns:
-            out.save_function(_as_columns(traj, name))
-        else:
-            for k, state in enumerate(traj.states):
-                out.save_function(state, idx=k, name=name)
-        entries.append(
-            {
-                "function": name,
-                "n_states": len(traj),
-                "layout": "columns" if columns else "states",
-                "metadata": traj.metadata,
-            }
-        )
-    header = {
-        "format_version": FORMAT_VERSION,
-        "mesh_name": mesh.name,
-        "metadata": dataset.metadata,
-        "trajectories": entries,
-    }
-    out.require_group(_GROUP)
-    out.set_attr(_GROUP, "format_version", FORMAT_VERSION)
-    out.set_attr(_GROUP, "metadata_json", json.dumps(header, allow_nan=False))
-    h5 = out.h5pyfile
-    for i, traj in enumerate(dataset):
-        h5.create_dataset(f"{_GROUP}/times/{_FUNCTION.format(i)}", data=traj.times)
 
 
 def load_dataset(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Dataset:
@@ -978,8 +1076,11 @@ class _GridSource:
 
 def _grid_states(
     src: _GridSource, shared: _Shared, comm: Any
-) -> tuple[Any, list[tuple[int | None, np.ndarray, list[fd.Function]]]]:
-    """Put grid data into P1 on the shared periodic mesh (built from it if there is none yet)."""
+) -> tuple[Any, Iterator[tuple[int | None, np.ndarray, list[fd.Function]]]]:
+    """Put grid data into P1 on the shared periodic mesh (built from it if there is none yet).
+
+    The trajectories are read one at a time, as the returned iterator is consumed.
+    """
     if shared.mesh is None:
         dim = len(src.grid)
         if dim == 1:
@@ -994,16 +1095,18 @@ def _grid_states(
             f"{shared.reference} ({theirs})"
         )
     V, index = shared.grid_p1()
-    out = []
-    for i, block in src.blocks():
-        flat = block.reshape(block.shape[0], -1)
-        states = []
-        for k in range(flat.shape[0]):
-            f = fd.Function(V)
-            f.dat.data_with_halos[:] = flat[k, index]
-            states.append(f)
-        out.append((i, src.times, states))
-    return V, out
+
+    def trajectories() -> Iterator[tuple[int | None, np.ndarray, list[fd.Function]]]:
+        for i, block in src.blocks():
+            flat = block.reshape(block.shape[0], -1)
+            states = []
+            for k in range(flat.shape[0]):
+                f = fd.Function(V)
+                f.dat.data_with_halos[:] = flat[k, index]
+                states.append(f)
+            yield i, src.times, states
+
+    return V, trajectories()
 
 
 def _grid_text(grid: Sequence[int], lengths: Sequence[float]) -> str:
@@ -1386,11 +1489,11 @@ def read_npz(
     if mesh is not None:
         shared.adopt(mesh, f"the mesh {mesh.name!r}")
         comm = mesh.comm
-    space, trajs = _source_trajectories(src, shared, comm, family, degree, method)
+    trajs = list(_source_trajectories(src, shared, comm, family, degree, method))
     meta = {"source": str(path), "format": "npz", **(metadata or {})}
     if shared.grid is not None:
         meta["grid"] = _grid_meta(*shared.grid)
-    return Dataset(space, trajs, meta)
+    return Dataset(trajs[0].space, trajs, meta)
 
 
 def _npz_source(
@@ -1510,16 +1613,15 @@ def _source_trajectories(
     family: str,
     degree: int,
     method: str,
-) -> tuple[Any, list[TrajectoryData]]:
-    """Read a vertex or grid source onto the shared mesh and the target element."""
+) -> Iterator[TrajectoryData]:
+    """Read a vertex or grid source onto the shared mesh and the target element, one at a time."""
     if isinstance(src, _GridSource):
         p1, raw = _grid_states(src, shared, comm)
         names = [src.name]
     else:
-        p1, raw = _vertex_states(src, shared, comm)
+        p1, listed = _vertex_states(src, shared, comm)
+        raw = iter(listed)
         names = list(src.names)
-    out = []
-    space = p1
     for i, times, states in raw:
         space, states, report = _to_element(p1, states, family, degree, method)
         meta: dict[str, Any] = {"source": str(src.file), "format": src.fmt, "fields": names}
@@ -1527,8 +1629,7 @@ def _source_trajectories(
             meta["index"] = i
         if report is not None:
             meta["transfer"] = report
-        out.append(TrajectoryData(space, times, states, meta))
-    return space, out
+        yield TrajectoryData(space, times, states, meta)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1774,58 +1875,142 @@ def read_data(
         from the first file's (naming both files).
 
     """
-    _check_method(method)
-    if isinstance(paths, str | os.PathLike):
-        paths = [paths]
-    files = [Path(p) for p in paths]
-    if not files:
-        raise ValueError("read_data: no files given")
-    if format != "auto" and format not in FORMATS:
-        raise ValueError(
-            f"read_data: unknown format {format!r} (known: auto, {', '.join(FORMATS)})"
-        )
-    for file in files:
-        _check_file(file)
-    kinds = [detect_format(f) if format == "auto" else format for f in files]
-    groups: list[tuple[str, list[Path]]] = []
-    for file, kind in zip(files, kinds, strict=True):
-        if kind == "vtu" and groups and groups[-1][0] == "vtu":
-            groups[-1][1].append(file)
-        else:
-            groups.append((kind, [file]))
-    shared = _Shared(names=list(fields) if fields else None)
-    trajectories: list[TrajectoryData] = []
-    space = None
-    for kind, group in groups:
-        new = _read_group(kind, group, shared, comm, dt, family, degree, method)
-        for traj in new:
-            label = Path(traj.metadata.get("source", group[0]))
-            if space is None:
-                space = traj.space
-            elif traj.space.ufl_element() != space.ufl_element():
-                raise ValueError(
-                    f"{label}: its data is on {traj.space.ufl_element()}, not on "
-                    f"{space.ufl_element()} like {shared.reference.removeprefix('the mesh of ')}"
-                )
-            _check_step(traj, label, shared)
-        trajectories.extend(new)
-    meta: dict[str, Any] = {
-        "sources": [str(f) for f in files],
-        "formats": sorted(set(kinds)),
-        "fields": shared.names,
-        "dt": shared.dt,
-    }
-    if shared.grid is not None:
-        meta["grid"] = _grid_meta(*shared.grid)
-    meta.update(metadata or {})
-    logger.info(
-        "read %d trajectories (%d frames) from %d files (%s) on one mesh",
-        len(trajectories),
-        sum(len(t) for t in trajectories),
-        len(files),
-        ", ".join(meta["formats"]),
+    reader = DataReader(
+        paths,
+        format=format,
+        fields=fields,
+        dt=dt,
+        family=family,
+        degree=degree,
+        method=method,
+        comm=comm,
     )
-    return Dataset(space, trajectories, meta)
+    trajectories = list(reader)
+    if not trajectories:
+        raise ValueError(f"{reader.files[0]}: no trajectory in the files")
+    return Dataset(trajectories[0].space, trajectories, reader.metadata(metadata))
+
+
+class DataReader:
+    """Users' files of any supported format, read one trajectory at a time onto one mesh.
+
+    :func:`read_data` reads everything into a :class:`Dataset`; iterating over a reader holds
+    one trajectory at a time (a grid HDF5 file is read trajectory by trajectory), so that a file
+    larger than the memory can be imported (:class:`DatasetWriter` writes as it goes).
+    The parameters are those of :func:`read_data`; the files are checked (existence, format)
+    on construction, the contents as they are read, with the same one-line errors.
+
+    Examples
+    --------
+    >>> reader = DataReader(["paper_2d.h5"])  # doctest: +SKIP
+    >>> len(reader)  # from the files' headers, nothing read yet
+    1000
+    >>> for trajectory in reader:  # one trajectory in memory at a time
+    ...     ...
+
+    """
+
+    def __init__(
+        self,
+        paths: str | Path | Sequence[str | Path],
+        *,
+        format: str = "auto",  # noqa: A002  (the word users know)
+        fields: Sequence[str] | None = None,
+        dt: float | None = None,
+        family: str = "CG",
+        degree: int = 1,
+        method: str = "interpolate",
+        comm: Any = fd.COMM_WORLD,
+    ) -> None:
+        _check_method(method)
+        if isinstance(paths, str | os.PathLike):
+            paths = [paths]
+        self.files = [Path(p) for p in paths]
+        if not self.files:
+            raise ValueError("read_data: no files given")
+        if format != "auto" and format not in FORMATS:
+            raise ValueError(
+                f"read_data: unknown format {format!r} (known: auto, {', '.join(FORMATS)})"
+            )
+        for file in self.files:
+            _check_file(file)
+        self.kinds = [detect_format(f) if format == "auto" else format for f in self.files]
+        self.groups: list[tuple[str, list[Path]]] = []
+        for file, kind in zip(self.files, self.kinds, strict=True):
+            if kind == "vtu" and self.groups and self.groups[-1][0] == "vtu":
+                self.groups[-1][1].append(file)
+            else:
+                self.groups.append((kind, [file]))
+        self._fields = list(fields) if fields else None
+        self._options = (comm, dt, family, degree, method)
+        self._shared = _Shared(names=self._fields)
+        self._read = 0
+
+    def counts(self) -> list[int]:
+        """Return the number of trajectories of each file (group of ``.vtu``), from its header."""
+        return [_group_count(kind, group, self._fields) for kind, group in self.groups]
+
+    def __len__(self) -> int:
+        return sum(self.counts())
+
+    def __iter__(self) -> Iterator[TrajectoryData]:
+        """Yield the trajectories in file order, each checked (element, frame step) on the way."""
+        shared = self._shared = _Shared(names=self._fields)
+        self._read = 0
+        space = None
+        for kind, group in self.groups:
+            for traj in _read_group(kind, group, shared, *self._options):
+                label = Path(traj.metadata.get("source", group[0]))
+                if space is None:
+                    space = traj.space
+                elif traj.space.ufl_element() != space.ufl_element():
+                    raise ValueError(
+                        f"{label}: its data is on {traj.space.ufl_element()}, not on "
+                        f"{space.ufl_element()} like "
+                        f"{shared.reference.removeprefix('the mesh of ')}"
+                    )
+                _check_step(traj, label, shared)
+                self._read += 1
+                yield traj
+
+    def metadata(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Return the dataset metadata of what was read, with ``extra`` on top; log it.
+
+        The keys: ``sources``, ``formats``, ``fields``, ``dt`` and ``grid`` (periodic grids).
+        """
+        shared = self._shared
+        meta: dict[str, Any] = {
+            "sources": [str(f) for f in self.files],
+            "formats": sorted(set(self.kinds)),
+            "fields": shared.names,
+            "dt": shared.dt,
+        }
+        if shared.grid is not None:
+            meta["grid"] = _grid_meta(*shared.grid)
+        meta.update(extra or {})
+        logger.info(
+            "read %d trajectories from %d files (%s) on one mesh",
+            self._read,
+            len(self.files),
+            ", ".join(meta["formats"]),
+        )
+        return meta
+
+
+def _group_count(kind: str, group: list[Path], fields: list[str] | None) -> int:
+    """Return the number of trajectories of one file (or run of ``.vtu``) without its states."""
+    file = group[0]
+    if kind == "grid_hdf5":
+        return grid_hdf5_info(file, dataset=fields[0] if fields else None).trajectories
+    if kind == "femeso":
+        header, problem = _read_header(file)
+        if header is None:
+            raise ValueError(f"{file}: {problem}")
+        return len(header["trajectories"])
+    if kind == "npz":
+        src = _npz_source(file, fields, None)
+        return len(src.indices) if isinstance(src, _GridSource) else len(src.trajectories)
+    return 1  # a series, a .vtu run, a CheckpointFile: one trajectory
 
 
 def _check_step(traj: TrajectoryData, file: Path, shared: _Shared) -> None:
@@ -1853,8 +2038,8 @@ def _read_group(
     family: str,
     degree: int,
     method: str,
-) -> list[TrajectoryData]:
-    """Read one file (or a run of .vtu files) onto the shared mesh."""
+) -> Iterator[TrajectoryData]:
+    """Read one file (or a run of .vtu files) onto the shared mesh, one trajectory at a time."""
     file = group[0]
     names = shared.names
     if kind in ("xdmf", "pvd", "vtu"):
@@ -1868,32 +2053,34 @@ def _read_group(
         else:
             src = _meshio_source(file, None, names)
         shared.names = shared.names or list(src.names)
-        return _source_trajectories(src, shared, comm, family, degree, method)[1]
+        yield from _source_trajectories(src, shared, comm, family, degree, method)
+        return
     if kind == "grid_hdf5":
         if names is not None and len(names) != 1:
             raise ValueError(f"{file}: a grid HDF5 file holds one field, got fields={names}")
         gsrc = _grid_hdf5_source(file, names[0] if names else None, None, None, None)
         shared.names = [gsrc.name]
-        return _source_trajectories(gsrc, shared, comm, family, degree, method)[1]
+        yield from _source_trajectories(gsrc, shared, comm, family, degree, method)
+        return
     if kind == "npz":
         nsrc = _npz_source(file, names, None)
         shared.names = names or ([nsrc.name] if isinstance(nsrc, _GridSource) else nsrc.names)
-        return _source_trajectories(nsrc, shared, comm, family, degree, method)[1]
+        yield from _source_trajectories(nsrc, shared, comm, family, degree, method)
+        return
     if kind == "femeso":
         loaded = load_dataset(file, comm=comm)
         grid_meta = loaded.metadata.get("grid")
         grid = None
         if grid_meta is not None:
             grid = (tuple(grid_meta["shape"]), tuple(float(x) for x in grid_meta["lengths"]))
-        out = []
         for i, traj in enumerate(loaded):
             space, states, report = _to_element(traj.space, traj.states, family, degree, method)
             space, states = _onto_shared(space, states, file, shared, grid)
             meta = {**traj.metadata, "source": str(file), "format": "femeso", "index": i}
             if report is not None:
                 meta["transfer"] = report
-            out.append(TrajectoryData(space, traj.times, states, meta))
-        return out
+            yield TrajectoryData(space, traj.times, states, meta)
+        return
     if kind == "checkpoint":
         space, times, states, found = _read_checkpoint(file, names, dt, comm)
         shared.names = shared.names or found
@@ -1902,7 +2089,8 @@ def _read_group(
         meta = {"source": str(file), "format": "checkpoint", "fields": found}
         if report is not None:
             meta["transfer"] = report
-        return [TrajectoryData(space, times, states, meta)]
+        yield TrajectoryData(space, times, states, meta)
+        return
     raise ValueError(f"{file}: unknown format {kind!r} (known: {', '.join(FORMATS)})")
 
 

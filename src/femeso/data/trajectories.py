@@ -18,7 +18,15 @@ import firedrake as fd
 import numpy as np
 from mpi4py import MPI
 
-__all__ = ["Dataset", "DatasetSplit", "TrajectoryData", "mesh_of", "same_space"]
+__all__ = [
+    "Dataset",
+    "DatasetSplit",
+    "TrajectoryData",
+    "mesh_of",
+    "same_space",
+    "split_indices",
+    "split_metadata",
+]
 
 
 def mesh_of(space: Any) -> Any:
@@ -135,6 +143,50 @@ class TrajectoryData:
         return mesh_of(self.space)
 
 
+def split_indices(
+    n: int, seed: int, fractions: Sequence[float] = (0.7, 0.2, 0.1)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the indices of the train, validation and test parts of ``n`` trajectories.
+
+    The trajectories are permuted by ``numpy.random.default_rng(seed)``; the part sizes are the
+    floors of ``fraction * n`` with the remainder given to the largest fractional parts (ties to
+    the earlier part). Each index list is sorted. The result depends only on ``n``, ``seed`` and
+    ``fractions``: a file importer can split trajectories it has not read yet.
+
+    Raises
+    ------
+    ValueError
+        If there are not three fractions, one is negative, or they do not sum to 1.
+
+    """
+    f = np.asarray(fractions, dtype=float)
+    if f.shape != (3,) or not np.isfinite(f).all() or (f < 0).any():
+        raise ValueError(f"split: fractions must be three numbers >= 0, got {fractions!r}")
+    if abs(f.sum() - 1.0) > 1e-12:
+        raise ValueError(f"split: fractions must sum to 1, got {fractions!r} (sum {f.sum()})")
+    exact = f * n
+    sizes = np.floor(exact).astype(int)
+    remainder = n - int(sizes.sum())
+    order = np.argsort(-(exact - sizes), kind="stable")
+    sizes[order[:remainder]] += 1
+    perm = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum(sizes)[:-1]
+    train, validation, test = (np.sort(p) for p in np.split(perm, bounds))
+    return train, validation, test
+
+
+def split_metadata(
+    part: str, seed: int, fractions: Sequence[float], indices: Sequence[int]
+) -> dict[str, Any]:
+    """Return the ``"split"`` metadata of one part of a split (what :meth:`Dataset.split` adds)."""
+    return {
+        "part": part,
+        "seed": int(seed),
+        "fractions": [float(x) for x in fractions],
+        "indices": [int(i) for i in indices],
+    }
+
+
 class DatasetSplit(NamedTuple):
     """The three parts of a :meth:`Dataset.split`."""
 
@@ -205,32 +257,9 @@ class Dataset:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return the trajectory indices of the train, validation and test parts.
 
-        The trajectories are permuted by ``numpy.random.default_rng(seed)``; the part sizes are
-        the floors of ``fraction * n`` with the remainder given to the largest fractional parts
-        (ties to the earlier part). Each index list is sorted. The result depends only on
-        ``seed``, ``fractions`` and ``len(self)``.
-
-        Raises
-        ------
-        ValueError
-            If there are not three fractions, one is negative, or they do not sum to 1.
-
+        See :func:`split_indices` (of ``len(self)`` trajectories).
         """
-        f = np.asarray(fractions, dtype=float)
-        if f.shape != (3,) or not np.isfinite(f).all() or (f < 0).any():
-            raise ValueError(f"split: fractions must be three numbers >= 0, got {fractions!r}")
-        if abs(f.sum() - 1.0) > 1e-12:
-            raise ValueError(f"split: fractions must sum to 1, got {fractions!r} (sum {f.sum()})")
-        n = len(self)
-        exact = f * n
-        sizes = np.floor(exact).astype(int)
-        remainder = n - int(sizes.sum())
-        order = np.argsort(-(exact - sizes), kind="stable")
-        sizes[order[:remainder]] += 1
-        perm = np.random.default_rng(seed).permutation(n)
-        bounds = np.cumsum(sizes)[:-1]
-        train, validation, test = (np.sort(p) for p in np.split(perm, bounds))
-        return train, validation, test
+        return split_indices(len(self), seed, fractions)
 
     def split(self, seed: int, fractions: Sequence[float] = (0.7, 0.2, 0.1)) -> DatasetSplit:
         """Split into train/validation/test datasets, reproducibly from ``seed``.
@@ -243,11 +272,6 @@ class Dataset:
             ("train", "validation", "test"), self.split_indices(seed, fractions), strict=True
         ):
             meta = dict(self.metadata)
-            meta["split"] = {
-                "part": name,
-                "seed": int(seed),
-                "fractions": [float(x) for x in fractions],
-                "indices": [int(i) for i in idx],
-            }
+            meta["split"] = split_metadata(name, seed, fractions, idx)
             parts.append(Dataset(self.space, [self.trajectories[i] for i in idx], meta))
         return DatasetSplit(*parts)
