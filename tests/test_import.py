@@ -6,6 +6,7 @@ files must hold exactly what an in-memory read and split holds; a trajectory bey
 behind (the split files being written are abandoned).
 """
 
+import json
 from pathlib import Path
 
 import h5py
@@ -99,3 +100,99 @@ def test_the_streamed_import_on_two_ranks_equals_the_serial_read(tmp_path):
         for a, b in zip(stored, part, strict=True):
             for sa, sb in zip(a.states, b.states, strict=True):
                 assert np.array_equal(sa.dat.data_ro, sb.dat.data_ro)
+
+
+def test_a_stored_dataset_reads_trajectories_when_used_and_keeps_a_few(tmp_path):
+    from femeso.data.io import open_dataset
+    from femeso.data.trajectories import AllStates
+
+    paths = jobs.generate(files_job(tmp_path, paper_file(tmp_path / "paper.h5")))
+    space = jobs.build_space(files_job(tmp_path, tmp_path / "paper.h5"))
+    eager = map_dataset(load_dataset(paths["train"]), space)
+    stored = open_dataset(paths["train"], space, keep=2)
+    store = stored[0].states.store
+    assert store.loads == 0 and len(stored) == len(eager) == 7  # nothing read yet
+    for i in (0, 1, 0):
+        assert all(
+            np.array_equal(a.dat.data_ro, b.dat.data_ro)
+            for a, b in zip(stored[i].states[1:4], eager[i].states[1:4], strict=True)
+        )
+    assert store.loads == 2  # trajectory 0 came from memory the second time
+    stored[2].states[0]  # read: pushes out 1, the least recently used
+    stored[0].states[-1]  # from memory
+    assert store.loads == 3 and list(store._cache) == [2, 0]
+    stored[1].states[0]  # read again
+    assert store.loads == 4 and list(store._cache) == [0, 1]
+    every = AllStates(stored)
+    assert len(every) == sum(len(t) for t in eager)
+    assert np.array_equal(every[FRAMES + 1].dat.data_ro, eager[1].states[1].dat.data_ro)
+    store.close()
+    with pytest.raises(ValueError, match="closed"):
+        stored[5].states[0]
+
+
+def test_training_on_data_read_when_used_equals_training_in_memory(tmp_path, caplog):
+    """data.in_memory_mib = 0: every file read from disk, one trajectory in memory at a time."""
+    data = paper_file(tmp_path / "paper.h5")
+    models, histories = {}, {}
+    for budget in (4096, 0):
+        root = tmp_path / f"budget_{budget}"
+        raw = {
+            "job": {"output": str(root), "seed": 5},
+            "data": {"source": "files", "paths": [str(data)], "in_memory_mib": budget},
+            "model": {"dynamics": "local", "width": 8},
+            "training": {
+                "iterations": 3,
+                "batch_size": 4,
+                "refine_iterations": 2,
+                "validate_every": 1,
+                "validation_windows": 4,
+            },
+            "baseline": {"enabled": False},
+        }
+        config = validate(raw, str(tmp_path / "job.toml"))
+        jobs.generate(config, progress=False)
+        with caplog.at_level("INFO", logger="femeso"):
+            jobs.train(config, progress=False)
+        read_when_used = [
+            r.message for r in caplog.records if "read from the file when" in r.message
+        ]
+        caplog.clear()
+        assert bool(read_when_used) == (budget == 0), read_when_used
+        with np.load(root / "onsager" / "model.npz") as arrays:
+            models[budget] = {k: arrays[k] for k in arrays.files}
+        histories[budget] = {}
+        for path in sorted((root / "onsager").rglob("history.json")):  # Adam, then LM
+            history = json.loads(path.read_text())
+            for record in history["records"]:
+                record.pop("seconds")  # wall time: the one thing that may differ
+            histories[budget][str(path.relative_to(root))] = history["records"]
+    assert models[0].keys() == models[4096].keys()
+    for key in models[0]:
+        assert np.array_equal(models[0][key], models[4096][key]), key
+    assert histories[0] == histories[4096]
+    # 3 Adam and 2 Levenberg-Marquardt iterations
+    assert sorted(len(records) for records in histories[0].values()) == [2, 3]
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_a_stored_dataset_on_two_ranks_equals_the_loaded_one(tmp_path):
+    import firedrake as fd
+
+    from femeso.data.io import open_dataset
+
+    comm = fd.COMM_WORLD
+    root = Path(comm.bcast(str(tmp_path), root=0))
+    if comm.rank == 0:
+        paper_file(root / "paper.h5")
+    comm.barrier()
+    config = files_job(root, root / "paper.h5")
+    paths = jobs.generate(config, progress=False)
+    space = jobs.build_space(config)
+    eager = map_dataset(load_dataset(paths["train"]), space)
+    stored = open_dataset(paths["train"], space, keep=1)
+    for i in (0, 0, 1, 0):
+        for a, b in zip(stored[i].states, eager[i].states, strict=True):
+            assert np.array_equal(a.dat.data_ro, b.dat.data_ro)
+    assert stored[0].states.store.loads == 3
+    stored[0].states.store.close()

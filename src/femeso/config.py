@@ -34,6 +34,8 @@ MESH_FROM_FILES = "files"
 FILE_FORMATS = ("auto", "xdmf", "pvd", "vtu", "femeso", "checkpoint", "grid_hdf5", "npz")
 #: ``[data]`` keys of the file source; the other ``[data]`` keys belong to the generators.
 FILE_KEYS = ("source", "paths", "format", "fields", "split", "max_trajectories", "train_frames")
+#: ``[data]`` keys of both sources.
+COMMON_DATA_KEYS = ("in_memory_mib",)
 PERIODIC_1D = ("kdv", "fput", "fene")
 #: The models a job can compare with femeso's (``[baseline] models``, see femeso.peers).
 PEER_MODELS = ("blackbox", "fno", "meshgraphnet", "spectral_onsager")
@@ -180,6 +182,13 @@ class DataSection:
     max_trajectories: int = option(
         0,
         "files: read at most this many trajectories (the first ones, before the split; 0: all)",
+        minimum=0,
+    )
+    in_memory_mib: int = option(
+        4096,
+        "largest data file (train, validation, test; states as float64) loaded whole, in MiB; "
+        "a larger one is read from disk as its trajectories are used, this much kept in memory "
+        "(0: every file so, one trajectory in memory at a time)",
         minimum=0,
     )
     train_frames: int = option(
@@ -560,7 +569,9 @@ def _check_files(raw: dict[str, Any], config: JobConfig, source: str) -> None:
     if not d.paths:
         raise ConfigError(f"{source}: data.source = 'files' needs data.paths (files or globs)")
     spec = DEFAULTS["data"]
-    ignored = sorted(k for k in given if k not in FILE_KEYS and given[k] != spec[k].default)
+    ignored = sorted(
+        k for k in given if k not in FILE_KEYS + COMMON_DATA_KEYS and given[k] != spec[k].default
+    )
     if ignored:
         raise ConfigError(
             f"{source}: data.{ignored[0]} is a generator setting; data.source = 'files' takes "

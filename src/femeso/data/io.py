@@ -62,14 +62,16 @@ or array is modified, and no existing file is overwritten unless asked to.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import firedrake as fd
 import h5py
@@ -110,12 +112,16 @@ __all__ = [
     "FORMAT_VERSION",
     "DataReader",
     "DatasetWriter",
+    "StoredStates",
+    "StoredTrajectories",
     "GridInfo",
     "export_vtk",
     "from_grid_arrays",
     "grid_hdf5_info",
     "load_dataset",
+    "dataset_counts",
     "load_dataset_mesh",
+    "open_dataset",
     "read_checkpoint_series",
     "read_data",
     "read_grid_hdf5",
@@ -445,30 +451,182 @@ def load_dataset(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Dataset:
             for entry in header["trajectories"]:
                 name = entry["function"]
                 times = np.asarray(h5[f"{_GROUP}/times/{name}"][()], dtype=float)
-                if entry.get("layout", "states") == "columns":
-                    columns = inp.load_function(mesh, name)
-                    if space is None:
-                        element = columns.function_space().ufl_element().sub_elements[0]
-                        space = fd.FunctionSpace(mesh, element)
-                    stored = columns.function_space().value_shape  # (n,) for n states
-                    if stored != (entry["n_states"],):
-                        raise ValueError(
-                            f"trajectory {name}: {stored} columns, not {entry['n_states']} states"
-                        )
-                    states = _from_columns(columns, space, name)
-                else:
-                    states = [
-                        inp.load_function(mesh, name, idx=k) for k in range(entry["n_states"])
-                    ]
-                    space = states[0].function_space() if space is None else space
-                    # One space object for all trajectories.
-                    states = [fd.Function(space, val=s.dat, name=name) for s in states]
+                space, states = _load_states(inp, mesh, entry, space)
                 trajectories.append(TrajectoryData(space, times, states, entry["metadata"]))
             return Dataset(space, trajectories, header["metadata"])
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     except Exception as exc:
         raise ValueError(f"{path}: corrupt femeso dataset: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_states(
+    inp: Any, mesh: Any, entry: dict[str, Any], space: Any
+) -> tuple[Any, list[fd.Function]]:
+    """Load one trajectory's states from an open file (``space``: of the ones before, or None)."""
+    name = entry["function"]
+    if entry.get("layout", "states") == "columns":
+        columns = inp.load_function(mesh, name)
+        if space is None:
+            element = columns.function_space().ufl_element().sub_elements[0]
+            space = fd.FunctionSpace(mesh, element)
+        stored = columns.function_space().value_shape  # (n,) for n states
+        if stored != (entry["n_states"],):
+            raise ValueError(f"trajectory {name}: {stored} columns, not {entry['n_states']} states")
+        return space, _from_columns(columns, space, name)
+    states = [inp.load_function(mesh, name, idx=k) for k in range(entry["n_states"])]
+    space = states[0].function_space() if space is None else space
+    # One space object for all trajectories.
+    return space, [fd.Function(space, val=s.dat, name=name) for s in states]
+
+
+def dataset_counts(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> list[int]:
+    """Return the number of states of each trajectory of a dataset file (its header only)."""
+    path = Path(path)
+    if not comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
+        raise FileNotFoundError(f"{path}: no such file")
+    header, problem = comm.bcast(_read_header(path) if comm.rank == 0 else None, root=0)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
+    return [int(entry["n_states"]) for entry in header["trajectories"]]
+
+
+def open_dataset(path: str | Path, space: Any, *, keep: int) -> Dataset:
+    """Return a dataset file's trajectories on ``space``, their states read when first used.
+
+    For data larger than the memory: the file stays open (:class:`StoredTrajectories`), at most
+    ``keep`` trajectories are held in memory (the least recently used is dropped), and each one
+    read is put onto ``space`` by DoF coordinates (:class:`femeso.data.mapping.DofMap`), like
+    :func:`load_dataset` followed by :func:`femeso.data.mapping.map_dataset`. The states were
+    checked when the file was written. Collective: every rank must use the same trajectories in
+    the same order (training does).
+
+    Parameters
+    ----------
+    path
+        A file written by :func:`save_dataset` (any number of ranks).
+    space
+        The space the states are put on (the job's).
+    keep
+        How many trajectories to hold in memory at most (>= 1).
+
+    Returns
+    -------
+    Dataset
+        Trajectories whose ``states`` are a :class:`StoredStates` sequence (indexing and slicing
+        give Functions on ``space``).
+
+    """
+    return StoredTrajectories(path, space, keep=keep).dataset()
+
+
+class StoredTrajectories:
+    """An open femeso dataset file whose trajectories are read on demand (see :func:`open_dataset`).
+
+    The file is closed by :meth:`close`, or at exit (every store still open then is closed, in
+    order, on every rank, before PETSc finalises).
+    """
+
+    _open: ClassVar[list[StoredTrajectories]] = []
+
+    def __init__(self, path: str | Path, space: Any, *, keep: int) -> None:
+        if keep < 1:
+            raise ValueError(f"{path}: keep must be >= 1 trajectory, got {keep}")
+        self.path = Path(path)
+        self.space = space
+        self.keep = keep
+        comm = mesh_of(space).comm
+        if not comm.bcast(self.path.is_file() if comm.rank == 0 else None, root=0):
+            raise FileNotFoundError(f"{self.path}: no such file")
+        header, problem = comm.bcast(_read_header(self.path) if comm.rank == 0 else None, root=0)
+        if problem is not None:
+            raise ValueError(f"{self.path}: {problem}")
+        self.header = header
+        self._file = fd.CheckpointFile(str(self.path), "r", comm=comm)
+        if not StoredTrajectories._open:
+            atexit.register(StoredTrajectories.close_all)
+        StoredTrajectories._open.append(self)
+        self._mesh = self._file.load_mesh(header["mesh_name"])
+        self._file_space: Any = None
+        self._map: DofMap | None = None
+        self._cache: OrderedDict[int, list[fd.Function]] = OrderedDict()
+        self.loads = 0
+        h5 = self._file.h5pyfile
+        self.times = [
+            np.asarray(h5[f"{_GROUP}/times/{entry['function']}"][()], dtype=float)
+            for entry in header["trajectories"]
+        ]
+
+    def __len__(self) -> int:
+        return len(self.header["trajectories"])
+
+    def states(self, i: int) -> list[fd.Function]:
+        """Return trajectory ``i``'s states on the space (from the cache, or read now)."""
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        if self._file is None:
+            raise ValueError(f"{self.path}: the file is closed")
+        entry = self.header["trajectories"][i]
+        try:
+            self._file_space, states = _load_states(self._file, self._mesh, entry, self._file_space)
+            if self._map is None:
+                self._map = DofMap.between(self._file_space, self.space)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {exc}") from exc
+        states = [self._map.apply(state) for state in states]
+        self.loads += 1
+        self._cache[i] = states
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return states
+
+    def dataset(self) -> Dataset:
+        """Return the trajectories as a :class:`Dataset` on the space (nothing read yet)."""
+        trajectories = [
+            TrajectoryData.stored(
+                self.space,
+                self.times[i],
+                StoredStates(self, i, entry["n_states"]),
+                entry["metadata"],
+            )
+            for i, entry in enumerate(self.header["trajectories"])
+        ]
+        return Dataset(self.space, trajectories, self.header["metadata"])
+
+    def close(self) -> None:
+        """Close the file (collective); the states already held stay valid."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self in StoredTrajectories._open:
+            StoredTrajectories._open.remove(self)
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every store still open (at exit: before PETSc finalises)."""
+        for store in list(cls._open):
+            store.close()
+
+
+class StoredStates(Sequence):
+    """The states of one stored trajectory, read from its file when indexed.
+
+    See :class:`StoredTrajectories`; a slice reads the trajectory once.
+    """
+
+    def __init__(self, store: StoredTrajectories, index: int, n: int) -> None:
+        self.store, self.index, self.n = store, index, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return self.store.states(self.index)[k]
+        if not -self.n <= k < self.n:
+            raise IndexError(f"state {k} of a trajectory of {self.n}")
+        return self.store.states(self.index)[k]
 
 
 def load_dataset_mesh(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Any:

@@ -10,7 +10,7 @@ on the seed alone. Reading and writing live in :mod:`femeso.data.io`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -19,6 +19,7 @@ import numpy as np
 from mpi4py import MPI
 
 __all__ = [
+    "AllStates",
     "Dataset",
     "DatasetSplit",
     "TrajectoryData",
@@ -127,6 +128,20 @@ class TrajectoryData:
         check_json(self.metadata, "trajectory metadata")
 
     @classmethod
+    def stored(
+        cls, space: Any, times: np.ndarray, states: Any, metadata: dict[str, Any]
+    ) -> TrajectoryData:
+        """Return a trajectory whose ``states`` are read when used (a sequence of Functions).
+
+        Nothing is checked or read here: the states were checked when their file was written
+        (:func:`femeso.data.io.open_dataset`).
+        """
+        trajectory = cls.__new__(cls)
+        trajectory.space, trajectory.times = space, np.asarray(times, dtype=float)
+        trajectory.states, trajectory.metadata = states, metadata
+        return trajectory
+
+    @classmethod
     def from_trajectory(
         cls, trajectory: Any, *, metadata: dict[str, Any] | None = None
     ) -> TrajectoryData:
@@ -185,6 +200,33 @@ def split_metadata(
         "fractions": [float(x) for x in fractions],
         "indices": [int(i) for i in indices],
     }
+
+
+class AllStates(Sequence):
+    """Every state of some trajectories, one after the other, read only when indexed.
+
+    A view, not a list: for trajectories read from disk when used
+    (:func:`femeso.data.io.open_dataset`), ``AllStates(data)[::100]`` reads the trajectories of
+    the chosen states only.
+    """
+
+    def __init__(self, trajectories: Iterable[TrajectoryData]) -> None:
+        self._trajectories = list(trajectories)
+        self._ends = np.cumsum([len(t) for t in self._trajectories])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError(f"state {k} of {n}")
+        k %= n
+        i = int(np.searchsorted(self._ends, k, side="right"))
+        first = int(self._ends[i - 1]) if i else 0
+        return self._trajectories[i].states[k - first]
 
 
 class DatasetSplit(NamedTuple):

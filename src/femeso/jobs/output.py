@@ -11,7 +11,7 @@ import firedrake as fd
 
 from femeso._log import logger
 from femeso.config import PEER_MODELS, JobConfig
-from femeso.data.io import load_dataset
+from femeso.data.io import dataset_counts, load_dataset, open_dataset
 from femeso.data.mapping import map_dataset
 from femeso.data.trajectories import Dataset
 
@@ -93,8 +93,11 @@ def load_data(config: JobConfig, space: fd.FunctionSpace) -> dict[str, Dataset]:
     The files may have been written on any number of ranks and on another mesh object of the
     same geometry: every state is matched to ``space``'s DoFs by position
     (:func:`femeso.data.mapping.map_dataset`), and a file on another geometry, element or size
-    is an error naming it.
+    is an error naming it. A file whose states take more than ``data.in_memory_mib`` as float64
+    is not loaded whole: its trajectories are read when used, as many kept in memory as fit
+    (:func:`femeso.data.io.open_dataset`), and the log says so.
     """
+    budget = config.data.in_memory_mib * 2**20
     out = {}
     for split in SPLITS:
         path = _data_path(config, split)
@@ -103,8 +106,23 @@ def load_data(config: JobConfig, space: fd.FunctionSpace) -> dict[str, Dataset]:
             continue
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `femeso generate` first")
-        data = load_dataset(path, comm=space.mesh().comm)
-        out[split] = map_dataset(data, space, label=str(path))
+        counts = dataset_counts(path, comm=space.mesh().comm)
+        per_state = 8 * space.dim()
+        if sum(counts) * per_state <= budget:
+            data = load_dataset(path, comm=space.mesh().comm)
+            out[split] = map_dataset(data, space, label=str(path))
+            continue
+        keep = max(1, budget // (per_state * max(counts)))
+        logger.info(
+            "%s: %d trajectories, %.2f GiB as float64 (more than data.in_memory_mib = %d): "
+            "read from the file when used, at most %d in memory at a time",
+            path,
+            len(counts),
+            sum(counts) * per_state / 2**30,
+            config.data.in_memory_mib,
+            min(keep, len(counts)),
+        )
+        out[split] = open_dataset(path, space, keep=keep)
     return out
 
 

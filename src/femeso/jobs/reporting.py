@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from mpi4py import MPI
 from femeso._log import logger
 from femeso.config import JobConfig
 from femeso.data.io import export_vtk
-from femeso.data.trajectories import Dataset
+from femeso.data.trajectories import AllStates, Dataset
 from femeso.jobs.figures import _plots
 from femeso.jobs.models import (
     _true_mobility,
@@ -230,7 +231,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     results["conservative"] = model.is_conservative
     results["transport"] = [w.constant.tolist() for w in model.conservative if w.field is None]
 
-    samples = state_samples(model, [s for t in data["train"] for s in t.states])
+    samples = state_samples(model, AllStates(data["train"]))
     density = mobility = None
     if truth is not None:
         density, mobility = _interpretability(config, model, truth, samples, results)
@@ -298,7 +299,7 @@ MAX_STATE_SAMPLES = 2**20
 
 
 def state_samples(
-    model: OnsagerModel, states: list[fd.Function], limit: int = MAX_STATE_SAMPLES
+    model: OnsagerModel, states: Sequence[fd.Function], limit: int = MAX_STATE_SAMPLES
 ) -> torch.Tensor:
     """Return the model's quadrature-point values of evenly spaced ``states``, ``<= limit`` rows.
 

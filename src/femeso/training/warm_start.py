@@ -138,16 +138,19 @@ def _fixed_coefficient(kind: str, part: torch.nn.Module) -> float | None:
 
 
 def _frame_pairs(data: Dataset, max_pairs: int) -> list[tuple[fd.Function, fd.Function, float]]:
-    pairs = [
-        (traj.states[k], traj.states[k + 1], float(traj.times[k + 1] - traj.times[k]))
-        for traj in data.trajectories
-        for k in range(len(traj) - 1)
-    ]
-    if not pairs:
+    # The pairs are chosen by index first: only the chosen states are read (data read from
+    # disk when used, femeso.data.io.open_dataset, are not loaded whole).
+    index = [(i, k) for i, traj in enumerate(data.trajectories) for k in range(len(traj) - 1)]
+    if not index:
         raise ValueError("warm start: the data have no pair of consecutive frames")
-    if len(pairs) > max_pairs:
-        keep = np.unique(np.linspace(0, len(pairs) - 1, max_pairs).round().astype(int))
-        pairs = [pairs[i] for i in keep]
+    if len(index) > max_pairs:
+        keep = np.unique(np.linspace(0, len(index) - 1, max_pairs).round().astype(int))
+        index = [index[j] for j in keep]
+    pairs = []
+    for i, k in index:
+        traj = data.trajectories[i]
+        states = traj.states[k : k + 2]
+        pairs.append((states[0], states[1], float(traj.times[k + 1] - traj.times[k])))
     return pairs
 
 
