@@ -23,6 +23,12 @@ import ufl
 from mpi4py import MPI
 
 from femeso._log import logger, progress_bar
+from femeso.data.batched import (
+    BatchedReference,
+    NotInLockstep,
+    batch_sizes,
+    batching_obstacle,
+)
 from femeso.data.initial_conditions import random_smooth_field
 from femeso.data.trajectories import Dataset, TrajectoryData
 from femeso.meshes import bounding_box
@@ -33,9 +39,13 @@ from femeso.model.onsager import OnsagerModel
 from femeso.stepping.energy_stable import EnergyStableStepper
 
 __all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_BATCH_DOFS",
     "DENSITIES",
+    "MIN_DEFAULT_BATCH",
     "allen_cahn_model",
     "cahn_hilliard_model",
+    "default_batch",
     "generate_dataset",
     "graded_mobility",
     "kdv_model",
@@ -212,6 +222,37 @@ def paper_sine_initial_condition(space: fd.FunctionSpace, *, seed: int) -> fd.Fu
     return u
 
 
+#: Trajectories per batched system when ``generate_dataset(batch=None)``; the most reference
+#: degrees of freedom of all copies together in a default batch; below
+#: :data:`MIN_DEFAULT_BATCH` copies of that size, the default is one trajectory at a time.
+#: Measured with ``bench/generation_cost.py`` (s per trajectory one at a time / batched, same
+#: run, docs/benchmarks.md): 1-D Allen-Cahn, 256 cells, the paper's protocol: 7.2 / 1.15 (B = 8),
+#: 0.57 (32), 0.41 (100); 2-D periodic squares: 16 x 16 (256 DoFs) 0.90 / 0.30 (8), 0.44 (32);
+#: 32 x 32 (1024 DoFs) 3.3 / 2.2 (8), 1.7 / 1.1 (4) and 1.4 (16); 64 x 64 (4096 DoFs) 2.35 /
+#: 2.41 (2), 2.34 (4): no gain where the arithmetic dominates (and a batch takes a Newton
+#: iteration more when its slowest member needs it).
+DEFAULT_BATCH = 32
+DEFAULT_BATCH_DOFS = 8_192
+MIN_DEFAULT_BATCH = 8
+
+#: After this many batches whose steps needed halvings (each one then redone one trajectory at
+#: a time), the rest of a dataset is generated one at a time.
+MAX_ABANDONED_BATCHES = 2
+
+
+def default_batch(n_trajectories: int, fine_dofs: int) -> int:
+    """Return the default batch size for ``n_trajectories`` on ``fine_dofs`` reference DoFs.
+
+    :data:`DEFAULT_BATCH`, at most :data:`DEFAULT_BATCH_DOFS` DoFs in all copies together and
+    at most ``n_trajectories``; 1 (one at a time) where fewer than :data:`MIN_DEFAULT_BATCH`
+    copies of the mesh fit in :data:`DEFAULT_BATCH_DOFS`.
+    """
+    fitting = DEFAULT_BATCH_DOFS // max(1, fine_dofs)
+    if fitting < MIN_DEFAULT_BATCH:
+        return 1
+    return max(1, min(n_trajectories, DEFAULT_BATCH, fitting))
+
+
 def generate_dataset(
     space: fd.FunctionSpace,
     model_factory: Callable[[fd.FunctionSpace], OnsagerModel],
@@ -226,8 +267,17 @@ def generate_dataset(
     name: str = "pde",
     parameters: dict | None = None,
     progress: bool = True,
+    batch: int | None = None,
 ) -> Dataset:
     """Generate reference trajectories with femeso's stepper on a finer mesh and time step.
+
+    Trajectories are solved ``batch`` at a time as one system on disjoint copies of the mesh
+    (:mod:`femeso.data.batched`): the same equations, scheme, step, stepper and Newton
+    tolerances (on 1-D meshes PETSc's own LU replaces MUMPS inside Newton), the frames equal to
+    one-at-a-time generation's to the nonlinear solver's tolerance. Where batching does not
+    apply (several MPI processes, non-simplex or curved meshes, non-P1 spaces, nonlocal
+    energies, a batch whose step needed a halving or failed) trajectories are generated one at
+    a time, and the log says why.
 
     Parameters
     ----------
@@ -250,6 +300,9 @@ def generate_dataset(
         Recorded in the metadata with the seed and the resolution.
     progress
         Show a progress bar (rank 0).
+    batch
+        Most trajectories per batched system; ``1``: one at a time; ``None``:
+        :func:`default_batch`. Batches are made of nearly equal sizes.
 
     Returns
     -------
@@ -261,43 +314,105 @@ def generate_dataset(
             "generate_dataset needs n_trajectories, n_frames, substeps >= 1, "
             "refine >= 0 and frame_dt > 0"
         )
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise ValueError(f"generate_dataset needs batch >= 1 or None, got {batch!r}")
     initial_condition = initial_condition or (
         lambda V, seed: random_smooth_field(V, seed=seed, amplitude=0.8)
     )
     mesh = space.mesh()
     fine_mesh = fd.MeshHierarchy(mesh, refine)[-1] if refine else mesh
     fine_space = fd.FunctionSpace(fine_mesh, space.ufl_element())
-    model = model_factory(fine_space)
-    trajectories = []
+    dt = frame_dt / substeps
+    if batch is None:
+        batch = default_batch(n_trajectories, fine_space.dim())
+        if batch == 1 and n_trajectories > 1:
+            logger.info(
+                "generate %s: one trajectory at a time: %d reference DoFs per trajectory, too "
+                "many for a default batch (fewer than %d copies fit in %d DoFs); pass batch= "
+                "to batch anyway",
+                name,
+                fine_space.dim(),
+                MIN_DEFAULT_BATCH,
+                DEFAULT_BATCH_DOFS,
+            )
     bar = progress_bar(
         n_trajectories * n_frames, f"femeso generate {name}", "frame", enabled=progress
     )
-    for i in range(n_trajectories):
-        u0 = initial_condition(space, seed=seed + i)
-        # Nested meshes: the coarse vertices are fine vertices, so interpolation between the
-        # meshes is exact there in both directions.
-        u0_fine = fd.Function(fine_space).interpolate(u0) if refine else u0
-        stepper = EnergyStableStepper(model, u0_fine, frame_dt / substeps)
-        to_data = fd.interpolate(stepper.u, space) if refine else None
-        states = [u0.copy(deepcopy=True)]
-        energies = [model.energy_value(stepper.u)]
-        for _ in range(n_frames):
-            stepper.rollout(substeps)
-            frame = fd.Function(space)
-            if refine:
-                fd.assemble(to_data, tensor=frame)
-            else:
-                frame.assign(stepper.u)
-            states.append(frame)
-            energies.append(stepper.records[-1].energy)
-            if bar is not None:
-                bar.update()
+    single_model: list[OnsagerModel] = []
+
+    def one_at_a_time(seeds: list[int]) -> list[tuple[list[fd.Function], list[float]]]:
+        if not single_model:
+            single_model.append(model_factory(fine_space))
+        return [
+            _one_trajectory(
+                single_model[0],
+                space,
+                fine_space,
+                initial_condition(space, seed=s),
+                dt,
+                n_frames,
+                substeps,
+                bar,
+            )
+            for s in seeds
+        ]
+
+    results: list[tuple[list[fd.Function], list[float]]] = []
+    batched = batch > 1 and n_trajectories > 1
+    obstacle = batching_obstacle(fine_space) if batched else None
+    if obstacle is not None:
+        logger.info("generate %s: one trajectory at a time: %s", name, obstacle)
+        batched = False
+    runners: dict[int, BatchedReference] = {}
+    start, abandoned = 0, 0
+    for size in batch_sizes(n_trajectories, batch):
+        seeds = list(range(seed + start, seed + start + size))
+        start += size
+        if batched and size > 1 and size not in runners:
+            runners[size] = BatchedReference(fine_space, model_factory, size, dt)
+            if runners[size].obstacle is not None:
+                logger.info(
+                    "generate %s: one trajectory at a time: %s", name, runners[size].obstacle
+                )
+                batched = False
+        if not batched or size == 1:
+            results.extend(one_at_a_time(seeds))
+            continue
+        done = bar.n if bar is not None else 0
+        try:
+            batch_results = _batched_trajectories(
+                runners[size], space, fine_space, initial_condition, seeds, n_frames, substeps, bar
+            )
+        except NotInLockstep as exc:
+            logger.info(
+                "generate %s: seeds %d to %d one at a time, not as a batch: %s",
+                name,
+                seeds[0],
+                seeds[-1],
+                exc,
+            )
+            if bar is not None:  # the frames of the abandoned batch are done again
+                bar.n = done
+            batch_results = one_at_a_time(seeds)
+            abandoned += 1
+            if abandoned == MAX_ABANDONED_BATCHES and start < n_trajectories:
+                logger.info(
+                    "generate %s: %d batches abandoned: the remaining %d trajectories one at "
+                    "a time",
+                    name,
+                    abandoned,
+                    n_trajectories - start,
+                )
+                batched = False
+        results.extend(batch_results)
+    trajectories = []
+    for i, (states, energies) in enumerate(results):
         metadata = {
             "generator": name,
             "parameters": parameters or {},
             "seed": seed + i,
             "frame_dt": frame_dt,
-            "reference_dt": frame_dt / substeps,
+            "reference_dt": dt,
             "reference_refinements": refine,
             "reference_energy": energies,
         }
@@ -313,6 +428,75 @@ def generate_dataset(
     )
 
 
+def _one_trajectory(
+    model: OnsagerModel,
+    space: fd.FunctionSpace,
+    fine_space: fd.FunctionSpace,
+    u0: fd.Function,
+    dt: float,
+    n_frames: int,
+    substeps: int,
+    bar: Any,
+) -> tuple[list[fd.Function], list[float]]:
+    """Return the frames on ``space`` and the reference energies of one trajectory from ``u0``."""
+    refine = fine_space.mesh() is not space.mesh()
+    # Nested meshes: the coarse vertices are fine vertices, so interpolation between the
+    # meshes is exact there in both directions.
+    u0_fine = fd.Function(fine_space).interpolate(u0) if refine else u0
+    stepper = EnergyStableStepper(model, u0_fine, dt)
+    to_data = fd.interpolate(stepper.u, space) if refine else None
+    states = [u0.copy(deepcopy=True)]
+    energies = [model.energy_value(stepper.u)]
+    for _ in range(n_frames):
+        stepper.rollout(substeps)
+        frame = fd.Function(space)
+        if refine:
+            fd.assemble(to_data, tensor=frame)
+        else:
+            frame.assign(stepper.u)
+        states.append(frame)
+        energies.append(stepper.records[-1].energy)
+        if bar is not None:
+            bar.update()
+    return states, energies
+
+
+def _batched_trajectories(
+    runner: BatchedReference,
+    space: fd.FunctionSpace,
+    fine_space: fd.FunctionSpace,
+    initial_condition: Callable[..., fd.Function],
+    seeds: list[int],
+    n_frames: int,
+    substeps: int,
+    bar: Any,
+) -> list[tuple[list[fd.Function], list[float]]]:
+    """Return what :func:`_one_trajectory` returns for each seed, solved as one batch."""
+    refine = fine_space.mesh() is not space.mesh()
+    initial = [initial_condition(space, seed=s) for s in seeds]
+    initial_fine = [fd.Function(fine_space).interpolate(u0) if refine else u0 for u0 in initial]
+    work = fd.Function(fine_space)
+    to_data = fd.interpolate(work, space) if refine else None
+    states: list[list[fd.Function]] = [[u0.copy(deepcopy=True)] for u0 in initial]
+
+    def on_frame(n: int, values: np.ndarray) -> None:
+        if n == 0:
+            return
+        for b, trajectory in enumerate(states):
+            frame = fd.Function(space)
+            if refine:
+                work.dat.data_wo[...] = values[b]
+                fd.assemble(to_data, tensor=frame)
+            else:
+                frame.dat.data_wo[...] = values[b]
+            trajectory.append(frame)
+        if bar is not None:
+            bar.update(len(states))
+
+    energies = runner.run(initial_fine, n_frames, substeps, on_frame)
+    return [(s, energies[:, b].tolist()) for b, s in enumerate(states)]
+
+
 def paper_allen_cahn(
     dim: int,
     *,
@@ -323,13 +507,15 @@ def paper_allen_cahn(
     refine: int = 0,
     comm: Any = fd.COMM_WORLD,
     progress: bool = True,
+    batch: int | None = None,
 ) -> Dataset:
     r"""Return the paper's Allen--Cahn data, :math:`u_t = \Delta u + (u - u^3)/\epsilon^2`.
 
     eps = 0.1. 1-D: periodic :math:`[0, 2\pi]` with 256 points; 2-D: :math:`[0, 2\pi]^2` with
     128 x 128 points; frames every 1e-3 up to T = 0.1 (``n_frames = 100``, 101 frames), initial
     condition :func:`paper_sine_initial_condition`. The reference solve takes ``substeps`` steps
-    per frame (and ``refine`` mesh refinements).
+    per frame (and ``refine`` mesh refinements), ``batch`` trajectories at a time
+    (:func:`generate_dataset`).
     """
     if dim == 1:
         mesh = fd.PeriodicIntervalMesh(256, 2 * np.pi, comm=comm)
@@ -355,6 +541,7 @@ def paper_allen_cahn(
             "length": 2 * np.pi,
         },
         progress=progress,
+        batch=batch,
     )
     # The mesh vertices are the paper's grid points: to_grid_arrays gives the paper's layout.
     points = [256] if dim == 1 else [128, 128]
