@@ -9,7 +9,11 @@ same layout, then runs, each in a fresh process:
   (``ru_maxrss`` of the child) and seconds; the import streams one trajectory at a time into the
   split files;
 * ``femeso.data.read_data`` of the small and of the large file into one dataset in memory
-  (what the import did before it streamed), unless ``--skip-in-memory``.
+  (what the import did before it streamed), unless ``--skip-in-memory``;
+* ``femeso train`` on the imported large file (``--train-iterations`` Adam iterations, no warm
+  start), with the data loaded whole (``data.in_memory_mib`` large) and read from disk when
+  used (``data.in_memory_mib = 0``: one trajectory in memory at a time), unless
+  ``--train-iterations 0``.
 
 The figure to read is the import's memory growth over the reference against the data's size as
 float64 states (the size a whole-file import would hold).
@@ -42,8 +46,23 @@ seed = 0
 source = "files"
 paths = ["{data}"]
 
+in_memory_mib = {budget}
+
 [model]
 dynamics = "local"
+width = 8
+
+[training]
+warm_start = false
+iterations = {iterations}
+refine_iterations = 0
+batch_size = 4
+validate_every = {iterations}
+validation_windows = 4
+checkpoint_every = 1000
+
+[baseline]
+enabled = false
 """
 
 #: Runs a module as ``python -m`` would and prints its own peak RSS (kB) at exit.
@@ -79,8 +98,15 @@ def child_peak(module: str, args: list[str], cwd: Path) -> tuple[float, float]:
 
 def import_job(root: Path, data: Path, name: str) -> tuple[float, float]:
     job = root / f"{name}.toml"
-    job.write_text(JOB.format(output=root / name, data=data))
+    job.write_text(JOB.format(output=root / name, data=data, budget=4096, iterations=1))
     return child_peak("femeso.cli", ["generate", job.name, "-q"], root)
+
+
+def train_job(root: Path, name: str, budget: int, iterations: int) -> tuple[float, float]:
+    """Train on the imported job ``name`` with ``data.in_memory_mib = budget``."""
+    job = root / f"{name}.toml"
+    job.write_text(JOB.format(output=root / name, data="-", budget=budget, iterations=iterations))
+    return child_peak("femeso.cli", ["train", job.name, "-q", "--overwrite"], root)
 
 
 def main() -> None:
@@ -88,6 +114,7 @@ def main() -> None:
     parser.add_argument("--trajectories", type=int, default=160, help="N of the large file")
     parser.add_argument("--small", type=int, default=10, help="N of the reference file")
     parser.add_argument("--skip-in-memory", action="store_true", help="no whole-file read")
+    parser.add_argument("--train-iterations", type=int, default=3, help="0: no training")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="femeso-import-cost-"))
     try:
@@ -125,6 +152,14 @@ def main() -> None:
                 f"read_data of the small file {memory_peak - reference:.0f} MiB = "
                 f"{(memory_peak - reference) / states:.3f} x the float64 states"
             )
+        if args.train_iterations:
+            for budget in (16384, 0):
+                seconds, peak = train_job(root, "large", budget, args.train_iterations)
+                print(
+                    f"femeso train ({args.train_iterations} Adam iterations of 4 windows), "
+                    f"data.in_memory_mib = {budget}: {seconds:.1f} s, peak {peak:.0f} MiB: "
+                    f"growth over the small import {peak - small_peak:.0f} MiB"
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
