@@ -95,6 +95,10 @@ def data_files(config: JobConfig) -> list[Path]:
     return files
 
 
+#: States (bytes as float64) read by the import between two collections of Python's garbage.
+GC_BYTES = 64 * 2**20
+
+
 def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]:
     """Read the job's data files, split them by whole trajectories, save them under ``data/``.
 
@@ -137,6 +141,7 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
     steps: list[float] = []
     losses: list[float] = []
     source_space = None
+    unreleased = 0
     bar = progress_bar(n, "import", "trajectory", enabled=progress)
     with contextlib.ExitStack() as stack:
         for i, traj in enumerate(itertools.islice(reader, n)):
@@ -160,10 +165,15 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
             writers[name].append(traj)
             frames[name].append(len(traj) - 1)
             # Firedrake's Functions sit in reference cycles, which Python's collector counts by
-            # objects, not bytes: without this the import grew by 5.6 MiB per 2-D trajectory of
-            # 128 x 128 x 101 (bench/import_cost.py), with it the memory stays flat.
+            # objects, not bytes: without a collection the import grew by 5.6 MiB per 2-D
+            # trajectory of 128 x 128 x 101 (bench/import_cost.py); collecting after every
+            # trajectory kept it flat but cost 25 s of the 46 s import of 300 small FENE
+            # trajectories. So: a collection per GC_BYTES of states read.
+            unreleased += 8 * traj.space.dim() * len(traj)
             del traj
-            gc.collect()
+            if unreleased > GC_BYTES:
+                gc.collect()
+                unreleased = 0
             if bar is not None:
                 bar.update()
         metadata = reader.metadata()
