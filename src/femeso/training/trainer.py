@@ -343,7 +343,7 @@ def _accepted_substeps(stepper, start: fd.Function | None) -> list:
     return [(start, stepper.w.copy(deepcopy=True), None)]
 
 
-@dataclass
+@dataclass(slots=True)
 class IterationRecord:
     """One optimiser step of a :class:`Trainer`."""
 
@@ -431,6 +431,9 @@ class Trainer:
         Show a progress bar with the loss and the ETA (rank 0).
 
     """
+
+    #: Run a full garbage collection after every iteration of :meth:`run` (see there).
+    collect_garbage: bool = True
 
     def __init__(
         self,
@@ -706,6 +709,13 @@ class Trainer:
         try:
             while self.iteration < c.iterations:
                 record = self.step()
+                # Each iteration still leaves ~70 Functions (the windows' state copies) and ~34k
+                # other objects in cycles; collecting them here, not when Python's counters say
+                # so, keeps the memory flat. Measured (bench/train_cost.py --mesh interval, 65
+                # DoFs, 300 iterations): RSS slope 1.24 -> 0.31 KiB/iteration, at 1.6 ms per
+                # collection (0.3 % of a 0.52 s iteration) thanks to the freeze above.
+                if self.collect_garbage:
+                    gc.collect()
                 if bar is not None:
                     postfix = {"loss": f"{record.loss:.3e}"}
                     if self.history.best_iteration > 0:
