@@ -147,7 +147,8 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
         for i, traj in enumerate(itertools.islice(reader, n)):
             where = f"{traj.metadata.get('source', 'data')}: trajectory {i}"
             steps.append(_frame_step(traj, where, steps[0] if steps else None))
-            source_space = source_space or traj.space
+            if source_space is None:
+                source_space = traj.space
             if target is not None:
                 traj, loss = resample_trajectory(traj, target, what=where)
                 losses.append(loss)
