@@ -436,12 +436,7 @@ def load_dataset(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Dataset:
 
     """
     path = Path(path)
-    if not comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        raise FileNotFoundError(f"{path}: no such file")
-    # Check the file on rank 0 with plain h5py first: PETSc's viewer fails less cleanly.
-    header, problem = comm.bcast(_read_header(path) if comm.rank == 0 else None, root=0)
-    if problem is not None:
-        raise ValueError(f"{path}: {problem}")
+    header = _checked_header(path, comm)
     try:
         with fd.CheckpointFile(str(path), "r", comm=comm) as inp:
             h5 = inp.h5pyfile
@@ -482,12 +477,7 @@ def _load_states(
 
 def dataset_counts(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> list[int]:
     """Return the number of states of each trajectory of a dataset file (its header only)."""
-    path = Path(path)
-    if not comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
-        raise FileNotFoundError(f"{path}: no such file")
-    header, problem = comm.bcast(_read_header(path) if comm.rank == 0 else None, root=0)
-    if problem is not None:
-        raise ValueError(f"{path}: {problem}")
+    header = _checked_header(Path(path), comm)
     return [int(entry["n_states"]) for entry in header["trajectories"]]
 
 
@@ -536,12 +526,7 @@ class StoredTrajectories:
         self.space = space
         self.keep = keep
         comm = mesh_of(space).comm
-        if not comm.bcast(self.path.is_file() if comm.rank == 0 else None, root=0):
-            raise FileNotFoundError(f"{self.path}: no such file")
-        header, problem = comm.bcast(_read_header(self.path) if comm.rank == 0 else None, root=0)
-        if problem is not None:
-            raise ValueError(f"{self.path}: {problem}")
-        self.header = header
+        self.header = header = _checked_header(self.path, comm)
         self._file = fd.CheckpointFile(str(self.path), "r", comm=comm)
         if not StoredTrajectories._open:
             atexit.register(StoredTrajectories.close_all)
@@ -632,13 +617,30 @@ class StoredStates(Sequence):
 def load_dataset_mesh(path: str | Path, *, comm: Any = fd.COMM_WORLD) -> Any:
     """Return the mesh of a dataset written by :func:`save_dataset`, without its states."""
     path = Path(path)
+    header = _checked_header(path, comm)
+    with fd.CheckpointFile(str(path), "r", comm=comm) as inp:
+        return inp.load_mesh(header["mesh_name"])
+
+
+def _checked_header(path: Path, comm: Any) -> dict[str, Any]:
+    """Return a femeso dataset file's header, read on rank 0 (collective).
+
+    The file is checked with plain h5py first: PETSc's viewer fails less cleanly.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If it is not a readable femeso dataset (one line naming the file).
+
+    """
     if not comm.bcast(path.is_file() if comm.rank == 0 else None, root=0):
         raise FileNotFoundError(f"{path}: no such file")
     header, problem = comm.bcast(_read_header(path) if comm.rank == 0 else None, root=0)
     if problem is not None:
         raise ValueError(f"{path}: {problem}")
-    with fd.CheckpointFile(str(path), "r", comm=comm) as inp:
-        return inp.load_mesh(header["mesh_name"])
+    return header
 
 
 def _read_header(path: Path) -> tuple[dict[str, Any] | None, str | None]:

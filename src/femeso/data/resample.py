@@ -35,7 +35,16 @@ from firedrake.interpolation import DofNotDefinedError
 from femeso._log import logger
 from femeso.data.trajectories import Dataset, TrajectoryData, mesh_of
 
-__all__ = ["ResampleReport", "describe_space", "resample_dataset", "resample_trajectory"]
+__all__ = [
+    "WARN_LOSS",
+    "ResampleReport",
+    "describe_space",
+    "resample_dataset",
+    "resample_trajectory",
+]
+
+#: A resampling that loses more than this relative L2 norm of a state is logged as a warning.
+WARN_LOSS = 1e-2
 
 
 def describe_space(space: Any) -> str:
@@ -81,6 +90,10 @@ class ResampleReport:
             "mean_relative_l2_loss": float(np.mean(self.losses)) if self.losses else 0.0,
             "per_trajectory": [float(x) for x in self.losses],
         }
+
+    def log(self, label: str) -> None:
+        """Log :meth:`line`, as a warning when a state lost more than :data:`WARN_LOSS`."""
+        (logger.warning if self.worst > WARN_LOSS else logger.info)("%s: %s", label, self.line())
 
     def line(self) -> str:
         """One sentence for logs and reports."""
@@ -193,7 +206,7 @@ def resample_dataset(
     """Return ``dataset`` interpolated onto ``space`` and the report of what it lost.
 
     See :func:`resample_trajectory`; the report (:class:`ResampleReport`) is logged, as a warning
-    when a state lost more than 1 % of its L2 norm.
+    when a state lost more than :data:`WARN_LOSS` (1 %) of its L2 norm.
     """
     out, losses = [], []
     for i, trajectory in enumerate(dataset):
@@ -202,7 +215,6 @@ def resample_dataset(
         out.append(moved)
         losses.append(loss)
     report = ResampleReport(describe_space(dataset.space), describe_space(space), losses)
-    log = logger.warning if report.worst > 1e-2 else logger.info
-    log("%s: %s", label, report.line())
+    report.log(label)
     metadata = {**dataset.metadata, "resampled": report.as_dict()}
     return Dataset(space, out, metadata), report

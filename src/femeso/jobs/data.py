@@ -146,7 +146,7 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
     with contextlib.ExitStack() as stack:
         for i, traj in enumerate(itertools.islice(reader, n)):
             where = f"{traj.metadata.get('source', 'data')}: trajectory {i}"
-            steps.append(_frame_step(traj, where, steps[0] if steps else None))
+            steps.append(_frame_step(traj, where))
             if source_space is None:
                 source_space = traj.space
             if target is not None:
@@ -189,7 +189,7 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
     resampled = None
     if target is not None:
         report = ResampleReport(describe_space(source_space), describe_space(target), losses)
-        (logger.warning if report.worst > 1e-2 else logger.info)("data: %s", report.line())
+        report.log("data")
         resampled = report.as_dict()
     source = {
         "files": [str(f) for f in files],
@@ -218,24 +218,15 @@ def import_files(config: JobConfig, *, progress: bool = True) -> dict[str, Path]
     return {name: writer.path for name, writer in writers.items()}
 
 
-def _frame_step(traj: TrajectoryData, where: str, first: float | None) -> float:
-    """Return the frame step of ``traj``; ``ValueError`` if uneven or unlike the first one's."""
+def _frame_step(traj: TrajectoryData, where: str) -> float:
+    """Return the frame step of ``traj``; ``ValueError`` for a trajectory of one frame.
+
+    Uneven frames and steps that differ between trajectories were refused by the reader
+    (:class:`femeso.data.io.DataReader`, which passes one-frame trajectories on).
+    """
     if len(traj) < 2:
         raise ValueError(f"{where}: one frame only (nothing to learn a step from)")
-    h = np.diff(traj.times)
-    if np.ptp(h) > 1e-6 * np.mean(h):
-        k = int(np.argmax(np.abs(h - np.median(h))))
-        raise ValueError(
-            f"{where}: frames are not equally spaced (step {h[k]:.6g} at frame {k}, "
-            f"median {np.median(h):.6g})"
-        )
-    step = float(np.mean(h))
-    if first is not None and abs(step - first) > 1e-6 * first:
-        raise ValueError(
-            f"{where}: has the frame step {step:.6g}, the first trajectory {first:.6g}: one step "
-            "per job"
-        )
-    return step
+    return float(np.mean(np.diff(traj.times)))
 
 
 def generate_trajectories(
