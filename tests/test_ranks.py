@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 JOB = """
@@ -64,9 +65,9 @@ def femeso(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
     return done
 
 
-def job(root: Path, name: str) -> Path:
+def job(root: Path, name: str, extra: str = "") -> Path:
     path = root / f"{name}.toml"
-    path.write_text(JOB.format(out=root / name))
+    path.write_text(JOB.format(out=root / name) + extra)
     return path
 
 
@@ -84,17 +85,65 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("generated,trained", [(1, 2), (2, 1), (2, 2)])
-def test_training_on_any_rank_count_gives_the_serial_losses(data, generated, trained):
+def serial_run(data: Path) -> Path:
+    """The all-serial run every other run is compared with (trained once)."""
     if not (data / "serial").exists():
         shutil.copytree(data / "gen1" / "data", data / "serial" / "data")
         femeso("train", str(job(data, "serial")), "-q")
+    return data / "serial"
+
+
+@pytest.mark.parametrize("generated,trained", [(1, 2), (2, 1), (2, 2)])
+def test_training_on_any_rank_count_gives_the_serial_losses(data, generated, trained):
+    serial_run(data)
     name = f"gen{generated}_train{trained}"
     shutil.copytree(data / f"gen{generated}" / "data", data / name / "data")
     femeso("train", str(job(data, name)), "-q", ranks=trained)
     reference, measured = losses(data, "serial"), losses(data, name)
     assert len(measured) == len(reference) == 4
     assert measured == pytest.approx(reference, rel=REL)
+
+
+ENSEMBLE = """
+[parallel]
+ensemble = 2
+"""
+
+
+def test_ensemble_training_on_two_ranks_gives_the_serial_losses_and_model(data):
+    """``mpiexec -n 2 femeso train`` with ``[parallel] ensemble = 2``: 2 members x 1 rank, each
+    rolling out half of every minibatch, the files written once."""
+    serial = serial_run(data)
+    shutil.copytree(data / "gen2" / "data", data / "ensemble" / "data")
+    done = femeso("train", str(job(data, "ensemble", ENSEMBLE)), ranks=2)
+    assert "2 ensemble members x 1 spatial rank" in done.stderr
+    reference, measured = losses(data, "serial"), losses(data, "ensemble")
+    assert len(measured) == len(reference) == 4
+    assert measured == pytest.approx(reference, rel=REL)
+    model = np.load(data / "ensemble" / "onsager" / "model.npz")
+    expected = np.load(serial / "onsager" / "model.npz")
+    assert sorted(model.files) == sorted(expected.files)
+    for key in expected.files:
+        if key != "config":
+            np.testing.assert_allclose(model[key], expected[key], rtol=1e-6, atol=1e-9)
+    assert (data / "ensemble" / "onsager" / "checkpoint.pt").is_file()
+
+
+def test_an_ensemble_larger_than_the_ranks_is_one_line(tmp_path):
+    path = job(tmp_path, "odd", ENSEMBLE)
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("femeso")), "train", str(path), "-q"],
+        capture_output=True,
+        text=True,
+        env=mpi_environment(),
+        timeout=300,
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].endswith(
+        "parallel.ensemble = 2 does not divide the 1 MPI rank(s): run on a multiple of 2 ranks "
+        "(mpiexec -n 2, 4, ...)"
+    ), done.stderr
 
 
 PARTITION = """

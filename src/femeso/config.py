@@ -310,6 +310,14 @@ class ModelSection:
         "it is compared with), in training and rollouts; trained through all of them",
         minimum=1,
     )
+    solver: str = option(
+        "direct",
+        "PETSc solver of the scheme's Newton steps in training and rollouts (learned model and "
+        "classical solver): direct (MUMPS LU) or iterative (GMRES + overlapping additive "
+        "Schwarz with subdomain LU, for meshes whose global LU is too large, e.g. 3-D on many "
+        "ranks; the energy law then holds to the linear tolerance 1e-12)",
+        choices=("direct", "iterative"),
+    )
     state_range: list[float] = option(
         [],
         "declared range [lo, hi] of a scalar state (e.g. [0, 1] for a volume fraction): the "
@@ -455,6 +463,19 @@ class EvaluationSection:
     plots: bool = option(True, "write PNG plots")
 
 
+@dataclass
+class ParallelSection:
+    """``[parallel]``: how the MPI ranks of ``mpiexec -n P femeso ...`` share the work."""
+
+    ensemble: int = option(
+        1,
+        "training: ensemble members sharing each minibatch's windows (Firedrake Ensemble); P "
+        "ranks are split into this many members of P / ensemble spatial ranks; data generation "
+        "and the report use all P ranks as one spatial communicator",
+        minimum=1,
+    )
+
+
 #: The sections of a job file, in the order ``femeso config`` prints them.
 SECTIONS: dict[str, type] = {
     "job": JobSection,
@@ -464,6 +485,7 @@ SECTIONS: dict[str, type] = {
     "training": TrainingSection,
     "baseline": BaselineSection,
     "evaluation": EvaluationSection,
+    "parallel": ParallelSection,
 }
 
 #: Every key of every section (read from the section classes, not a second table).
@@ -487,6 +509,7 @@ class JobConfig:
     training: TrainingSection = field(default_factory=TrainingSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
     #: where the configuration came from (a file name, or ``<defaults>``), for error messages
     source: str = field(default="<defaults>", compare=False)
     #: the directory relative paths of the job file are taken from

@@ -24,6 +24,7 @@ from femeso.model.mobilities import ConservedMobility, LocalMobility, SkewTransp
 from femeso.model.onsager import OnsagerModel
 from femeso.peers.blackbox import BlackBoxModel, BlackBoxStepper
 from femeso.stepping.energy_stable import EnergyStableStepper
+from femeso.stepping.solvers import DIRECT_SOLVER, ITERATIVE_SOLVER
 
 __all__ = [
     "from_files",
@@ -42,8 +43,11 @@ def from_files(config: JobConfig) -> bool:
     return config.data.source == "files"
 
 
-def build_space(config: JobConfig) -> fd.FunctionSpace:
+def build_space(config: JobConfig, *, comm: Any = None) -> fd.FunctionSpace:
     """Return the job's state space (scalar CG of ``mesh.degree`` on the job's mesh).
+
+    The mesh is distributed over ``comm`` (default ``COMM_WORLD``; an ensemble member's spatial
+    communicator for trajectory-parallel training).
 
     For data from files the mesh is the one stored with the imported training data
     (``data/train.h5``: the files' own mesh, or the ``[mesh]`` they were resampled onto), and
@@ -52,22 +56,26 @@ def build_space(config: JobConfig) -> fd.FunctionSpace:
     """
     if from_files(config):
         _resolve_file_data(config)
-        mesh = load_dataset_mesh(_data_path(config, "train"))
+        mesh = load_dataset_mesh(_data_path(config, "train"), comm=comm or fd.COMM_WORLD)
         return fd.FunctionSpace(mesh, "CG", config.mesh.degree)
-    return configured_space(config)
+    return configured_space(config, comm=comm)
 
 
-def configured_space(config: JobConfig) -> fd.FunctionSpace:
-    """Return scalar CG of ``mesh.degree`` on the mesh ``[mesh]`` describes (built or loaded)."""
+def configured_space(config: JobConfig, *, comm: Any = None) -> fd.FunctionSpace:
+    """Return scalar CG of ``mesh.degree`` on the mesh ``[mesh]`` describes (built or loaded).
+
+    The mesh is distributed over ``comm`` (default ``COMM_WORLD``).
+    """
+    comm = comm or fd.COMM_WORLD
     m = config.mesh
     if m.name == MESH_FROM_FILES:
         raise ValueError(f"{config.source}: mesh.name = {m.name!r} describes no mesh of its own")
     if m.name == "periodic_interval":
-        mesh = fd.PeriodicIntervalMesh(m.cells, m.length)
+        mesh = fd.PeriodicIntervalMesh(m.cells, m.length, comm=comm)
     elif m.name == "periodic_square":
-        mesh = fd.PeriodicSquareMesh(m.cells, m.cells, m.length)
+        mesh = fd.PeriodicSquareMesh(m.cells, m.cells, m.length, comm=comm)
     else:
-        mesh = load_mesh(_mesh_file(config), refinement=m.refinement)
+        mesh = load_mesh(_mesh_file(config), refinement=m.refinement, comm=comm)
     return fd.FunctionSpace(mesh, "CG", m.degree)
 
 
@@ -162,14 +170,22 @@ def baseline_model(config: JobConfig, space: fd.FunctionSpace) -> BlackBoxModel:
     return BlackBoxModel(space, width=config.baseline.width, seed=config.job.seed)
 
 
-def stepper_factory(model, substeps: int = 1):
+#: ``model.solver``: the PETSc settings of the scheme's Newton steps.
+SOLVERS = {"direct": DIRECT_SOLVER, "iterative": ITERATIVE_SOLVER}
+
+
+def stepper_factory(model, substeps: int = 1, solver: str = "direct"):
     """Return ``make_stepper(u0, dt)`` for an Onsager model or the black-box baseline.
 
-    The Onsager model's steps take ``substeps`` scheme steps each; the baseline takes one.
+    The Onsager model's steps take ``substeps`` scheme steps each, solved by ``solver``
+    (:data:`SOLVERS`); the baseline takes one step with its own solver.
     """
     if isinstance(model, BlackBoxModel):
         return lambda u0, dt: BlackBoxStepper(model, u0, dt)
-    return lambda u0, dt: EnergyStableStepper(model, u0, dt, substeps=substeps)
+    parameters = SOLVERS[solver]
+    return lambda u0, dt: EnergyStableStepper(
+        model, u0, dt, substeps=substeps, solver_parameters=parameters
+    )
 
 
 def load_trained(config: JobConfig, space: fd.FunctionSpace, which: str):

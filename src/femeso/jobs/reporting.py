@@ -53,10 +53,13 @@ def rollout_reports(
     from femeso.peers.runner import blackbox_enabled, data_step, peer_steppers
 
     truth = true_model(config, space)
-    substeps = config.model.substeps  # the classical solver steps like the learned model
-    steppers = {"onsager": stepper_factory(load_trained(config, space, "onsager"), substeps)}
+    # the classical solver steps like the learned model, with the same solver
+    substeps, solver = config.model.substeps, config.model.solver
+    steppers = {
+        "onsager": stepper_factory(load_trained(config, space, "onsager"), substeps, solver)
+    }
     if truth is not None:
-        steppers["classical"] = stepper_factory(truth, substeps)
+        steppers["classical"] = stepper_factory(truth, substeps, solver)
     if blackbox_enabled(config):
         steppers["baseline"] = stepper_factory(load_trained(config, space, "baseline"))
     steppers.update(peer_steppers(config, space, data_step(data["test"])))
@@ -242,7 +245,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
     }
     factors = config.evaluation.step_factors
     results["step_sizes"] = step_size_study(
-        stepper_factory(model, config.model.substeps),
+        stepper_factory(model, config.model.substeps, config.model.solver),
         data["test"].trajectories[0],
         factors=factors,
         reference="finest",

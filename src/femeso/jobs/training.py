@@ -12,6 +12,7 @@ from femeso.config import JobConfig
 from femeso.data.trajectories import Dataset
 from femeso.jobs.models import baseline_model, build_space, learned_model, stepper_factory
 from femeso.jobs.output import _existing, _model_path, _remove, check_output, load_data
+from femeso.training.ensemble import TrainingEnsemble
 from femeso.training.phases import ChooseStart, Optimise, PhasedTraining
 from femeso.training.trainer import TrainingConfig
 
@@ -162,6 +163,9 @@ def train(
     of an earlier run is an error unless ``resume`` (continue it) or ``overwrite`` (replace it).
     """
     check_output(config)
+    ensemble = TrainingEnsemble.split(config.parallel.ensemble)
+    if ensemble.members > 1:
+        logger.info("train: %s (parallel.ensemble)", ensemble.describe())
     from femeso.peers.runner import blackbox_enabled, peer_directory, peer_names, train_peers
 
     trained = [which for which in models if which == "onsager" or blackbox_enabled(config)]
@@ -178,7 +182,7 @@ def train(
                 "it or --overwrite to replace it)"
             )
         _remove(existing)
-    space = build_space(config)
+    space = build_space(config, comm=ensemble.comm)
     data = load_data(config, space)
     _check_state_range(config, data)
     validation = data["validation"] if len(data["validation"]) else None
@@ -196,9 +200,14 @@ def train(
             # One judge for every start and phase: the main phase's validation windows, or
             # windows of training.judge_unroll steps.
             judge=_training_config(config, baseline=which == "baseline", judge=True),
-            make_stepper=stepper_factory(model, config.model.substeps if which == "onsager" else 1),
+            make_stepper=stepper_factory(
+                model,
+                config.model.substeps if which == "onsager" else 1,
+                config.model.solver,
+            ),
             progress=progress,
             resume=resume,
+            ensemble=ensemble,
         )
         training.iterations.update({phase: 0 for phase in PHASES})
         out[which] = training.run(_phases(config, which))
@@ -215,7 +224,7 @@ def train(
                 training.best.label,
                 training.best.validation,
             )
-        model.save(_model_path(config, which))
+        model.save(_model_path(config, which), comm=ensemble.writer)
         from femeso.evaluation import write_json
 
         write_json(config.output / which / "training.json", out[which])
@@ -232,6 +241,9 @@ def train(
             out[which]["model"],
         )
     if "peers" in models:
+        if ensemble.members > 1:  # the peers train on all ranks, not on an ensemble member
+            space = build_space(config)
+            data = load_data(config, space)
         out.update(train_peers(config, space, data, progress=progress, resume=resume))
     return out
 

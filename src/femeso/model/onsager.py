@@ -380,11 +380,18 @@ class OnsagerModel(nn.Module):
             "kappa_ref": self.kappa_ref,
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, comm: Any = None) -> Path:
         """Save architecture (JSON) and parameters (NumPy ``.npz``) -- no pickle, no code.
 
         Writes ``path`` (a ``.npz`` holding the parameters and the JSON architecture) atomically
         on rank 0 (see :func:`write_model_file`).
+
+        Parameters
+        ----------
+        path
+            The file (``.npz``).
+        comm
+            The communicator whose rank 0 writes (default: the mesh's); every rank of it calls.
 
         Raises
         ------
@@ -394,7 +401,7 @@ class OnsagerModel(nn.Module):
             If the file cannot be written (one line naming it; nothing left under its name).
 
         """
-        return write_model_file(path, self.config(), self, self.mesh.comm)
+        return write_model_file(path, self.config(), self, self.mesh.comm if comm is None else comm)
 
     def load_parameters(self, path: str | Path) -> None:
         """Load parameter values saved by :meth:`save` into this model (architectures must match).

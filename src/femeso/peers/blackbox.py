@@ -187,10 +187,17 @@ class BlackBoxModel(nn.Module):
             "position": self.position,
         }
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, comm: Any = None) -> Path:
         """Save architecture (JSON) and parameters (NumPy ``.npz``) on rank 0 -- no pickle.
 
         The same file format as :meth:`femeso.model.OnsagerModel.save`, written atomically.
+
+        Parameters
+        ----------
+        path
+            The file (``.npz``).
+        comm
+            The communicator whose rank 0 writes (default: the mesh's); every rank of it calls.
 
         Raises
         ------
@@ -200,7 +207,7 @@ class BlackBoxModel(nn.Module):
             If the file cannot be written (one line naming it; nothing left under its name).
 
         """
-        return write_model_file(path, self.config(), self, self.mesh.comm)
+        return write_model_file(path, self.config(), self, self.mesh.comm if comm is None else comm)
 
     def load_parameters(self, path: str | Path) -> None:
         """Load parameter values saved by :meth:`save` (the architectures must match).

@@ -32,6 +32,7 @@ import torch
 from femeso._log import logger
 from femeso.data.trajectories import Dataset
 from femeso.model.fields import bound_input_slopes
+from femeso.training.ensemble import TrainingEnsemble
 from femeso.training.trainer import Trainer, TrainingConfig, TrainingHistory
 from femeso.training.warm_start import warm_start
 
@@ -223,6 +224,7 @@ class Optimise:
             make_stepper=training.make_stepper,
             directory=self.directory,
             progress=training.progress,
+            ensemble=training.ensemble,
         )
         history = trainer.run(resume=training.resume)
         training.histories.append(history)
@@ -261,6 +263,9 @@ class PhasedTraining:
         Progress bars of the optimiser phases.
     resume
         Continue every optimiser phase from its checkpoint.
+    ensemble
+        The members that share the windows of every phase and of the judge
+        (:class:`~femeso.training.ensemble.TrainingEnsemble`); default one member.
 
     """
 
@@ -274,8 +279,10 @@ class PhasedTraining:
         make_stepper: Callable | None = None,
         progress: bool = True,
         resume: bool = False,
+        ensemble: TrainingEnsemble | None = None,
     ) -> None:
         self.model, self.train_data, self.validation = model, train_data, validation
+        self.ensemble = ensemble
         self.make_stepper, self.progress, self.resume = make_stepper, progress, resume
         # The judge trains nothing: it scores the current parameters on the validation windows
         # of ``judge`` (settings of at least one iteration).
@@ -287,6 +294,7 @@ class PhasedTraining:
                 judge,
                 make_stepper=make_stepper,
                 progress=False,
+                ensemble=ensemble,
             )
             if validation is not None
             else None

@@ -37,6 +37,7 @@ from typing import Any
 import firedrake as fd
 import numpy as np
 import torch
+from mpi4py import MPI
 
 from femeso._files import atomic_write, first_line, on_rank_zero
 from femeso._log import logger, progress_bar
@@ -44,6 +45,7 @@ from femeso.config import DEFAULTS, GRADIENTS, NORMS, OPTIMIZERS
 from femeso.data.trajectories import Dataset
 from femeso.model.fields import bound_input_slopes
 from femeso.stepping.energy_stable import EnergyStableStepper, StepFailure
+from femeso.training.ensemble import TrainingEnsemble
 from femeso.training.gauss_newton import LevenbergMarquardt, WindowCurvature, window_curvature
 
 __all__ = [
@@ -429,6 +431,11 @@ class Trainer:
         PETSc options of the default stepper.
     progress
         Show a progress bar with the loss and the ETA (rank 0).
+    ensemble
+        The members that share each minibatch's windows
+        (:class:`~femeso.training.ensemble.TrainingEnsemble`; the model's mesh must live on its
+        spatial communicator). Default: one member, the mesh's communicator. Files are written
+        by rank 0 of the ensemble's ``COMM_WORLD``.
 
     """
 
@@ -446,8 +453,12 @@ class Trainer:
         directory: str | Path | None = None,
         solver_parameters: dict | None = None,
         progress: bool = True,
+        ensemble: TrainingEnsemble | None = None,
     ) -> None:
         self.model = model
+        self.ensemble = ensemble or TrainingEnsemble(comm=model.mesh.comm)
+        if MPI.Comm.Compare(model.mesh.comm, self.ensemble.comm) not in (MPI.IDENT, MPI.CONGRUENT):
+            raise ValueError("the model's mesh must live on the ensemble's spatial communicator")
         self.config = config or TrainingConfig()
         for name, data in (("train", train), ("validation", validation)):
             if data is not None and data.space != model.space:
@@ -470,7 +481,8 @@ class Trainer:
         self._steppers: dict[float, Any] = {}
         self.directory = Path(directory) if directory is not None else None
         self.progress = progress
-        self.comm = model.mesh.comm
+        #: The communicator whose rank 0 writes the checkpoints and model files.
+        self.comm = self.ensemble.writer
         self.optimizer = self._build_optimizer()
         gamma = self.config.lr_decay ** (1.0 / self.config.iterations)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
@@ -525,12 +537,13 @@ class Trainer:
         """Zero the gradients, then return the mean window loss and the number of skipped windows.
 
         The gradient of the mean over the windows that completed without halvings is left in
-        the parameters' ``.grad``.
+        the parameters' ``.grad``. Each ensemble member rolls out its share of ``windows``; the
+        losses, counts and gradients are summed over the members.
         """
         c = self.config
         self.optimizer.zero_grad()
-        losses, skipped = [], 0
-        for window in windows:
+        loss_sum, completed, skipped = 0.0, 0, 0
+        for window in self.ensemble.share(windows):
             data, dt = self._window_data(self.train, window, c.unroll)
             stepper = self._stepper(data[0], dt)
             try:
@@ -548,25 +561,31 @@ class Trainer:
                 continue
             finally:
                 stepper.records.clear()  # the trainer's steppers keep no history
-            losses.append(loss)
+            loss_sum += loss
+            completed += 1
             skipped += not clean
-        if not losses:
+        loss_sum, completed, skipped = self.ensemble.sum([loss_sum, completed, skipped])
+        completed, skipped = int(completed), int(skipped)
+        if not completed:
             raise StepFailure("every window of the minibatch failed")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ensemble.sum_gradients(params)
         if skipped and skipped < len(windows):  # the mean over the windows that gave gradients
-            for p in self.model.parameters():
+            for p in params:
                 if p.grad is not None:
                     p.grad *= len(windows) / (len(windows) - skipped)
-        return float(np.mean(losses)), skipped
+        return float(loss_sum / completed), skipped
 
     def _lm_closure(self, windows: list[tuple[int, int]], curvature: bool, bound: float):
         """Mean loss (and Gauss--Newton curvature) of the windows, for Levenberg--Marquardt.
 
         Windows whose step fails or needs halvings are left out of the curvature; a loss-only
-        evaluation (a trial step) stops as soon as its mean must exceed ``bound``.
+        evaluation (a trial step) stops as soon as its mean must exceed ``bound``. Each ensemble
+        member evaluates its share of ``windows``; the parts are summed over the members.
         """
         total: WindowCurvature | None = None
         used, loss_sum = 0, 0.0
-        for window in windows:
+        for window in self.ensemble.share(windows):
             data, dt = self._window_data(self.train, window, self.config.unroll)
             stepper = self._stepper(data[0], dt)
             try:
@@ -583,30 +602,46 @@ class Trainer:
             except StepFailure as exc:
                 if not curvature:
                     logger.debug("trial step rejected on window %s: %s", window, exc)
-                    return math.inf  # the trial parameters do not step: reject them
+                    loss_sum = math.inf  # the trial parameters do not step: reject them
+                    break
                 logger.warning("window %s: %s; skipped", window, exc)
             finally:
                 stepper.records.clear()
             if not curvature and loss_sum >= bound * len(windows):
-                return math.inf
+                loss_sum = math.inf  # this member's part alone exceeds the bound
+                break
         if not curvature:
-            return loss_sum / len(windows)
+            return float(self.ensemble.sum([loss_sum])[0]) / len(windows)
+        n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         if total is None:
+            total = WindowCurvature(0.0, np.zeros(n), np.zeros((n, n)))
+        parts = self.ensemble.sum(
+            np.concatenate([[total.loss, used], total.gradient.ravel(), total.hessian.ravel()])
+        )
+        used = int(parts[1])
+        if not used:
             raise StepFailure("every window of the minibatch failed")
-        return WindowCurvature(total.loss / used, total.gradient / used, total.hessian / used)
+        gradient = parts[2 : 2 + n].reshape(total.gradient.shape)
+        hessian = parts[2 + n :].reshape(total.hessian.shape)
+        return WindowCurvature(parts[0] / used, gradient / used, hessian / used)
 
     def validate(self) -> float:
-        """Return the mean loss over the validation windows (forward only)."""
-        losses = []
-        for window in self.validation_windows:
+        """Return the mean loss over the validation windows (forward only; a failure is inf).
+
+        Each ensemble member rolls out its share of the windows; the sum is over the members.
+        """
+        total, count = 0.0, 0
+        for window in self.ensemble.share(self.validation_windows):
             data, dt = self._window_data(self.validation, window, self.config.unroll)
             try:
                 stepper = self._stepper(data[0], dt)
-                losses.append(window_loss(stepper, data, norm=self.config.norm)[0])
+                total += window_loss(stepper, data, norm=self.config.norm)[0]
                 stepper.records.clear()
             except StepFailure:
-                losses.append(math.inf)
-        return float(np.mean(losses)) if losses else math.nan
+                total = math.inf
+            count += 1
+        total, count = self.ensemble.sum([total, count])
+        return float(total / count) if count else math.nan
 
     def step(self) -> IterationRecord:
         """Take one optimiser step (iteration ``self.iteration + 1``) and record it."""
@@ -918,7 +953,7 @@ class Trainer:
         self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         if self.directory is not None and hasattr(self.model, "save"):
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.model.save(self.directory / "best_model.npz")
+            self.model.save(self.directory / "best_model.npz", comm=self.comm)
 
     def load_best(self) -> bool:
         """Load the best-on-validation parameters into the model; False when there are none."""
