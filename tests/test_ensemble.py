@@ -107,3 +107,17 @@ def test_the_ensemble_key_is_checked():
         validate({"parallel": {"ensemble": 0}})
     with pytest.raises(ConfigError, match="unknown key parallel.members"):
         validate({"parallel": {"members": 2}})
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_lines_of_femeso_child_loggers_are_written_on_rank_zero_only():
+    """The warm start logs through ``femeso.training.warm_start``: under ``mpiexec -n 2`` with two
+    ensemble members its lines came out twice (the rank filter sat on the parent logger only)."""
+    import logging
+
+    from femeso._log import _handler
+
+    record = logging.getLogger("femeso.training.warm_start").makeRecord(
+        "femeso.training.warm_start", logging.INFO, __file__, 1, "warm start", (), None
+    )
+    assert bool(_handler.filter(record)) == (fd.COMM_WORLD.rank == 0)

@@ -43,6 +43,9 @@ def timestamp_log_lines() -> None:
 
 
 logger.addFilter(_RankZeroFilter())
+# On the handler too: a logger's own filters do not see records of its children
+# (``femeso.training.warm_start`` ...), which reach this handler by propagation.
+_handler.addFilter(_RankZeroFilter())
 if not logger.handlers:
     logger.addHandler(_handler)
     logger.setLevel(logging.INFO)

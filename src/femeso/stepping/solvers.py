@@ -28,8 +28,9 @@ DIRECT_SOLVER: dict[str, Any] = {
 #: Newton with line search, GMRES preconditioned by overlapping additive Schwarz with subdomain
 #: LU: the factorisations stay local to each rank, for meshes whose global LU is too large. (The
 #: mixed (u, mu) Jacobian of a non-convex energy is indefinite: block-Jacobi/ILU, and a
-#: Schur-complement split with GAMG, stalled in our tests.) The energy law then holds to the
-#: linear tolerance, which is set tight.
+#: Schur-complement split with GAMG, stalled in our tests.) The subdomain LU is sequential MUMPS:
+#: PETSc's own LU took 178 s for one step of the 3-D experiment (20 303 DoFs, 1 rank) against
+#: 10 s. The energy law then holds to the linear tolerance, which is set tight.
 ITERATIVE_SOLVER: dict[str, Any] = {
     **{k: v for k, v in DIRECT_SOLVER.items() if not k.startswith(("ksp", "pc"))},
     "ksp_type": "gmres",
@@ -40,6 +41,7 @@ ITERATIVE_SOLVER: dict[str, Any] = {
     "pc_type": "asm",
     "pc_asm_overlap": 2,
     "sub_pc_type": "lu",
+    "sub_pc_factor_mat_solver_type": "mumps",
 }
 
 
