@@ -30,7 +30,7 @@ logger = logging.getLogger("femeso")
 
 
 def main() -> None:
-    """Roll the classical solver out on the file job's test trajectories; print and write the row."""
+    """Roll the classical solver out on the file job's test trajectories; print, write the row."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the job on files (its data imported by femeso generate)")
     parser.add_argument("--equation", required=True, help="a generator job of the same physics")
