@@ -72,3 +72,20 @@ def test_a_3d_cahn_hilliard_step_keeps_the_energy_law_and_the_mass(cylinder, sol
         assert abs(r.energy_change + dt * r.dissipation) <= REL * energy_scale(V0)
         assert r.dissipation > 0
         np.testing.assert_allclose(r.mass, mass0, rtol=1e-12, atol=1e-14)
+
+
+def test_the_job_solver_key_chooses_the_steppers_petsc_settings(cylinder):
+    """``[model] solver`` reaches the learned model's and the classical solver's steppers."""
+    from femeso.config import ConfigError, validate
+    from femeso.jobs.models import stepper_factory
+
+    assert validate({"model": {"solver": "iterative"}}).model.solver == "iterative"
+    with pytest.raises(ConfigError, match="model.solver"):
+        validate({"model": {"solver": "cg"}})
+    model = dissipative_model(cylinder, "conserved", seed=5)
+    u0 = femeso.random_smooth_field(model.space, seed=5, amplitude=0.5)
+    iterative = stepper_factory(model, 1, "iterative")(u0, 1e-3)
+    assert iterative.solver.snes.getKSP().getType() == "gmres"
+    assert iterative.solver_parameters["sub_pc_factor_mat_solver_type"] == "mumps"
+    direct = stepper_factory(model, 1)(u0, 1e-3)
+    assert direct.solver.snes.getKSP().getType() == "preonly"
