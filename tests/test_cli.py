@@ -69,11 +69,40 @@ def test_the_job_schema_is_typed_and_round_trips():
     assert JobConfig().data.paths == [] and validate({}).data.paths == []
     # the library's TrainingConfig takes its defaults from the [training] section
     section = SECTIONS["training"]()
-    shared = [f.name for f in fields(TrainingConfig) if hasattr(section, f.name)]
+    shared = [
+        f.name for f in fields(TrainingConfig) if hasattr(section, f.name) and f.name != "seed"
+    ]
     assert len(shared) >= 14
     assert {n: getattr(TrainingConfig(), n) for n in shared} == {
         n: getattr(section, n) for n in shared
     }
+    # training.seed = -1 means job.seed, the library's default
+    assert section.seed == -1 and TrainingConfig().seed == JobConfig().training_seed == 0
+
+
+def test_training_seed_changes_the_networks_and_minibatches_not_the_data():
+    """A seed study: ``training.seed`` seeds the networks and minibatches; ``job.seed`` the data."""
+    import firedrake as fd
+    import torch
+
+    from femeso.jobs.models import learned_model
+    from femeso.jobs.training import _trainer_settings
+
+    space = fd.FunctionSpace(fd.PeriodicIntervalMesh(16, 1.0), "CG", 1)
+    default, same, other = (
+        validate({"job": {"seed": 4}, "training": t}) for t in ({}, {"seed": 4}, {"seed": 5})
+    )
+    assert (default.training_seed, other.training_seed) == (4, 5)
+    assert _trainer_settings(other)["seed"] == 5 and _trainer_settings(default)["seed"] == 4
+
+    def weights(config):
+        model = learned_model(config, space)
+        return torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+
+    assert torch.equal(weights(default), weights(same))
+    assert not torch.equal(weights(default), weights(other))
+    with pytest.raises(ConfigError, match="training.seed"):
+        validate({"training": {"seed": -2}})
 
 
 def test_missing_config_file_is_a_user_error(tmp_path, capsys):

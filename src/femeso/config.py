@@ -340,6 +340,13 @@ class ModelSection:
 class TrainingSection:
     """``[training]``: the training phases (start, optimiser, Levenberg--Marquardt)."""
 
+    seed: int = option(
+        -1,
+        "seed of the networks' initialisation (femeso's model, the baseline and the peers) and "
+        "of the minibatches and validation windows; -1: job.seed. job.seed alone seeds the "
+        "data and the split, so a seed study keeps both",
+        minimum=-1,
+    )
     iterations: int = option(
         300, "optimiser steps (0: none, e.g. warm start + Levenberg-Marquardt only)", minimum=0
     )
@@ -519,6 +526,11 @@ class JobConfig:
     def output(self) -> Path:
         """The job's output directory."""
         return Path(self.job.output)
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the networks and the minibatches: ``training.seed``, else ``job.seed``."""
+        return self.training.seed if self.training.seed >= 0 else self.job.seed
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         """Return the sections as plain tables (what :func:`validate` takes back)."""

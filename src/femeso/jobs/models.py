@@ -116,7 +116,7 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     half-widths) and, with ``model.transport = "learned"``, a skew transport along a learned
     constant velocity.
     """
-    m, seed = config.model, config.job.seed
+    m, seed = config.model, config.training_seed
     if m.transport == "learned" and space.mesh().geometric_dimension != 1:
         raise ValueError(
             f"{config.source}: model.transport = 'learned' needs 1-D periodic data, the data's "
@@ -167,7 +167,7 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
 
 def baseline_model(config: JobConfig, space: fd.FunctionSpace) -> BlackBoxModel:
     """Return the (untrained) black-box baseline of the job."""
-    return BlackBoxModel(space, width=config.baseline.width, seed=config.job.seed)
+    return BlackBoxModel(space, width=config.baseline.width, seed=config.training_seed)
 
 
 #: ``model.solver``: the PETSc settings of the scheme's Newton steps.

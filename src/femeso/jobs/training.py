@@ -38,7 +38,7 @@ PHASE_KEYS = (
 
 def _trainer_settings(config: JobConfig) -> dict[str, Any]:
     """Return the ``[training]`` keys that :class:`TrainingConfig` takes, with the job's seed."""
-    settings = dict(asdict(config.training), seed=config.job.seed)
+    settings = dict(asdict(config.training), seed=config.training_seed)
     for key in PHASE_KEYS:
         settings.pop(key)
     return settings

@@ -70,21 +70,21 @@ def fit_settings(config: JobConfig, name: str | None = None) -> FitSettings:
         **value,
         validate_every=t.validate_every,
         validation_windows=max(t.validation_windows, 256),
-        seed=config.job.seed,
+        seed=config.training_seed,
     )
 
 
 def build_peer(config: JobConfig, name: str, layout: NodalLayout, dt: float) -> Peer:
     """Return the untrained peer ``name`` with the job's options (one-line errors).
 
-    The network's initialisation is seeded with ``job.seed``: a job trained twice starts from
-    the same weights.
+    The network's initialisation is seeded with ``training.seed`` (default ``job.seed``): a job
+    trained twice starts from the same weights.
     """
     cls = peer_class(name)
     options = {
         k: v for k, v in config.baseline.options.get(name, {}).items() if k not in FIT_OPTIONS
     }
-    torch.manual_seed(config.job.seed)  # the network's initialisation
+    torch.manual_seed(config.training_seed)  # the network's initialisation
     try:
         return cls(layout, dt, **options)
     except TypeError as exc:
