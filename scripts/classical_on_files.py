@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 from femeso._runtime import configure_environment, start_firedrake
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--equation", required=True, help="a generator job of the same physics")
     parser.add_argument("--substeps", type=int, default=1, help="scheme steps per data step")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # PETSc reads the command line: these arguments are not its options
     configure_environment()
     start_firedrake()
     from femeso import jobs
