@@ -61,10 +61,19 @@ def main() -> None:
     costs = jobs.model_costs(config, reports)
     for name in training:
         costs[name]["architecture"] = (training_summary(config, name) or {}).get("architecture")
-    out = {"rows": rows, "costs": costs, "metric": results["tables"]["paper"]["metric"]}
+    out = {
+        "rows": rows,
+        "costs": costs,
+        "metric": results["tables"]["paper"]["metric"],
+        "tables": results["tables"],  # every metric (the paper's and the relative L2 error)
+    }
     write_json(config.output / "report" / "peers.json", out)
     for line in jobs.table_lines(rows, steps=(1, 5, 100)):
         logger.info("%s", line)
+    if "l2" in results["tables"]:
+        logger.info("relative L2 error:")
+        for line in jobs.table_lines(results["tables"]["l2"]["rows"], steps=(1, 5, 100)):
+            logger.info("%s", line)
     for name, c in costs.items():
         logger.info(
             "%s: %s parameters, trained in %s s, %s s per rollout step; %s",
