@@ -67,6 +67,24 @@ def test_ensemble_levenberg_marquardt_equals_the_serial_run():
 
 
 @pytest.mark.parallel(nprocs=2)
+@pytest.mark.parametrize("optimizer", ["adam", "levenberg_marquardt"])
+def test_a_member_without_windows_still_takes_the_serial_step(optimizer):
+    """Minibatches of 1 window: member 1 rolls out nothing and contributes zeros to the sums."""
+    config = TrainingConfig(
+        iterations=2,
+        batch_size=1,
+        optimizer=optimizer,
+        learning_rate=0.05 if optimizer == "adam" else 1.0,
+        validate_every=2,
+        validation_windows=3,
+    )
+    (ensemble, theta), (serial, theta_serial) = train_both_ways(config)
+    np.testing.assert_allclose(ensemble.losses, serial.losses, rtol=1e-10)
+    np.testing.assert_allclose(ensemble.best_validation, serial.best_validation, rtol=1e-10)
+    np.testing.assert_allclose(theta, theta_serial, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parallel(nprocs=2)
 def test_ensemble_checkpoints_are_written_once_and_resume_exactly(tmp_path):
     """World rank 0 writes; both members read the checkpoint back and continue as one run."""
     from pathlib import Path
