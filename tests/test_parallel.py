@@ -88,3 +88,14 @@ def test_parallel_iterative_solver_keeps_the_energy_law():
         if r.halvings == 0:
             assert abs(r.energy_change + 0.05 * r.dissipation) <= REL * scale
         assert r.energy_change <= REL * scale
+
+
+@pytest.mark.parallel(nprocs=2)
+def test_the_cell_count_is_of_the_whole_mesh_on_any_number_of_ranks():
+    """The report's cell count: ``num_cells()`` is one rank's, halo included."""
+    from femeso.meshes import count_cells
+
+    distributed = femeso.load_mesh("plate_with_holes")
+    alone = femeso.load_mesh("plate_with_holes", comm=fd.COMM_SELF)
+    assert count_cells(distributed) == count_cells(alone) == alone.num_cells()
+    assert distributed.num_cells() != alone.num_cells()  # what the report printed before

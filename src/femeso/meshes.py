@@ -18,6 +18,7 @@ __all__ = [
     "available_meshes",
     "bounding_box",
     "check_gmsh_file",
+    "count_cells",
     "generate_mesh",
     "load_mesh",
     "mesh_path",
@@ -45,6 +46,15 @@ def bounding_box(mesh: fd.MeshGeometry) -> tuple[np.ndarray, np.ndarray]:
     comm.Allreduce(coords.min(axis=0) if len(coords) else np.full(dim, np.inf), lo, op=MPI.MIN)
     comm.Allreduce(coords.max(axis=0) if len(coords) else np.full(dim, -np.inf), hi, op=MPI.MAX)
     return lo, hi
+
+
+def count_cells(mesh: fd.MeshGeometry) -> int:
+    """Return the number of cells of the whole mesh, on any number of ranks.
+
+    ``mesh.num_cells()`` is the calling rank's count, halo included: under ``mpiexec -n 2`` the
+    3-D experiment's report printed 90 805 cells of 106 868.
+    """
+    return int(mesh.comm.allreduce(mesh.cell_set.size, op=MPI.SUM))
 
 
 def available_meshes() -> list[str]:

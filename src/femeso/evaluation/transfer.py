@@ -33,6 +33,7 @@ from femeso._log import logger
 from femeso.config import ConfigError, JobConfig, validate
 from femeso.data.io import save_dataset
 from femeso.evaluation import write_json
+from femeso.meshes import count_cells
 from femeso.model.files import read_model_file
 
 __all__ = [
@@ -200,9 +201,9 @@ def transfer(
         "transfer %s: %s (%d cells) -> %s (%d cells, %d DoFs)",
         config.job.name,
         mesh_label(config.mesh.name, config.mesh.refinement),
-        source_space.mesh().num_cells(),
+        count_cells(source_space.mesh()),
         label,
-        space.mesh().num_cells(),
+        count_cells(space.mesh()),
         space.dim(),
     )
 
@@ -224,13 +225,13 @@ def transfer(
         "source": {
             "mesh": config.mesh.name,
             "refinement": config.mesh.refinement,
-            "cells": source_space.mesh().num_cells(),
+            "cells": count_cells(source_space.mesh()),
             "dofs": source_space.dim(),
         },
         "target": {
             "mesh": str(mesh),
             "refinement": refinement,
-            "cells": space.mesh().num_cells(),
+            "cells": count_cells(space.mesh()),
             "dofs": space.dim(),
         },
         "ranks": space.mesh().comm.size,

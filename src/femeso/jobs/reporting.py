@@ -27,6 +27,7 @@ from femeso.jobs.models import (
     true_model,
 )
 from femeso.jobs.output import data_source, load_data
+from femeso.meshes import count_cells
 from femeso.model.onsager import OnsagerModel
 
 __all__ = [
@@ -223,7 +224,7 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
         "training_horizon": horizon,
         "long_horizon": horizon * config.evaluation.horizon_factor,
         "dofs": space.dim(),
-        "cells": space.mesh().num_cells(),
+        "cells": count_cells(space.mesh()),
         "ranks": space.mesh().comm.size,
     }
     resampled = data_source(config).get("resampled")
