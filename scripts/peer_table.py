@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 
 from femeso._runtime import configure_environment, start_firedrake
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--resume", action="store_true", help="keep peers trained before")
     args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # PETSc reads the command line: these arguments are not its options
     configure_environment()  # threads, kernel caches
     start_firedrake()
     from femeso import jobs
