@@ -146,7 +146,3 @@ class TrainingEnsemble:
                 values = total[offset : offset + n].reshape(p.shape)
                 p.grad = torch.as_tensor(values, dtype=p.dtype).clone()
             offset += n
-
-    def all_agree(self, flag: bool) -> bool:
-        """Return whether ``flag`` holds on every rank of every member."""
-        return bool(self.global_comm.allreduce(bool(flag), op=MPI.LAND))
