@@ -54,9 +54,10 @@ def build_space(config: JobConfig, *, comm: Any = None) -> fd.FunctionSpace:
     ``data.frame_dt``, ``data.frames`` and ``evaluation.horizon_factor`` are filled in from the
     data (``data/source.json``).
     """
+    comm = fd.COMM_WORLD if comm is None else comm
     if from_files(config):
         _resolve_file_data(config)
-        mesh = load_dataset_mesh(_data_path(config, "train"), comm=comm or fd.COMM_WORLD)
+        mesh = load_dataset_mesh(_data_path(config, "train"), comm=comm)
         return fd.FunctionSpace(mesh, "CG", config.mesh.degree)
     return configured_space(config, comm=comm)
 
@@ -66,7 +67,7 @@ def configured_space(config: JobConfig, *, comm: Any = None) -> fd.FunctionSpace
 
     The mesh is distributed over ``comm`` (default ``COMM_WORLD``).
     """
-    comm = comm or fd.COMM_WORLD
+    comm = fd.COMM_WORLD if comm is None else comm
     m = config.mesh
     if m.name == MESH_FROM_FILES:
         raise ValueError(f"{config.source}: mesh.name = {m.name!r} describes no mesh of its own")
