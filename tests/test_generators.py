@@ -237,3 +237,39 @@ def test_initial_fields_drawn_per_trajectory_from_declared_ranges():
             validate({"data": {"mean": bad}})
     with pytest.raises(ConfigError, match="data.amplitude must be a list of positive numbers"):
         validate({"data": {"amplitude": [-0.1, 0.2]}})
+
+
+def test_burn_in_drawn_per_trajectory_keeps_the_frames_of_the_whole_trajectory():
+    """[data] burn_in = [lo, hi]: trajectory i keeps frames n_i .. n_i + frames of the trajectory
+    its seed makes (n_i its own seeded draw); test data (earliest start) drop lo."""
+    from femeso.config import ConfigError, validate
+    from femeso.jobs import build_space, burn_in_frames, generate_trajectories
+
+    base = {
+        "mesh": {"name": "periodic_interval", "cells": 32},
+        "data": {"equation": "allen_cahn", "substeps": 1, "frame_dt": 0.05},
+    }
+    lo, hi, frames, count = 1, 5, 2, 4
+    ranged = validate({**base, "data": {**base["data"], "burn_in": [lo, hi]}}, "job.toml")
+    whole = validate({**base, "data": {**base["data"], "burn_in": 0}}, "job.toml")
+    drops = [burn_in_frames(ranged.data, 7 + i) for i in range(count)]
+    assert all(lo <= n <= hi for n in drops) and len(set(drops)) > 1, drops
+    assert drops[2] == burn_in_frames(ranged.data, 9)  # a trajectory's seed fixes it
+    space = build_space(ranged)
+    data = generate_trajectories(ranged, space, count=count, frames=frames, seed=7, progress=False)
+    full = generate_trajectories(
+        whole, space, count=count, frames=frames + max(drops), seed=7, progress=False
+    )
+    for n, kept, reference in zip(drops, data.trajectories, full.trajectories, strict=True):
+        assert len(kept.states) == frames + 1 and kept.metadata["burn_in_frames"] == n
+        assert np.allclose(kept.times, reference.times[n : n + frames + 1], rtol=0, atol=1e-14)
+        for a, b in zip(kept.states, reference.states[n : n + frames + 1], strict=True):
+            assert np.allclose(a.dat.data_ro, b.dat.data_ro, rtol=0, atol=1e-12)
+    earliest = generate_trajectories(
+        ranged, space, count=1, frames=frames, seed=7, progress=False, earliest_start=True
+    )
+    assert earliest.trajectories[0].metadata["burn_in_frames"] == lo
+    assert np.allclose(earliest.trajectories[0].times, full.trajectories[0].times[lo : lo + 3])
+    for bad in ([3, 1], [1.5, 2], [-1, 2], [1, 2, 3]):
+        with pytest.raises(ConfigError, match="data.burn_in must be"):
+            validate({"data": {"burn_in": bad}}, "job.toml")

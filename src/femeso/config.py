@@ -234,11 +234,15 @@ class DataSection:
     validation: int = option(1, "validation trajectories", minimum=0)
     test: int = option(2, "test trajectories (rolled out to the long horizon)", minimum=1)
     frames: int = option(20, "frames after the initial one per training trajectory", minimum=1)
-    burn_in: int = option(
+    burn_in: int | list[int] = option(
         5,
         "frames generated and dropped before the first saved one (the boundary layers of "
-        "the random initial fields relax first)",
+        "the random initial fields relax first); or [lo, hi]: each training and validation "
+        "trajectory draws its own from lo..hi (seeded by its seed), so that the data reach the "
+        "later, coarsened states of long rollouts; test trajectories drop lo",
+        types=(int, list),
         minimum=0,
+        signed=True,
     )
     frame_dt: float = option(0.01, "time between frames (the training step)", positive=True)
     substeps: int = option(4, "reference steps per frame of the data generator", minimum=1)
@@ -668,6 +672,15 @@ def _check_combinations(config: JobConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: data.mobility = 'graded' needs a dissipative equation (allen_cahn or "
             f"cahn_hilliard), data.equation = {d.equation!r} has no mobility"
+        )
+    if isinstance(d.burn_in, list) and (
+        len(d.burn_in) != 2
+        or not all(isinstance(n, int) and n >= 0 for n in d.burn_in)
+        or d.burn_in[0] > d.burn_in[1]
+    ):
+        raise ConfigError(
+            f"{source}: data.burn_in must be a whole number of frames >= 0 or two of them "
+            f"[lo, hi] with lo <= hi, got {d.burn_in}"
         )
     for key in ("amplitude", "mean", "wavenumber"):
         value = getattr(d, key)

@@ -211,7 +211,13 @@ def transfer(
     seed = config.job.seed + SEED_OFFSET if seed is None else seed
     frames = d.frames * config.evaluation.horizon_factor
     data = jobs.generate_trajectories(
-        target, space, count=n_test, frames=frames, seed=seed, progress=progress
+        target,
+        space,
+        count=n_test,
+        frames=frames,
+        seed=seed,
+        progress=progress,
+        earliest_start=True,
     )
     directory = config.output / "transfer" / label
     directory.mkdir(parents=True, exist_ok=True)

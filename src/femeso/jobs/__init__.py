@@ -45,6 +45,7 @@ _EXPORTS = {
     "data_files": "femeso.jobs.data",
     "import_files": "femeso.jobs.data",
     "generate_trajectories": "femeso.jobs.data",
+    "burn_in_frames": "femeso.jobs.data",
     "initial_field_settings": "femeso.jobs.data",
     "train": "femeso.jobs.training",
     "rollout_reports": "femeso.jobs.reporting",

@@ -29,6 +29,7 @@ from femeso.jobs.models import build_space, configured_space, from_files, true_m
 from femeso.jobs.output import SPLITS, _data_path, _source_path, prepare_data_folder
 
 __all__ = [
+    "burn_in_frames",
     "initial_field_settings",
     "generate",
     "data_files",
@@ -66,7 +67,13 @@ def generate(
             logger.info("generate: no %s trajectories", split)
             continue
         data = generate_trajectories(
-            config, space, count=count, frames=frames[split], seed=seeds[split], progress=progress
+            config,
+            space,
+            count=count,
+            frames=frames[split],
+            seed=seeds[split],
+            progress=progress,
+            earliest_start=split == "test",
         )
         paths[split] = save_dataset(path, data)
     logger.info("generate: data in %s (%.1f s)", config.output / "data", time.perf_counter() - t0)
@@ -237,6 +244,7 @@ def generate_trajectories(
     frames: int,
     seed: int,
     progress: bool = True,
+    earliest_start: bool = False,
 ) -> Dataset:
     """Return ``count`` trajectories of the job's data protocol on ``space``.
 
@@ -256,6 +264,10 @@ def generate_trajectories(
         Seed of the first trajectory's initial field (trajectory ``i`` uses ``seed + i``).
     progress
         Show a progress bar (rank 0).
+    earliest_start
+        With ``data.burn_in = [lo, hi]``, drop ``lo`` frames from every trajectory (the test
+        trajectories, rolled out from near the initial fields) instead of each trajectory's own
+        draw (:func:`burn_in_frames`).
 
     Returns
     -------
@@ -263,8 +275,9 @@ def generate_trajectories(
 
     """
     d = config.data
+    drops = [burn_in_frames(d, seed + i, earliest=earliest_start) for i in range(count)]
     if d.equation in CHAINS:
-        return _chain_data(config, space, count, frames, seed, progress)
+        return _chain_data(config, space, count, frames, seed, progress, drops)
 
     def initial(V: fd.FunctionSpace, seed: int) -> fd.Function:
         if d.initial == "paper_sine":
@@ -282,7 +295,7 @@ def generate_trajectories(
         space,
         lambda V: true_model(config, V),
         n_trajectories=count,
-        n_frames=frames + d.burn_in,
+        n_frames=frames + max(drops),
         frame_dt=d.frame_dt,
         seed=seed,
         substeps=d.substeps,
@@ -294,7 +307,22 @@ def generate_trajectories(
         },
         progress=progress,
     )
-    return _drop_frames(data, d.burn_in)
+    return _drop_frames(data, drops, frames)
+
+
+def burn_in_frames(data: DataSection, seed: int, *, earliest: bool = False) -> int:
+    """Return how many frames trajectory ``seed`` drops before its first saved frame.
+
+    ``data.burn_in`` as a number is used as it is. As ``[lo, hi]`` each trajectory draws its own
+    whole number from ``lo..hi`` with a generator seeded by its seed alone (every rank and every
+    rerun draws the same), or takes ``lo`` when ``earliest``.
+    """
+    if not isinstance(data.burn_in, list):
+        return data.burn_in
+    lo, hi = data.burn_in
+    if earliest:
+        return lo
+    return int(np.random.default_rng([seed, 0xB0B1]).integers(lo, hi + 1))
 
 
 def initial_field_settings(data: DataSection, seed: int) -> dict[str, float]:
@@ -312,28 +340,39 @@ def initial_field_settings(data: DataSection, seed: int) -> dict[str, float]:
     return drawn
 
 
-def _drop_frames(data: Dataset, n: int) -> Dataset:
-    """Drop the first ``n`` frames of every trajectory."""
-    if n == 0:
+def _drop_frames(data: Dataset, drops: list[int], frames: int) -> Dataset:
+    """Keep frames ``n .. n + frames`` of every trajectory, ``n`` its entry of ``drops``."""
+    if not any(drops) and all(len(t.times) == frames + 1 for t in data.trajectories):
         return data
     trajectories = [
-        TrajectoryData(t.space, t.times[n:], t.states[n:], {**t.metadata, "burn_in_frames": n})
-        for t in data.trajectories
+        TrajectoryData(
+            t.space,
+            t.times[n : n + frames + 1],
+            t.states[n : n + frames + 1],
+            {**t.metadata, "burn_in_frames": n},
+        )
+        for t, n in zip(data.trajectories, drops, strict=True)
     ]
     return Dataset(data.space, trajectories, data.metadata)
 
 
 def _chain_data(
-    config: JobConfig, space: fd.FunctionSpace, count: int, frames: int, seed: int, progress: bool
+    config: JobConfig,
+    space: fd.FunctionSpace,
+    count: int,
+    frames: int,
+    seed: int,
+    progress: bool,
+    drops: list[int],
 ) -> Dataset:
     """Return ``count`` chain trajectories coarse-grained to the job's periodic interval.
 
     The chain's own defaults (the paper's: 128 FPUT / 209 FENE particles, unit standard
     deviation) except the slow period (``mesh.length``), the frame step and the length; the
-    ``burn_in`` first frames are dropped.
+    first ``drops[i]`` frames of trajectory ``i`` are dropped.
     """
     d, m = config.data, config.mesh
-    total = frames + d.burn_in
+    total = frames + max(drops)
     data = generate_chain_dataset(
         d.equation,
         n_trajectories=count,
@@ -348,4 +387,4 @@ def _chain_data(
     data = map_dataset(data, space, label=f"the {d.equation} chains")
     if any(len(t.times) != total + 1 for t in data.trajectories):
         raise RuntimeError(f"the {d.equation} chains did not return {total + 1} frames")
-    return _drop_frames(data, d.burn_in)
+    return _drop_frames(data, drops, frames)
