@@ -29,6 +29,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from femeso._runtime import mpiexec_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,21 +53,10 @@ def write_job(path: Path, tables: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def environment() -> dict[str, str]:
-    env = dict(
-        os.environ,
-        OMPI_ALLOW_RUN_AS_ROOT="1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-        OMPI_MCA_rmaps_base_oversubscribe="1",
-    )
-    env.pop("PETSC_OPTIONS", None)
-    return env
-
-
 def femeso(*args: str, ranks: int = 1) -> None:
     exe = str(Path(sys.executable).with_name("femeso"))
     command = [exe, *args] if ranks == 1 else ["mpiexec", "-n", str(ranks), exe, *args]
-    done = subprocess.run(command, capture_output=True, text=True, env=environment())
+    done = subprocess.run(command, capture_output=True, text=True, env=mpiexec_environment())
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
 

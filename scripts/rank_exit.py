@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from femeso._runtime import mpiexec_environment
+
 JOB = """
 [job]
 name = "rank-exit"
@@ -64,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
 
     femeso = str(Path(sys.executable).with_name("femeso"))
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env = mpiexec_environment()
     counts = {"completed": 0, "hung": 0, "failed": 0}
     root = Path(tempfile.mkdtemp(prefix="femeso-rank-exit-"))
     try:

@@ -11,7 +11,6 @@ the subprocesses' timeout turns a hang back into a failure here.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from femeso._runtime import mpiexec_environment
 
 JOB = """
 [job]
@@ -43,23 +44,11 @@ enabled = false
 REL = 1e-7  # solver tolerance: Newton and the adjoint solves stop at 1e-10 relative residuals
 
 
-def mpi_environment() -> dict[str, str]:
-    """The environment of a subprocess under ``mpiexec``: root allowed, no pytest PETSc options."""
-    env = dict(
-        os.environ,
-        OMPI_ALLOW_RUN_AS_ROOT="1",
-        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-        OMPI_MCA_rmaps_base_oversubscribe="1",
-    )
-    env.pop("PETSC_OPTIONS", None)
-    return env
-
-
 def femeso(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
     exe = str(Path(sys.executable).with_name("femeso"))
     command = [exe, *args] if ranks == 1 else ["mpiexec", "-n", str(ranks), exe, *args]
     done = subprocess.run(
-        command, capture_output=True, text=True, env=mpi_environment(), timeout=600
+        command, capture_output=True, text=True, env=mpiexec_environment(), timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done
@@ -135,7 +124,7 @@ def test_an_ensemble_larger_than_the_ranks_is_one_line(tmp_path):
         [str(Path(sys.executable).with_name("femeso")), "train", str(path), "-q"],
         capture_output=True,
         text=True,
-        env=mpi_environment(),
+        env=mpiexec_environment(),
         timeout=300,
     )
     assert done.returncode != 0
@@ -174,7 +163,7 @@ def test_a_mesh_is_partitioned_the_same_way_in_every_run(tmp_path):
             ["mpiexec", "-n", "2", sys.executable, str(script)],
             capture_output=True,
             text=True,
-            env=mpi_environment(),
+            env=mpiexec_environment(),
             timeout=300,
         )
         assert done.returncode == 0, done.stderr[-2000:]

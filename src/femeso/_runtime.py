@@ -45,6 +45,22 @@ def runtime_environment() -> dict[str, str]:
     return env
 
 
+def mpiexec_environment() -> dict[str, str]:
+    """Return the environment for a child process started by ``mpiexec`` (tests, benchmarks).
+
+    Returns
+    -------
+    dict
+        ``os.environ`` with :func:`runtime_environment`'s defaults where unset, Open MPI allowed
+        to place more ranks than cores (``OMPI_MCA_rmaps_base_oversubscribe``), and without
+        ``PETSC_OPTIONS`` (the parent's options, e.g. the test-suite's, are not the child's).
+
+    """
+    env = {**runtime_environment(), "OMPI_MCA_rmaps_base_oversubscribe": "1", **os.environ}
+    env.pop("PETSC_OPTIONS", None)
+    return env
+
+
 def configure_environment() -> None:
     """Apply :func:`runtime_environment` to ``os.environ`` without overriding user settings."""
     for name, value in runtime_environment().items():

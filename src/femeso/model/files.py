@@ -72,7 +72,7 @@ def _model_file_path(path: str | Path) -> Path:
     return path if path.suffix == ".npz" else path.with_suffix(".npz")
 
 
-def write_model_file(path: str | Path, config: dict, module: nn.Module, comm: Any) -> Path:
+def write_model_file(path: str | Path, config: dict, module: nn.Module, comm: Any = None) -> Path:
     """Write a model file: ``module``'s state (NumPy) and its ``config`` (JSON), on rank 0.
 
     The file is a ``.npz`` (the suffix is added when missing), written to a temporary file beside
@@ -87,7 +87,8 @@ def write_model_file(path: str | Path, config: dict, module: nn.Module, comm: An
     module
         The model whose ``state_dict`` is saved.
     comm
-        The model's communicator (rank 0 writes; every rank returns or raises alike).
+        The communicator whose rank 0 writes (every rank of it returns or raises alike); default:
+        that of ``module.mesh``.
 
     Returns
     -------
@@ -124,7 +125,7 @@ def write_model_file(path: str | Path, config: dict, module: nn.Module, comm: An
         with atomic_write(path, "the model file") as f:
             np.savez(f, **arrays)
 
-    on_rank_zero(comm, write)
+    on_rank_zero(module.mesh.comm if comm is None else comm, write)
     return path
 
 

@@ -401,7 +401,7 @@ class OnsagerModel(nn.Module):
             If the file cannot be written (one line naming it; nothing left under its name).
 
         """
-        return write_model_file(path, self.config(), self, self.mesh.comm if comm is None else comm)
+        return write_model_file(path, self.config(), self, comm)
 
     def load_parameters(self, path: str | Path) -> None:
         """Load parameter values saved by :meth:`save` into this model (architectures must match).
