@@ -1,0 +1,95 @@
+"""Training for the horizon on a small irregular mesh (issue 17), reduced.
+
+Cahn-Hilliard with the Flory-Huggins energy and the degenerate mobility u(1 - u) on a coarse
+L-shape (116 P1 DoFs), learned F with the declared range (0, 1), learned m. Adam on one-step
+windows, then Levenberg-Marquardt on 1-step and then on 4-step windows (``training.refine_unroll``,
+the Gauss-Newton tangent carried through every step of a window). Each phase's best model is
+rolled out from the test trajectories' first frames to 5x the training horizon.
+
+What is asserted is what the 4-step phase does to the long-horizon error of the model it starts
+from. What it is not: a claim that 4-step windows beat as many more 1-step iterations. On this
+problem, 16 one-step iterations reached 1.7e-2 at 5x, below 8 + 8 (2.5e-2): docs/results.md,
+"Long horizons", lists the equal-iteration controls.
+"""
+
+from pathlib import Path
+
+from femeso import jobs
+from femeso.config import validate
+from femeso.evaluation import rollout_errors
+
+COARSE_L_SHAPE = Path(__file__).parents[1] / "meshes" / "l_shape.geo"
+
+
+def job(tmp_path: Path):
+    geo = tmp_path / "coarse_l_shape_for_horizon_test.geo"
+    text = COARSE_L_SHAPE.read_text()
+    assert "DefineNumber[0.05," in text
+    geo.write_text(text.replace("DefineNumber[0.05,", "DefineNumber[0.1,"))
+    raw = {
+        "job": {"output": str(tmp_path / "job"), "seed": 0},
+        "mesh": {"name": str(geo)},
+        "data": {
+            "equation": "cahn_hilliard",
+            "density": "flory_huggins",
+            "mobility": "degenerate",
+            "train": 4,
+            "validation": 1,
+            "test": 2,
+            "frames": 10,
+            "burn_in": 3,
+            "amplitude": 0.3,
+            "mean": 0.5,
+            "wavenumber": 3.0,
+        },
+        "model": {
+            "width": 16,
+            "mobility": "neural",
+            "kappa_ref": 5e-3,
+            "input_center": 0.5,
+            "input_scale": 0.25,
+            "state_range": [0, 1],
+        },
+        "training": {
+            "iterations": 100,
+            "batch_size": 8,
+            "refine_iterations": 8,
+            "refine_batch_size": 8,
+            "refine_unroll": [1, 4],
+            "validate_every": 25,
+            "validation_windows": 4,
+            "checkpoint_every": 0,
+        },
+        "baseline": {"enabled": False},
+        "evaluation": {"horizon_factor": 5},
+    }
+    return validate(raw, "job.toml")
+
+
+def error_at_horizons(config, space, data, path: Path) -> tuple[float, float]:
+    """Mean relative L2 error of the model in ``path`` at the training horizon and at 5x."""
+    model = jobs.learned_model(config, space)
+    model.load_parameters(path)
+    make = jobs.stepper_factory(model, config.model.substeps)
+    errors = rollout_errors(make, data["test"], keep_states=False, progress=False).error_mean
+    return float(errors[config.data.frames]), float(errors[-1])
+
+
+def test_levenberg_marquardt_on_4_step_windows_lowers_the_long_horizon_error(tmp_path):
+    config = job(tmp_path)
+    jobs.generate(config, progress=False)
+    trained = jobs.train(config, models=("onsager",), progress=False)["onsager"]
+    assert trained["refine_unroll_4"] == 8
+    space = jobs.build_space(config)
+    assert space.dim() < 200  # the reduced mesh
+    data = jobs.load_data(config, space)
+    folder = config.output / "onsager"
+    _, one_step = error_at_horizons(config, space, data, folder / "refine" / "best_model.npz")
+    at_horizon, four_step = error_at_horizons(
+        config, space, data, folder / "refine_unroll_4" / "best_model.npz"
+    )
+    # measured: 1-step LM 1.8e-2 at the horizon and 7.8e-2 at 5x; after the 4-step phase
+    # 3.4e-3 and 2.5e-2
+    assert four_step < 0.6 * one_step, (one_step, four_step)
+    assert four_step < 5e-2, four_step
+    assert at_horizon < 1e-2, at_horizon
