@@ -295,7 +295,7 @@ def generate_trajectories(
         space,
         lambda V: true_model(config, V),
         n_trajectories=count,
-        n_frames=frames + max(drops),
+        n_frames=frames + max(drops, default=0),
         frame_dt=d.frame_dt,
         seed=seed,
         substeps=d.substeps,
@@ -372,7 +372,7 @@ def _chain_data(
     first ``drops[i]`` frames of trajectory ``i`` are dropped.
     """
     d, m = config.data, config.mesh
-    total = frames + max(drops)
+    total = frames + max(drops, default=0)
     data = generate_chain_dataset(
         d.equation,
         n_trajectories=count,
