@@ -2,7 +2,7 @@
 
 The gauge (F(0) = 0, kappa normalised to kappa_ref) makes the factors (F, m) of a dynamics unique
 within the class; whether two trainings find them is what this script measures. It trains the
-Onsager model of a job (default: the demo) with ``job.seed`` = 0 and 1 on the data of seed 0
+Onsager model of a job (default: the demo) with ``training.seed`` = 0 and 1 on the data of the job
 (generated once), and prints, over the central 98 % of the training data's values:
 
 * F': max |F'_0 - F'_1| / range(F'_true), after removing each curve's mean for conserved
@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -39,8 +38,8 @@ from femeso.config import load_config, validate  # noqa: E402
 
 def curves(config, seed_dir: Path, seed: int):
     """Train seed ``seed`` on the data in ``seed_dir`` and return (u, F', m) of the result."""
-    raw = json.loads(json.dumps(config))
-    raw["job"]["seed"], raw["job"]["output"] = seed, str(seed_dir)
+    raw = config.as_dict()
+    raw["training"]["seed"], raw["job"]["output"] = seed, str(seed_dir)
     raw["baseline"]["enabled"] = False
     cfg = validate(raw)
     t0 = time.perf_counter()
@@ -70,7 +69,7 @@ def main() -> None:
     args = parser.parse_args(ARGS)
     config = load_config(args.config) if args.config else validate({})
     base = Path(args.output)
-    raw = json.loads(json.dumps(config))
+    raw = config.as_dict()
     raw["job"]["output"] = str(base / "seed0")
     jobs.generate(validate(raw), progress=False)
     shutil.copytree(base / "seed0" / "data", base / "seed1" / "data", dirs_exist_ok=True)
