@@ -292,9 +292,10 @@ class ModelSection:
         "neural",
         "mobility coefficient: neural (softplus of a network of u), neural_x (softplus of a "
         "network of u and the position x, x normalised by the mesh's bounding box; does not "
-        "transfer to other meshes), constant (1, fixed) or none (M = 0: a conservative "
-        "model, which needs a transport)",
-        choices=("neural", "neural_x", "constant", "none"),
+        "transfer to other meshes), neural_degenerate (neural times 4(u - lo)(hi - u)/(hi - "
+        "lo)^2: vanishes at the ends of model.state_range, as u(1 - u) does), constant (1, "
+        "fixed) or none (M = 0: a conservative model, which needs a transport)",
+        choices=("neural", "neural_x", "neural_degenerate", "constant", "none"),
     )
     transport: str = option(
         "none",
@@ -329,6 +330,13 @@ class ModelSection:
         "rollout strictly inside it, and data outside it are refused; [] (default): none",
         types=(list,),
         signed=True,
+    )
+    range_entropy: bool = option(
+        False,
+        "with model.state_range: add a learned ideal mixing entropy theta (a ln a + b ln b), "
+        "a = (u - lo)/(hi - lo), b = 1 - a, theta > 0, to the learned density, whose "
+        "curvature grows like 1/a at the range's ends as the entropy of a bounded fraction "
+        "does (Flory-Huggins, lattice gas, regular solution)",
     )
     input_center: float = option(
         0.5,
@@ -698,6 +706,16 @@ def _check_combinations(config: JobConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: model.state_range must be [] or two numbers [lo, hi] with lo < hi, "
             f"got {m.state_range}"
+        )
+    if m.range_entropy and not m.state_range:
+        raise ConfigError(
+            f"{source}: model.range_entropy needs model.state_range = [lo, hi] (the range the "
+            "entropy's fractions are taken over)"
+        )
+    if m.mobility == "neural_degenerate" and not m.state_range:
+        raise ConfigError(
+            f"{source}: model.mobility = 'neural_degenerate' needs model.state_range = [lo, hi] "
+            "(the range at whose ends the mobility vanishes)"
         )
     if m.mobility == "none" and m.transport == "none":
         raise ConfigError(

@@ -18,7 +18,13 @@ from femeso.data.generators import (
 from femeso.data.io import load_dataset_mesh
 from femeso.jobs.output import _data_path, _model_path, _resolve_file_data
 from femeso.meshes import bounding_box, load_mesh
-from femeso.model.energies import BarrierDensity, CoerciveNeuralDensity, ConstantKappa, Energy
+from femeso.model.energies import (
+    BarrierDensity,
+    CoerciveNeuralDensity,
+    ConstantKappa,
+    Energy,
+    EntropyDensity,
+)
 from femeso.model.fields import NeuralField
 from femeso.model.mobilities import ConservedMobility, LocalMobility, SkewTransport
 from femeso.model.onsager import OnsagerModel
@@ -128,13 +134,15 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     )
     if m.state_range:  # every accepted state strictly inside: see BarrierDensity
         density = density + BarrierDensity(*m.state_range)
+        if m.range_entropy:
+            density = density + EntropyDensity(*m.state_range)
     energy = Energy(density, ConstantKappa(1.0, learnable=True))
     conservative = []
     if m.transport == "learned":
         conservative.append(SkewTransport([m.velocity], dim=1, learnable=True))
     if m.mobility == "none":
         return OnsagerModel(space, energy, conservative=conservative, kappa_ref=m.kappa_ref)
-    if m.mobility in ("neural", "neural_x"):
+    if m.mobility in ("neural", "neural_x", "neural_degenerate"):
         center, scale, dim = [m.input_center], [m.input_scale], None
         if m.mobility == "neural_x":
             lo, hi = bounding_box(space.mesh())
@@ -157,10 +165,11 @@ def learned_model(config: JobConfig, space: fd.FunctionSpace) -> OnsagerModel:
     if dynamics == "auto":
         dynamics = "conserved" if config.data.equation == "cahn_hilliard" else "local"
     cls = ConservedMobility if dynamics == "conserved" else LocalMobility
+    vanishing = m.state_range if m.mobility == "neural_degenerate" else None
     return OnsagerModel(
         space,
         energy,
-        mobility=cls(coefficient),
+        mobility=cls(coefficient, vanishing_range=vanishing),
         conservative=conservative,
         kappa_ref=m.kappa_ref,
     )

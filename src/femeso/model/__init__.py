@@ -24,6 +24,7 @@ _EXPORTS = {
     "read_model_file": "femeso.model.files",
     "write_model_file": "femeso.model.files",
     "BarrierDensity": "femeso.model.energies",
+    "EntropyDensity": "femeso.model.energies",
     "CoerciveNeuralDensity": "femeso.model.energies",
     "ConstantKappa": "femeso.model.energies",
     "Density": "femeso.model.energies",

@@ -18,6 +18,7 @@ The pointwise part ("V0") and the gradient part are reported separately by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "ConstantKappa",
     "Density",
     "Energy",
+    "EntropyDensity",
     "KnownDensity",
     "NeuralKappa",
     "NonlocalEnergy",
@@ -274,6 +276,92 @@ class BarrierDensity(Density):
         """Return the configuration (the strength is saved with the parameters)."""
         return {
             "type": "BarrierDensity",
+            "lower": self.lower,
+            "upper": self.upper,
+            "learnable": self.learnable,
+        }
+
+
+class EntropyDensity(Density):
+    r"""A learned mixing entropy of a scalar state bounded to a declared range ``(lo, hi)``.
+
+    .. math:: S(u) = \theta\,\bigl(a \ln a + b \ln b + \ln 2\bigr),
+              \qquad a = \frac{u - lo}{hi - lo},\ b = 1 - a,
+              \qquad \theta = \mathrm{softplus}(\rho) > 0,
+
+    the ideal (lattice-gas, Flory--Huggins, regular-solution) entropy of mixing of the two
+    species a bounded fraction describes: zero at the middle of the range, convex, with
+    :math:`S'' = \theta / ((hi - lo)^2\, a\, b)`. Its curvature grows like :math:`1/a` at the
+    ends, which neither the bounded network of :class:`CoerciveNeuralDensity` nor the
+    :math:`1/a^2` of a :class:`BarrierDensity` follows; with a learned :math:`\theta` the class
+    contains every density "entropy + smooth rest". :math:`S` is finite at the ends, so it does
+    not keep a rollout inside the range by itself: it is meant to be added next to a
+    :class:`BarrierDensity`, which does. Outside the range it is ``nan``.
+
+    Parameters
+    ----------
+    lower, upper
+        The range, ``lower < upper``.
+    strength
+        Initial :math:`\theta` (> 0).
+    learnable
+        Learn :math:`\theta` (through :math:`\rho`); otherwise it stays at ``strength``.
+
+    """
+
+    n_states = 1
+
+    def __init__(
+        self, lower: float, upper: float, *, strength: float = 0.1, learnable: bool = True
+    ) -> None:
+        super().__init__()
+        lower, upper, strength = float(lower), float(upper), float(strength)
+        if not (np.isfinite(lower) and np.isfinite(upper) and lower < upper):
+            raise ValueError(
+                f"the entropy's range must be finite with lower < upper, got [{lower}, {upper}]"
+            )
+        if not (np.isfinite(strength) and strength > 0):
+            raise ValueError(f"the entropy's strength must be > 0, got {strength}")
+        self.lower, self.upper, self.learnable = lower, upper, learnable
+        raw = torch.tensor(strength, dtype=DTYPE)
+        raw = raw + torch.log(-torch.expm1(-raw))  # softplus^{-1}
+        self.raw_strength = nn.Parameter(raw, requires_grad=learnable)
+
+    @property
+    def strength(self) -> torch.Tensor:
+        """The entropy's strength :math:`\theta > 0`."""
+        return softplus(self.raw_strength)
+
+    def _fractions(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = (u[:, 0] - self.lower) / (self.upper - self.lower)
+        return a, 1.0 - a
+
+    def forward(self, u, x=None):
+        """Evaluate ``S`` at ``n`` points (``nan`` outside the range)."""
+        a, b = self._fractions(u)
+        return self.strength * (a * torch.log(a) + b * torch.log(b) + math.log(2.0))
+
+    def state_derivatives(self, u, x=None):
+        """Return ``S'`` and ``S''`` in closed form."""
+        a, b = self._fractions(u)
+        w = self.upper - self.lower
+        theta = self.strength
+        return theta * (torch.log(a) - torch.log(b)) / w, theta / (w**2 * a * b)
+
+    def ufl(self, u, x=None):
+        """Return ``S`` in UFL (the strength at its current value)."""
+        import ufl
+
+        w = self.upper - self.lower
+        a = (u[0] - self.lower) / w
+        b = 1.0 - a
+        theta = float(self.strength.detach())
+        return theta * (a * ufl.ln(a) + b * ufl.ln(b) + math.log(2.0))
+
+    def config(self) -> dict:
+        """Return the configuration (the strength is saved with the parameters)."""
+        return {
+            "type": "EntropyDensity",
             "lower": self.lower,
             "upper": self.upper,
             "learnable": self.learnable,

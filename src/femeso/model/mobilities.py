@@ -28,6 +28,7 @@ exactly under any quadrature:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,12 +59,32 @@ class MobilityCoefficient(nn.Module):
         part is used).
     n_states
         Number of state components.
+    vanishing_range
+        ``(lo, hi)``: multiply the coefficient by :math:`4(u - lo)(hi - u)/(hi - lo)^2`
+        (its positive part), a *degenerate* mobility that vanishes at the ends of a bounded
+        state's range -- no flux where one of the two species is absent, as in
+        :math:`m = u(1 - u)` -- and is the coefficient itself at the middle. One state component.
 
     """
 
-    def __init__(self, coefficient: float | Sequence[float] | PointwiseField, n_states: int):
+    def __init__(
+        self,
+        coefficient: float | Sequence[float] | PointwiseField,
+        n_states: int,
+        *,
+        vanishing_range: Sequence[float] | None = None,
+    ):
         super().__init__()
         self.n_states = n_states
+        self.vanishing_range: tuple[float, float] | None = None
+        if vanishing_range is not None:
+            lo, hi = (float(v) for v in vanishing_range)
+            if n_states != 1 or not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(
+                    "a degenerate mobility needs one state component and a finite range lo < hi, "
+                    f"got {n_states} components and {list(vanishing_range)}"
+                )
+            self.vanishing_range = (lo, hi)
         if isinstance(coefficient, PointwiseField):
             if coefficient.n_outputs != n_states:
                 raise ValueError(
@@ -95,7 +116,16 @@ class MobilityCoefficient(nn.Module):
             n = (u if u is not None else x).shape[0]
             return self.constant.expand(n, self.n_states)
         raw = self.field(u if self.field.uses_state else None, x)
-        return softplus(raw) if self.kind == "neural" else torch.clamp(raw, min=0.0)
+        values = softplus(raw) if self.kind == "neural" else torch.clamp(raw, min=0.0)
+        if self.vanishing_range is None:
+            return values
+        return values * torch.clamp(self._vanishing_factor(u), min=0.0)[:, None]
+
+    def _vanishing_factor(self, u: Any) -> Any:
+        """:math:`4(u - lo)(hi - u)/(hi - lo)^2` of the first component (torch or UFL)."""
+        lo, hi = self.vanishing_range
+        first = u[:, 0] if isinstance(u, torch.Tensor) else u[0]
+        return 4.0 * (first - lo) * (hi - first) / (hi - lo) ** 2
 
     def ufl(self, u, x):
         """Return the coefficients as a list of UFL expressions."""
@@ -105,7 +135,10 @@ class MobilityCoefficient(nn.Module):
             return [float(c) for c in self.constant]
         raw = self.field.ufl(u if self.field.uses_state else None, x)
         transform = UFL_OPS.softplus if self.kind == "neural" else UFL_OPS.max0
-        return [transform(r) for r in raw]
+        values = [transform(r) for r in raw]
+        if self.vanishing_range is None:
+            return values
+        return [UFL_OPS.max0(self._vanishing_factor(u)) * v for v in values]
 
     def config(self) -> dict:
         """Return the configuration."""
@@ -136,10 +169,16 @@ class PointwiseMobility(nn.Module):
     conserves_mass: bool
 
     def __init__(
-        self, coefficient: float | Sequence[float] | PointwiseField = 1.0, *, n_states: int = 1
+        self,
+        coefficient: float | Sequence[float] | PointwiseField = 1.0,
+        *,
+        n_states: int = 1,
+        vanishing_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.coefficient = MobilityCoefficient(coefficient, n_states)
+        self.coefficient = MobilityCoefficient(
+            coefficient, n_states, vanishing_range=vanishing_range
+        )
         self.n_states = n_states
 
     @staticmethod
@@ -154,11 +193,14 @@ class PointwiseMobility(nn.Module):
 
     def config(self) -> dict:
         """Return the configuration."""
-        return {
+        config = {
             "type": type(self).__name__,
             "n_states": self.n_states,
             "coefficient": self.coefficient.config(),
         }
+        if self.coefficient.vanishing_range is not None:
+            config["vanishing_range"] = list(self.coefficient.vanishing_range)
+        return config
 
 
 class LocalMobility(PointwiseMobility):

@@ -51,6 +51,7 @@ from femeso.model.energies import (
     CoerciveNeuralDensity,
     ConstantKappa,
     Energy,
+    EntropyDensity,
     NeuralKappa,
     SumDensity,
 )
@@ -430,6 +431,8 @@ def _build(config: dict, dim: int) -> nn.Module:
         return CoerciveNeuralDensity(**{k: v for k, v in config.items() if k != "type"})
     if kind == "BarrierDensity":
         return BarrierDensity(config["lower"], config["upper"], learnable=config["learnable"])
+    if kind == "EntropyDensity":
+        return EntropyDensity(config["lower"], config["upper"], learnable=config["learnable"])
     if kind == "SumDensity":
         return SumDensity(_build(config["first"], dim), _build(config["second"], dim))
     if kind == "ConstantKappa":
@@ -442,7 +445,9 @@ def _build(config: dict, dim: int) -> nn.Module:
         coeff = config["coefficient"]
         c = coeff["value"] if coeff.get("type") == "constant" else _build(coeff, dim)
         cls = LocalMobility if kind == "LocalMobility" else ConservedMobility
-        return cls(c, n_states=config["n_states"])
+        return cls(
+            c, n_states=config["n_states"], vanishing_range=config.get("vanishing_range")
+        )
     if kind == "TensorMobility":
         t = config["tensor"]
         return TensorMobility(

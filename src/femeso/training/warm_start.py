@@ -46,7 +46,13 @@ import torch
 import ufl
 
 from femeso.data.trajectories import Dataset
-from femeso.model.energies import BarrierDensity, CoerciveNeuralDensity, SumDensity
+from femeso.model.energies import (
+    BarrierDensity,
+    CoerciveNeuralDensity,
+    Density,
+    EntropyDensity,
+    SumDensity,
+)
 from femeso.model.fields import DTYPE, NeuralField
 from femeso.model.onsager import OnsagerModel
 from femeso.stepping.solvers import LU
@@ -419,6 +425,34 @@ def _fit_polynomial_part(
         density.poly_coefficients.copy_(solution[:, 0] / scale)
 
 
+def _network_and_fixed_parts(density: Density) -> tuple[CoerciveNeuralDensity, list[Density]]:
+    """Split ``network + barrier [+ entropy]`` into the network density and the range's parts.
+
+    Raises
+    ------
+    NotImplementedError
+        If the density is not a :class:`CoerciveNeuralDensity` plus range parts.
+
+    """
+    parts: list[Density] = []
+    stack = [density]
+    while stack:
+        part = stack.pop()
+        if isinstance(part, SumDensity):
+            stack += [part.second, part.first]
+        else:
+            parts.append(part)
+    networks = [p for p in parts if isinstance(p, CoerciveNeuralDensity)]
+    fixed = [p for p in parts if isinstance(p, (BarrierDensity, EntropyDensity))]
+    if len(networks) != 1 or len(networks) + len(fixed) != len(parts):
+        names = " + ".join(type(p).__name__ for p in parts)
+        raise NotImplementedError(
+            f"warm start: needs a CoerciveNeuralDensity (plus a declared range's barrier and "
+            f"entropy), the model has {names}"
+        )
+    return networks[0], fixed
+
+
 def warm_start(
     model: OnsagerModel,
     data: Dataset,
@@ -457,17 +491,8 @@ def warm_start(
         non-positive mobility.
 
     """
-    density, barrier = model.energy.density, None
-    if (
-        isinstance(density, SumDensity)
-        and isinstance(density.first, CoerciveNeuralDensity)
-        and isinstance(density.second, BarrierDensity)
-    ):  # fit the network to what the barrier (at its current strength) leaves
-        density, barrier = density.first, density.second
-    if not isinstance(density, CoerciveNeuralDensity):
-        raise NotImplementedError(
-            f"warm start: needs a CoerciveNeuralDensity, the model has {type(density).__name__}"
-        )
+    density, fixed = _network_and_fixed_parts(model.energy.density)
+    barrier = next((part for part in fixed if isinstance(part, BarrierDensity)), None)
     match = gradient_matching(model, data, degree=degree, max_pairs=max_pairs)
     sign_ok = match.coefficient > 0 if match.operator != "transport" else match.coefficient != 0
     if not (match.relative_residual <= max_residual and sign_ok):
@@ -490,9 +515,9 @@ def warm_start(
     x_all = model.x
     x = x_all[torch.randint(len(x_all), (samples,), generator=generator)]
     target = torch.as_tensor(match.density_derivative(u[:, 0].numpy()), dtype=DTYPE)
-    if barrier is not None:
-        with torch.no_grad():
-            target = target - barrier.state_derivatives(u)[0]
+    with torch.no_grad():  # fit the network to what the range's parts (as they are) leave
+        for part in fixed:
+            target = target - part.state_derivatives(u)[0]
     target_scale = target.pow(2).mean().sqrt().clamp_min(1e-300)
 
     def density_mismatch() -> torch.Tensor:
