@@ -16,6 +16,8 @@ horizons").
 
 from pathlib import Path
 
+import pytest
+
 from femeso import jobs
 from femeso.config import validate
 from femeso.evaluation import rollout_errors
@@ -95,3 +97,53 @@ def test_levenberg_marquardt_on_4_step_windows_lowers_the_long_horizon_error(tmp
     assert four_step[0] < 0.7 * one_step[0], (one_step, four_step)
     assert four_step[1] < one_step[1], (one_step, four_step)
     assert four_step[1] < 0.12, four_step
+
+
+def _results(learned_last: float, classical_last: float | None, *, failed: int = 0) -> dict:
+    onsager = {
+        "error_at_training_horizon": 1e-3,
+        "energy_increases": 0,
+        "error_last": learned_last,
+        "n_failed": failed,
+    }
+    results = {"onsager": onsager, "training_horizon": 0.2, "long_horizon": 2.0}
+    if classical_last is not None:
+        results["classical"] = {"error_last": classical_last}
+    return results
+
+
+@pytest.mark.parametrize(
+    "learned,classical,failed,bound,met",
+    [
+        (9e-3, 5e-5, 0, 1e-2, True),  # the floor 1e-2 applies
+        (1.1e-2, 5e-5, 0, 1e-2, False),
+        (2.5e-2, 3e-3, 0, 3e-2, True),  # 10 x classical is above the floor
+        (3.5e-2, 3e-3, 0, 3e-2, False),
+        (1e-3, 5e-5, 1, 1e-2, False),  # a failed rollout misses the target
+    ],
+)
+def test_the_long_horizon_target_is_max_of_the_floor_and_ten_times_classical(
+    learned, classical, failed, bound, met
+):
+    from femeso.jobs.reporting import _targets
+
+    target = _targets(_results(learned, classical, failed=failed), None)["error_at_long_horizon"]
+    assert target["target"] == pytest.approx(bound)
+    assert target["met"] is met
+
+
+def test_no_long_horizon_target_without_a_classical_solver_or_a_longer_rollout():
+    from femeso.jobs.reporting import _targets
+
+    assert "error_at_long_horizon" not in _targets(_results(1e-3, None), None)
+    same = _results(1e-3, 1e-4)
+    same["long_horizon"] = same["training_horizon"]
+    assert "error_at_long_horizon" not in _targets(same, None)
+
+
+def test_the_mobility_target_reads_the_r2_in_the_gauge():
+    from femeso.jobs.reporting import _targets
+
+    for r2, met in ((0.96, True), (0.94, False)):
+        mobility = {"gauge": {"r2": r2}}
+        assert _targets(_results(1e-3, None), None, mobility)["mobility_r2"]["met"] is met

@@ -182,7 +182,13 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             + ", ".join(cells)
             + f"; order {num(steps['order'], '.2f')}"
         )
-    relations = {"error_at_training_horizon": "<=", "energy_increases": "==", "density_r2": ">="}
+    relations = {
+        "error_at_training_horizon": "<=",
+        "energy_increases": "==",
+        "density_r2": ">=",
+        "mobility_r2": ">=",
+        "error_at_long_horizon": "<=",
+    }
     for key, t in (results.get("targets") or {}).items():
         verdict = "MET" if t["met"] else "NOT MET"
         value = num(t["value"], ".3g")

@@ -329,7 +329,7 @@ class EntropyDensity(Density):
 
     @property
     def strength(self) -> torch.Tensor:
-        """The entropy's strength :math:`\theta > 0`."""
+        r"""The entropy's strength :math:`\theta > 0`."""
         return softplus(self.raw_strength)
 
     def _fractions(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
