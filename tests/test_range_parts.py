@@ -132,9 +132,7 @@ def test_the_gauss_newton_gradient_is_the_adjoint_gradient():
     model.zero_grad()
     loss, clean = window_loss_and_gradient(stepper, data)
     assert clean
-    adjoint = torch.cat(
-        [p.grad.reshape(-1) for p in model.parameters() if p.requires_grad]
-    ).numpy()
+    adjoint = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.requires_grad]).numpy()
     curvature = window_curvature(stepper, data)
     assert curvature.loss == pytest.approx(float(loss), rel=1e-12)
     assert np.linalg.norm(curvature.gradient - adjoint) <= 1e-8 * np.linalg.norm(adjoint)
@@ -180,6 +178,4 @@ def test_a_degenerate_mobility_needs_a_finite_range_and_one_component():
     with pytest.raises(ValueError, match="one state component"):
         femeso.ConservedMobility(field, n_states=2, vanishing_range=(0, 1))
     with pytest.raises(ValueError, match="finite range"):
-        femeso.ConservedMobility(
-            femeso.NeuralField(1, 1, width=4, seed=0), vanishing_range=(1, 0)
-        )
+        femeso.ConservedMobility(femeso.NeuralField(1, 1, width=4, seed=0), vanishing_range=(1, 0))

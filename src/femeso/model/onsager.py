@@ -445,9 +445,7 @@ def _build(config: dict, dim: int) -> nn.Module:
         coeff = config["coefficient"]
         c = coeff["value"] if coeff.get("type") == "constant" else _build(coeff, dim)
         cls = LocalMobility if kind == "LocalMobility" else ConservedMobility
-        return cls(
-            c, n_states=config["n_states"], vanishing_range=config.get("vanishing_range")
-        )
+        return cls(c, n_states=config["n_states"], vanishing_range=config.get("vanishing_range"))
     if kind == "TensorMobility":
         t = config["tensor"]
         return TensorMobility(
