@@ -224,3 +224,18 @@ def test_every_public_name_loads_on_use():
             assert getattr(package, name) is not None, name
         with pytest.raises(AttributeError, match="has no attribute 'OnsagerModle'"):
             package.OnsagerModle  # noqa: B018
+
+
+def test_the_demo_job_file_is_the_demo(capsys, tmp_path):
+    """`femeso config --demo` prints a job file that validates to `femeso demo`'s configuration."""
+    from femeso.config import demo_config
+
+    assert main(["config", "--demo"]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    printed["job"]["output"] = str(tmp_path / "demo")
+    demo = demo_config(tmp_path / "demo")
+    assert validate(printed, "demo.toml") == demo
+    # trained for the long horizon: the range with its entropy, late data, the 10-step judge
+    assert demo.model.state_range == [0, 1] and demo.model.range_entropy
+    assert demo.data.burn_in == [5, 185] and demo.training.judge_unroll == 10
+    assert demo != JobConfig()

@@ -71,10 +71,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from femeso.config import validate
+    from femeso.config import demo_config
     from femeso.jobs import run, summary_lines
 
-    config = validate({"job": {"name": "demo", "output": str(args.output)}}, "<demo>")
+    config = demo_config(args.output)
     t0 = time.perf_counter()
     results = run(config, resume=args.resume, progress=_progress(args), overwrite=args.overwrite)
     _emit(summary_lines(results))
@@ -157,13 +157,13 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from femeso.config import default_toml, load_config
+    from femeso.config import default_toml, demo_toml, load_config
 
     if args.check:
         load_config(args.check)
         _emit([f"{args.check}: valid"])
         return 0
-    _emit([default_toml()])
+    _emit([demo_toml() if args.demo else default_toml()])
     return 0
 
 
@@ -267,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of new test trajectories (default: the job's data.test)",
     )
 
-    demo = sub.add_parser("demo", help="run the built-in default job (Cahn-Hilliard on a plate)")
+    demo = sub.add_parser(
+        "demo", help="run the built-in demo (Flory-Huggins Cahn-Hilliard on a plate, to 10x T)"
+    )
     demo.add_argument("-o", "--output", default="femeso-demo", help="output directory")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
@@ -278,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print every configuration key with its default")
     config.add_argument("--check", metavar="TOML", help="only validate this file")
+    config.add_argument(
+        "--demo", action="store_true", help="print the built-in demo's job file instead"
+    )
     config.set_defaults(func=_cmd_config)
 
     inspect = sub.add_parser(
