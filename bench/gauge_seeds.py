@@ -33,7 +33,7 @@ from femeso._runtime import configure_environment  # noqa: E402
 
 configure_environment()  # before Firedrake: threads, kernel caches
 from femeso import jobs  # noqa: E402
-from femeso.config import load_config, validate  # noqa: E402
+from femeso.config import demo_config, load_config, validate  # noqa: E402
 
 
 def curves(config, seed_dir: Path, seed: int):
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("config", nargs="?", help="job TOML (default: the demo)")
     parser.add_argument("--output", default="bench-gauge-seeds", help="work directory")
     args = parser.parse_args(ARGS)
-    config = load_config(args.config) if args.config else validate({})
+    config = load_config(args.config) if args.config else demo_config(args.output)
     base = Path(args.output)
     raw = config.as_dict()
     raw["job"]["output"] = str(base / "seed0")
