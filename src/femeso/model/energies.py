@@ -38,6 +38,7 @@ __all__ = [
     "KnownDensity",
     "NeuralKappa",
     "NonlocalEnergy",
+    "RangeDensity",
     "SumDensity",
 ]
 
@@ -196,7 +197,53 @@ class KnownDensity(Density):
         }
 
 
-class BarrierDensity(Density):
+class RangeDensity(Density):
+    r"""A density of a scalar state on a declared range ``(lower, upper)`` with a learned strength.
+
+    The base of the range's parts (:class:`BarrierDensity`, :class:`EntropyDensity`): it owns
+    the range, the strength :math:`\mathrm{softplus}(\rho) > 0` and the configuration;
+    subclasses set ``label`` (for messages) and ``initial_strength`` and implement the density.
+    """
+
+    n_states = 1
+    label: str
+    initial_strength: float
+
+    def __init__(
+        self, lower: float, upper: float, *, strength: float | None = None, learnable: bool = True
+    ) -> None:
+        super().__init__()
+        strength = self.initial_strength if strength is None else strength
+        lower, upper, strength = float(lower), float(upper), float(strength)
+        if not (np.isfinite(lower) and np.isfinite(upper) and lower < upper):
+            raise ValueError(
+                f"the {self.label}'s range must be finite with lower < upper, "
+                f"got [{lower}, {upper}]"
+            )
+        if not (np.isfinite(strength) and strength > 0):
+            raise ValueError(f"the {self.label}'s strength must be > 0, got {strength}")
+        self.lower, self.upper, self.learnable = lower, upper, learnable
+        # softplus^{-1}(strength), stable for small and large values
+        raw = torch.tensor(strength, dtype=DTYPE)
+        raw = raw + torch.log(-torch.expm1(-raw))
+        self.raw_strength = nn.Parameter(raw, requires_grad=learnable)
+
+    @property
+    def strength(self) -> torch.Tensor:
+        """The learned strength (> 0)."""
+        return softplus(self.raw_strength)
+
+    def config(self) -> dict:
+        """Return the configuration (the strength is saved with the parameters)."""
+        return {
+            "type": type(self).__name__,
+            "lower": self.lower,
+            "upper": self.upper,
+            "learnable": self.learnable,
+        }
+
+
+class BarrierDensity(RangeDensity):
     r"""A logarithmic barrier that keeps a scalar state inside a declared range ``(lo, hi)``.
 
     .. math:: B(u) = -s\,\ln\frac{4\,(u - lo)(hi - u)}{(hi - lo)^2} \;\ge 0,
@@ -217,35 +264,14 @@ class BarrierDensity(Density):
     lower, upper
         The range, ``lower < upper``.
     strength
-        Initial :math:`s` (> 0).
+        Initial :math:`s` (> 0; default 1e-2).
     learnable
         Learn :math:`s` (through :math:`\rho`); otherwise it stays at ``strength``.
 
     """
 
-    n_states = 1
-
-    def __init__(
-        self, lower: float, upper: float, *, strength: float = 1e-2, learnable: bool = True
-    ) -> None:
-        super().__init__()
-        lower, upper, strength = float(lower), float(upper), float(strength)
-        if not (np.isfinite(lower) and np.isfinite(upper) and lower < upper):
-            raise ValueError(
-                f"the barrier's range must be finite with lower < upper, got [{lower}, {upper}]"
-            )
-        if not (np.isfinite(strength) and strength > 0):
-            raise ValueError(f"the barrier's strength must be > 0, got {strength}")
-        self.lower, self.upper, self.learnable = lower, upper, learnable
-        # softplus^{-1}(strength), stable for small and large values
-        raw = torch.tensor(strength, dtype=DTYPE)
-        raw = raw + torch.log(-torch.expm1(-raw))
-        self.raw_strength = nn.Parameter(raw, requires_grad=learnable)
-
-    @property
-    def strength(self) -> torch.Tensor:
-        """The barrier's strength :math:`s > 0`."""
-        return softplus(self.raw_strength)
+    label = "barrier"
+    initial_strength = 1e-2
 
     def forward(self, u, x=None):
         """Evaluate ``B`` at ``n`` points (``nan`` outside the range)."""
@@ -272,17 +298,8 @@ class BarrierDensity(Density):
         values = np.asarray(values)
         return bool(np.all((values > self.lower) & (values < self.upper)))
 
-    def config(self) -> dict:
-        """Return the configuration (the strength is saved with the parameters)."""
-        return {
-            "type": "BarrierDensity",
-            "lower": self.lower,
-            "upper": self.upper,
-            "learnable": self.learnable,
-        }
 
-
-class EntropyDensity(Density):
+class EntropyDensity(RangeDensity):
     r"""A learned mixing entropy of a scalar state bounded to a declared range ``(lo, hi)``.
 
     .. math:: S(u) = \theta\,\bigl(a \ln a + b \ln b + \ln 2\bigr),
@@ -303,34 +320,14 @@ class EntropyDensity(Density):
     lower, upper
         The range, ``lower < upper``.
     strength
-        Initial :math:`\theta` (> 0).
+        Initial :math:`\theta` (> 0; default 0.1).
     learnable
         Learn :math:`\theta` (through :math:`\rho`); otherwise it stays at ``strength``.
 
     """
 
-    n_states = 1
-
-    def __init__(
-        self, lower: float, upper: float, *, strength: float = 0.1, learnable: bool = True
-    ) -> None:
-        super().__init__()
-        lower, upper, strength = float(lower), float(upper), float(strength)
-        if not (np.isfinite(lower) and np.isfinite(upper) and lower < upper):
-            raise ValueError(
-                f"the entropy's range must be finite with lower < upper, got [{lower}, {upper}]"
-            )
-        if not (np.isfinite(strength) and strength > 0):
-            raise ValueError(f"the entropy's strength must be > 0, got {strength}")
-        self.lower, self.upper, self.learnable = lower, upper, learnable
-        raw = torch.tensor(strength, dtype=DTYPE)
-        raw = raw + torch.log(-torch.expm1(-raw))  # softplus^{-1}
-        self.raw_strength = nn.Parameter(raw, requires_grad=learnable)
-
-    @property
-    def strength(self) -> torch.Tensor:
-        r"""The entropy's strength :math:`\theta > 0`."""
-        return softplus(self.raw_strength)
+    label = "entropy"
+    initial_strength = 0.1
 
     def _fractions(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = (u[:, 0] - self.lower) / (self.upper - self.lower)
@@ -357,15 +354,6 @@ class EntropyDensity(Density):
         b = 1.0 - a
         theta = float(self.strength.detach())
         return theta * (a * ufl.ln(a) + b * ufl.ln(b) + math.log(2.0))
-
-    def config(self) -> dict:
-        """Return the configuration (the strength is saved with the parameters)."""
-        return {
-            "type": "EntropyDensity",
-            "lower": self.lower,
-            "upper": self.upper,
-            "learnable": self.learnable,
-        }
 
 
 class CoerciveNeuralDensity(Density):

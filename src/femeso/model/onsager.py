@@ -429,10 +429,9 @@ def _build(config: dict, dim: int) -> nn.Module:
         return NeuralField(**args)
     if kind == "CoerciveNeuralDensity":
         return CoerciveNeuralDensity(**{k: v for k, v in config.items() if k != "type"})
-    if kind == "BarrierDensity":
-        return BarrierDensity(config["lower"], config["upper"], learnable=config["learnable"])
-    if kind == "EntropyDensity":
-        return EntropyDensity(config["lower"], config["upper"], learnable=config["learnable"])
+    if kind in ("BarrierDensity", "EntropyDensity"):
+        cls = BarrierDensity if kind == "BarrierDensity" else EntropyDensity
+        return cls(config["lower"], config["upper"], learnable=config["learnable"])
     if kind == "SumDensity":
         return SumDensity(_build(config["first"], dim), _build(config["second"], dim))
     if kind == "ConstantKappa":

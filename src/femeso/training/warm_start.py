@@ -50,7 +50,7 @@ from femeso.model.energies import (
     BarrierDensity,
     CoerciveNeuralDensity,
     Density,
-    EntropyDensity,
+    RangeDensity,
     SumDensity,
 )
 from femeso.model.fields import DTYPE, NeuralField
@@ -443,7 +443,7 @@ def _network_and_fixed_parts(density: Density) -> tuple[CoerciveNeuralDensity, l
         else:
             parts.append(part)
     networks = [p for p in parts if isinstance(p, CoerciveNeuralDensity)]
-    fixed = [p for p in parts if isinstance(p, (BarrierDensity, EntropyDensity))]
+    fixed = [p for p in parts if isinstance(p, RangeDensity)]
     if len(networks) != 1 or len(networks) + len(fixed) != len(parts):
         names = " + ".join(type(p).__name__ for p in parts)
         raise NotImplementedError(
