@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import femeso
+import femeso.stepping.energy_stable as energy_stable
 from models import dissipative_model, mesh, neural_energy
 
 # Random step sizes from 1e-4 to 10 (log-uniform), random seeds, several meshes.
@@ -242,12 +243,43 @@ def test_only_a_newton_solve_stalled_near_its_round_off_floor_is_accepted(
 ):
     """The iteration-limit failure above is accepted only within the stagnation factor of the
     floor (a huge factor here makes any stall "round-off"; the real one keeps it a failure)."""
-    monkeypatch.setattr(femeso.stepping.energy_stable, "ROUND_OFF_STAGNATION", factor)
+    monkeypatch.setattr(energy_stable, "ROUND_OFF_STAGNATION", factor)
     model = dissipative_model(mesh("periodic_interval"), "local", seed=1)
     u0 = femeso.random_smooth_field(model.space, seed=1, amplitude=3.0)
     stepper = femeso.EnergyStableStepper(model, u0, 5.0, solver_parameters={"snes_max_it": 4})
     record = stepper.advance()
     assert (record.halvings >= 1) == halved
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_newton_stops_once_its_residual_is_round_off(offset):
+    """A large constant in the density network's output (removed by the gauge, so the dynamics
+    are unchanged) puts rounding noise of eps * offset / |u1 - u0| into the discrete gradient:
+    Newton then stalls above the residual floor. The round-off stop ends those solves where
+    PETSc's default test ran on with tiny line-search steps, and accepts the same states."""
+    model = dissipative_model(mesh("periodic_interval"), "conserved", seed=0)
+    with torch.no_grad():
+        model.energy.density.network.layers[-1].bias += offset
+    u0 = femeso.random_smooth_field(model.space, seed=0, amplitude=1.0)
+    runs = {}
+    for test in ("femeso", "default"):
+        stepper = femeso.EnergyStableStepper(model, u0, 1e-2)
+        if test == "default":
+            stepper.solver.snes.setConvergenceTest("default")
+        trajectory = stepper.rollout(5)
+        assert np.all(np.diff(trajectory.energies) <= 1e-9 * np.abs(trajectory.energies[:-1]))
+        runs[test] = stepper
+    ours, default = runs["femeso"], runs["default"]
+    iterations = {k: s.solver_stats()["newton_iterations"] for k, s in runs.items()}
+    difference = fd.norm(ours.u - default.u) / fd.norm(default.u)
+    assert difference < 1e-10
+    assert ours.solver_stats()["halvings"] == default.solver_stats()["halvings"] == 0
+    if offset:
+        assert ours.round_off_stops >= 1
+        assert iterations["femeso"] <= 0.5 * iterations["default"], iterations
+    else:  # a solve that converges is untouched
+        assert ours.round_off_stops == 0
+        assert iterations["femeso"] == iterations["default"]
 
 
 def test_repeated_failure_raises_with_time_and_reason():

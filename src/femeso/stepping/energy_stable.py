@@ -351,8 +351,13 @@ class EnergyStableStepper(SteppingLoop):
             pre_jacobian_callback=self._update_pointwise,
             appctx={"femeso_stepper": self},
         )
+        self.solver.snes.setConvergenceTest(self._converged)
         self._last_u1: np.ndarray | None = None
         self._snes_atol = float(params.get("snes_atol", 1e-50))
+        self._stagnation_limit = self._snes_atol
+        self._previous_fnorm = math.inf
+        #: Newton solves stopped at the round-off level (:meth:`_converged`) since construction.
+        self.round_off_stops = 0
         test = fd.TestFunction(V)
         ones = ufl.as_vector([1.0] * self.k) if self.k > 1 else 1.0
         self._lumped_mass = fd.assemble(ufl.inner(test, ones) * fd.dx)
@@ -638,6 +643,52 @@ class EnergyStableStepper(SteppingLoop):
         rtol, _, stol, max_it = snes.getTolerances()
         snes.setTolerances(rtol=rtol, atol=max(self._snes_atol, floor), stol=stol, max_it=max_it)
         self._stagnation_limit = max(self._snes_atol, ROUND_OFF_STAGNATION * floor)
+
+    def _converged(self, snes, its: int, norms: tuple[float, float, float]):
+        """SNES convergence test: PETSc's default tests, and a stop at the round-off level.
+
+        The default tests (NaN, absolute, relative, step and divergence tolerances) come first.
+        Then a Newton iterate whose residual is within the stagnation limit of the round-off
+        floor (:meth:`_round_off_tolerance`) and which did not halve the previous residual is
+        converged as far as floating point allows: Newton has stopped converging quadratically
+        because the residual is round-off. Without this stop such a solve ran to the iteration
+        limit with tiny line-search steps and was then accepted as stalled (measured on a learned
+        double-well model of the curved channel: 2 iterations to 1.4e-12, then 28 more between
+        1.0e-12 and 4.1e-12, 23 Newton iterations per step on average against 3 for the true
+        model, 0.72 s per step against 0.034 s). The state accepted is the same kind either way:
+        a residual within the stagnation limit.
+        """
+        xnorm, step_norm, fnorm = norms
+        reasons = PETSc.SNES.ConvergedReason
+        rtol, atol, stol, _ = snes.getTolerances()
+        if its == 0:
+            self._initial_fnorm = fnorm
+            self._previous_fnorm = math.inf
+        previous, self._previous_fnorm = self._previous_fnorm, fnorm
+        if not math.isfinite(fnorm):
+            return reasons.DIVERGED_FNORM_NAN
+        if fnorm < atol:
+            return reasons.CONVERGED_FNORM_ABS
+        if its == 0:
+            return reasons.ITERATING
+        if fnorm <= rtol * self._initial_fnorm:
+            return reasons.CONVERGED_FNORM_RELATIVE
+        if step_norm < stol * xnorm:
+            return reasons.CONVERGED_SNORM_RELATIVE
+        divergence = snes.getDivergenceTolerance()
+        if divergence > 0 and fnorm > divergence * self._initial_fnorm:
+            return reasons.DIVERGED_DTOL
+        if fnorm <= self._stagnation_limit and fnorm > 0.5 * previous:
+            self.round_off_stops += 1
+            logger.debug(
+                "Newton stopped at the round-off level after %d iterations (residual %.3e, "
+                "previous %.3e)",
+                its,
+                fnorm,
+                previous,
+            )
+            return reasons.CONVERGED_ITS
+        return reasons.ITERATING
 
     def _solve(self, dt: float) -> tuple[bool, str, int, int]:
         self._dt.assign(dt)
