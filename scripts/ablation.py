@@ -20,8 +20,12 @@ and 10 times it, writes ``report/ablation.json`` (errors at every step) and plot
 error against time for every row (``report/ablation.png``)::
 
     python scripts/ablation.py JOB.toml
+    python scripts/ablation.py JOB.toml --test-data OTHER_JOB.toml
 
-The job must be trained (``femeso train``); nothing is retrained.
+The job must be trained (``femeso train``); nothing is retrained. With ``--test-data`` the test
+trajectories are another job's on the same mesh (e.g. longer ones); the marks stay multiples of
+this job's training horizon (to 50 times, as far as the data go) and the files are named
+``ablation_<other job>.json`` / ``.png``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def main() -> None:
     """Roll out the four models and persistence, print the table, write JSON and a plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the job's TOML file")
+    parser.add_argument("--test-data", help="another job's TOML file: roll out its test data")
     args, _ = parser.parse_known_args()
 
     from femeso._runtime import configure_environment, start_firedrake
@@ -53,7 +58,10 @@ def main() -> None:
     if truth is None:
         raise SystemExit("ablation: the job's data have no known equation (files or chains)")
     learned = jobs.load_trained(config, space, "onsager")
-    test = jobs.load_data(config, space)["test"]
+    data_config = load_config(args.test_data) if args.test_data else config
+    if data_config.mesh != config.mesh:
+        raise SystemExit("ablation: --test-data must name a job on the same mesh")
+    test = jobs.load_data(data_config, space)["test"]
     models = {
         "learned": learned,
         "learned F, true m": OnsagerModel(
@@ -84,7 +92,7 @@ def main() -> None:
     horizon = frames * frame_dt
     marks = {"step 1": frame_dt} | {
         f"{f}x horizon": f * horizon
-        for f in (1, 2, 5, 10)
+        for f in (1, 2, 5, 10, 20, 50)
         if f * horizon <= first.times[-1] + 1e-12
     }
 
@@ -113,8 +121,9 @@ def main() -> None:
             cells = "".join(f"{row[metric][m]:>16.3e}" for m in marks)
             print(f"{name:<20}{cells}{row['failed']:>8d}")
     out = config.output / "report"
+    stem = f"ablation_{data_config.job.name}" if args.test_data else "ablation"
     write_json(
-        out / "ablation.json",
+        out / f"{stem}.json",
         {
             "times": first.times,
             "horizon": horizon,
@@ -125,8 +134,8 @@ def main() -> None:
             | {"persistence": persistence[1]},
         },
     )
-    _plot(out / "ablation.png", first.times / horizon, reports, persistence[0], config)
-    print(f"\nwrote {out / 'ablation.json'} and {out / 'ablation.png'}")
+    _plot(out / f"{stem}.png", first.times / horizon, reports, persistence[0], config)
+    print(f"\nwrote {out / stem}.json and {out / stem}.png")
 
 
 def _persistence(test) -> tuple[np.ndarray, np.ndarray]:
