@@ -31,6 +31,7 @@ this job's training horizon (to 50 times, as far as the data go) and the files a
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", help="the job's TOML file")
     parser.add_argument("--test-data", help="another job's TOML file: roll out its test data")
-    args, _ = parser.parse_known_args()
+    args, rest = parser.parse_known_args()
+    sys.argv = sys.argv[:1] + rest  # the rest (PETSc options, if any) goes to PETSc
 
     from femeso._runtime import configure_environment, start_firedrake
 

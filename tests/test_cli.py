@@ -163,6 +163,11 @@ def test_a_whole_job_runs_end_to_end(tmp_path):
     assert (
         len(json.loads((out / "onsager" / "refine" / "history.json").read_text())["records"]) == 2
     )
+    assert results["step_sizes"]["factors"] == [0.5, 1.0, 2.0]
+    # an empty list of step factors reports without the step-size study
+    no_study = write(tmp_path, TINY.format(out=out).replace("[0.5, 1.0, 2.0]", "[]"))
+    assert main(["report", str(no_study), "--quiet"]) == 0
+    assert json.loads((out / "report" / "results.json").read_text())["step_sizes"] is None
 
 
 @pytest.mark.parametrize("program", ["femeso", "python -m femeso.cli"])

@@ -475,7 +475,7 @@ class EvaluationSection:
     horizon_factor: int = option(10, "roll out to this many times the training horizon", minimum=1)
     step_factors: list[float] = option(
         [0.1, 1.0, 10.0, 100.0],
-        "inference step sizes, as multiples of frame_dt",
+        "inference step sizes, as multiples of frame_dt ([]: no step-size study)",
         types=(list,),
     )
     vtk: bool = option(True, "write the rollouts as VTK for ParaView")

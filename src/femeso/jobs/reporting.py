@@ -249,12 +249,16 @@ def report(config: JobConfig, *, progress: bool = True) -> dict[str, Any]:
         if np.ndim(v) == 0
     }
     factors = config.evaluation.step_factors
-    results["step_sizes"] = step_size_study(
-        stepper_factory(model, config.model.substeps, config.model.solver),
-        data["test"].trajectories[0],
-        factors=factors,
-        reference="finest",
-    )
+    if factors:
+        results["step_sizes"] = step_size_study(
+            stepper_factory(model, config.model.substeps, config.model.solver),
+            data["test"].trajectories[0],
+            factors=factors,
+            reference="finest",
+        )
+    else:
+        results["step_sizes"] = None
+        logger.info("report: no step-size study (evaluation.step_factors = [])")
     results["targets"] = _targets(results, density, mobility)
     directory = config.output / "report"
     directory.mkdir(parents=True, exist_ok=True)
