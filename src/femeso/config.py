@@ -806,7 +806,15 @@ DEMO_JOB: dict[str, dict[str, Any]] = {
         "burn_in": [5, 185],
     },
     "model": {"state_range": [0, 1], "range_entropy": True},
-    "training": {"refine_iterations": 60, "judge_unroll": 10},
+    # 4 windows per Adam step and 8 per Levenberg-Marquardt iteration, no step-size study: the
+    # demo's wall time (docs/results.md, "The curved channel at 10x ... and the demo's time")
+    "training": {
+        "batch_size": 4,
+        "refine_iterations": 60,
+        "refine_batch_size": 8,
+        "judge_unroll": 10,
+    },
+    "evaluation": {"step_factors": []},
 }
 
 
