@@ -256,6 +256,8 @@ class EnergyStableStepper(SteppingLoop):
     substep_log
         With :attr:`log_substeps` set, the accepted sub-steps of the last :meth:`advance` as
         ``(u_start, w_converged, sub_dt)`` copies: what :meth:`restore` needs for adjoints.
+    round_off_stops
+        How many Newton solves ended at the round-off level (:meth:`_converged`).
 
     """
 
