@@ -357,7 +357,7 @@ class EnergyStableStepper(SteppingLoop):
         self._last_u1: np.ndarray | None = None
         self._snes_atol = float(params.get("snes_atol", 1e-50))
         self._stagnation_limit = self._snes_atol
-        self._previous_fnorm = math.inf
+        self._initial_fnorm = self._previous_fnorm = math.inf
         #: Newton solves stopped at the round-off level (:meth:`_converged`) since construction.
         self.round_off_stops = 0
         test = fd.TestFunction(V)
